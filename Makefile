@@ -1,0 +1,35 @@
+# Two commands for a new user: `make demo` and `make test`. Both create .venv when missing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-fast lint build bench clean-venv
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+## demo: install, then run the main job end to end on the real data
+demo: $(STAMP)
+	$(BIN)/python -m autograder.demo
+
+## test: install, then run the whole test suite (unit, real-data and shortened notebook runs)
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+## test-fast: unit tests only (seconds, no data needed)
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not realdata and not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check cnn_course autograder tests benchmarks
+	$(BIN)/ruff format --check cnn_course autograder tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_data.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Instructor-only tools: reference models, hidden tests and the grading pipeline."""

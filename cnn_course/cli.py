@@ -1,0 +1,113 @@
+"""The ``cnn-course`` command line: data, build, grade and publish."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from .errors import CourseError
+
+__all__ = ["main"]
+
+
+def _data_status(args: argparse.Namespace) -> int:
+    from . import data
+
+    root = data.resolve_root(args.root)
+    print(f"data root: {root.describe()}")
+    statuses = data.data_status(root.path)
+    for status in statuses:
+        if not status.found:
+            print(f"{status.name:9} MISSING")
+            continue
+        counts = ", ".join(f"{split} {count:,}" for split, count in status.counts.items())
+        bad = [check for check in status.checks if not check.ok]
+        if not status.checks:
+            integrity = "no known checksums for these files"
+        elif bad:
+            integrity = f"{len(bad)} of {len(status.checks)} files FAIL their checksum"
+        else:
+            integrity = f"{len(status.checks)} files match their checksums"
+        print(f"{status.name:9} found: {status.source} at {status.path}")
+        print(f"{'':9} images: {counts or 'unreadable'}; {integrity}")
+    missing = [status.name for status in statuses if not status.found]
+    if missing:
+        print(
+            f"\n{' and '.join(missing)} not found. Set {data.DATA_ENV} to the folder that holds "
+            "the data (README, section Data), or load with download=True where there is internet."
+        )
+    corrupt = any(not check.ok for status in statuses for check in status.checks)
+    return 1 if missing or corrupt else 0
+
+
+def _data_verify(args: argparse.Namespace) -> int:
+    from . import data
+
+    root = data.resolve_root(args.root)
+    print(f"data root: {root.describe()}")
+    checks = data.verify_files(root.path)
+    if not checks:
+        print("No known data files found here; nothing to verify.")
+        return 1
+    for check in checks:
+        verdict = "ok" if check.ok else ("MISSING" if check.actual is None else "MISMATCH")
+        print(f"{verdict:8} {check.algorithm:6} {check.path}")
+    failed = sum(not check.ok for check in checks)
+    print(f"{len(checks) - failed} of {len(checks)} files verified.")
+    return 1 if failed else 0
+
+
+def _data_pack(args: argparse.Namespace) -> int:
+    from . import data
+
+    written = data.write_pack(args.out, root=args.root, force=args.force)
+    for path in written:
+        print(f"wrote {path}")
+    print(f"Offline data root ready: set {data.DATA_ENV}={written[-1].parent}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cnn-course", description="Build, run and grade the cnn-course labs."
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    data_parser = commands.add_parser("data", help="find, check and pack the datasets")
+    data_commands = data_parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    root_help = "data root (default: $CNN_COURSE_DATA, else ./data)"
+    status = data_commands.add_parser(
+        "status", help="what is found where, with counts and checksums"
+    )
+    status.add_argument("--root", help=root_help)
+    status.set_defaults(run=_data_status)
+    verify = data_commands.add_parser("verify", help="check every known file's checksum")
+    verify.add_argument("--root", help=root_help)
+    verify.set_defaults(run=_data_verify)
+    pack = data_commands.add_parser(
+        "pack", help="write an offline data root for machines without internet"
+    )
+    pack.add_argument("out", help="folder to write (MNIST/raw/*.gz, CIFAR-10/*.npz, SHA256SUMS)")
+    pack.add_argument("--root", help="where to read the data from; " + root_help)
+    pack.add_argument("--force", action="store_true", help="replace pack files already in OUT")
+    pack.set_defaults(run=_data_pack)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status (0 ok, 1 check failed, 2 usage or input error)."""
+    args = _parser().parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except CourseError as error:
+        print(f"cnn-course: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cnn-course: interrupted; nothing half-written was left behind.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,705 @@
+"""MNIST and CIFAR-10 as in-memory tensors, read by torchvision or from an offline pack."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.error import URLError
+
+import numpy as np
+import torch
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    RandomSampler,
+    SequentialSampler,
+    TensorDataset,
+)
+
+from .errors import CourseError
+
+__all__ = [
+    "CACHE_ENV",
+    "CIFAR10_CLASSES",
+    "DATA_ENV",
+    "DataRoot",
+    "DatasetStatus",
+    "FileCheck",
+    "ImageSet",
+    "MNIST_CLASSES",
+    "cache_dir",
+    "data_status",
+    "load_cifar10",
+    "load_mnist",
+    "make_loader",
+    "resolve_root",
+    "split_indices",
+    "verify_files",
+    "write_pack",
+]
+
+DATA_ENV = "CNN_COURSE_DATA"
+CACHE_ENV = "CNN_COURSE_CACHE"
+DEFAULT_ROOT = "data"
+
+MNIST_CLASSES = tuple(str(digit) for digit in range(10))
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+
+SPLITS = ("train", "test")
+MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+# md5 of LeCun's files: the .gz ones are torchvision's own list, the others the published ones.
+MNIST_MD5 = {
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+CIFAR_FOLDER = "cifar-10-batches-py"  # torchvision's canonical layout
+PACK_FOLDER = "CIFAR-10"  # the offline pack: <root>/CIFAR-10/*.npz
+PACK_KEYS = ("x_train", "y_train", "x_test", "y_test", "label_names")
+
+
+@dataclass(frozen=True)
+class DataRoot:
+    """The folder data is read from, and where that choice came from."""
+
+    path: Path
+    origin: str  # "argument", "$CNN_COURSE_DATA" or "default"
+
+    def describe(self) -> str:
+        if self.origin == "default":
+            return f"{self.path} (the default ./data: set {DATA_ENV} or pass root=... to change it)"
+        return f"{self.path} (from {self.origin})"
+
+
+def resolve_root(root: str | os.PathLike | None = None) -> DataRoot:
+    """Pick the data root: the explicit argument, else ``$CNN_COURSE_DATA``, else ``./data``."""
+    if root is not None:
+        return DataRoot(Path(root).expanduser().absolute(), "argument")
+    env = os.environ.get(DATA_ENV, "").strip()
+    if env:
+        return DataRoot(Path(env).expanduser().absolute(), f"${DATA_ENV}")
+    return DataRoot(Path(DEFAULT_ROOT).absolute(), "default")
+
+
+def cache_dir() -> Path:
+    """The writable cache: ``$CNN_COURSE_CACHE``, else ``$XDG_CACHE_HOME/cnn-course``."""
+    env = os.environ.get(CACHE_ENV, "").strip()
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME", "").strip() or Path.home() / ".cache"
+    return Path(base) / "cnn-course"
+
+
+@dataclass(frozen=True, eq=False)
+class ImageSet:
+    """A split of a dataset held in memory.
+
+    ``images`` is ``(N, C, H, W)`` float32 in [0, 1], ``labels`` is ``(N,)`` int64 and
+    ``indices`` gives each image's position in the full split it was taken from.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: tuple[str, ...]
+    name: str
+    indices: torch.Tensor = field(repr=False)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __repr__(self) -> str:
+        shape = tuple(self.images.shape)
+        return f"ImageSet({self.name!r}, images={shape}, classes={len(self.class_names)})"
+
+    def loader(self, batch_size: int = 64, shuffle: bool = True, seed: int = 0) -> DataLoader:
+        """Mini-batches of ``(images, labels)``; see :func:`make_loader`."""
+        return make_loader(self.images, self.labels, batch_size, shuffle=shuffle, seed=seed)
+
+
+def make_loader(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int = 64,
+    *,
+    shuffle: bool = True,
+    seed: int = 0,
+) -> DataLoader:
+    """A DataLoader over in-memory tensors that gathers each batch with one indexing call.
+
+    ``images`` is ``(N, ...)`` and ``labels`` ``(N,)``. With ``shuffle`` the order is drawn
+    from a generator seeded with ``seed``, so two loaders with the same seed agree.
+    """
+    if len(images) != len(labels):
+        raise CourseError(
+            f"images and labels must have the same length; got {len(images)} images "
+            f"and {len(labels)} labels."
+        )
+    if int(batch_size) < 1:
+        raise CourseError(f"batch_size must be a positive integer; got {batch_size!r}.")
+    dataset = TensorDataset(images, labels)
+    if shuffle:
+        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
+    else:
+        sampler = SequentialSampler(dataset)
+    # batch_size=None: the dataset is indexed with a whole list of indices at once.
+    batches = BatchSampler(sampler, int(batch_size), drop_last=False)
+    return DataLoader(dataset, sampler=batches, batch_size=None)
+
+
+def split_indices(total: int, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split ``range(total)`` into a seeded sample of ``n`` indices and the rest, both sorted.
+
+    The lab trains on the first part; the grader evaluates on images from the second.
+    """
+    if not 0 < n <= total:
+        raise CourseError(f"Asked for {n} images, but the split holds {total}.")
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
+    return order[:n].sort().values, order[n:].sort().values
+
+
+def load_mnist(
+    split: str = "train",
+    *,
+    root: str | os.PathLike | None = None,
+    n: int | None = None,
+    seed: int = 0,
+    download: bool = False,
+) -> ImageSet:
+    """Load MNIST's ``"train"`` or ``"test"`` split as an :class:`ImageSet` of ``(N, 1, 28, 28)``.
+
+    With ``n``, a seeded sample of ``n`` images (see :func:`split_indices`). The files are read
+    by torchvision from ``<root>/MNIST/raw/``; with ``download=True`` and no files there,
+    torchvision downloads them first.
+    """
+    _check_split(split)
+    images, labels = _mnist_arrays(resolve_root(root), split, download)
+    indices = _sample(len(labels), n, seed)
+    images, labels = images[indices].unsqueeze(1), labels[indices]
+    return _image_set(images, labels, MNIST_CLASSES, f"MNIST {split}", indices, n, seed)
+
+
+def load_cifar10(
+    split: str = "train",
+    *,
+    root: str | os.PathLike | None = None,
+    n: int | None = None,
+    seed: int = 0,
+    download: bool = False,
+) -> ImageSet:
+    """Load CIFAR-10's ``"train"`` or ``"test"`` split as an :class:`ImageSet` of ``(N, 3, 32, 32)``.
+
+    Read by torchvision from ``<root>/cifar-10-batches-py/`` when present, else from the
+    offline pack ``<root>/CIFAR-10/*.npz``; with ``download=True`` and neither there,
+    torchvision downloads the canonical files.
+    """
+    _check_split(split)
+    arrays = _cifar_arrays(resolve_root(root), download)
+    x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+    indices = _sample(len(y), n, seed)
+    # Fancy indexing copies, so read-only memory maps of the cache never reach torch.
+    images = torch.from_numpy(x[indices.numpy()]).permute(0, 3, 1, 2)  # NHWC -> NCHW
+    labels = torch.from_numpy(y[indices.numpy()].astype(np.int64))
+    names = tuple(str(name) for name in arrays["label_names"])
+    return _image_set(images, labels, names, f"CIFAR-10 {split}", indices, n, seed)
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise CourseError(f"split must be 'train' or 'test'; got {split!r}.")
+
+
+def _sample(total: int, n: int | None, seed: int) -> torch.Tensor:
+    return torch.arange(total) if n is None else split_indices(total, int(n), seed)[0]
+
+
+def _image_set(
+    images_u8: torch.Tensor,
+    labels: torch.Tensor,
+    class_names: tuple[str, ...],
+    name: str,
+    indices: torch.Tensor,
+    n: int | None,
+    seed: int,
+) -> ImageSet:
+    """Convert the (already sampled) uint8 images to float32 in [0, 1]."""
+    if n is not None:
+        name = f"{name} ({n} images, seed {seed})"
+    images = images_u8.to(torch.float32).div_(255.0).contiguous()
+    return ImageSet(images, labels.to(torch.int64), class_names, name, indices)
+
+
+# --- MNIST ----------------------------------------------------------------------------------
+
+
+def _mnist_raw_paths(folder: Path, suffix: str = "") -> list[Path]:
+    return [folder / f"{stem}{suffix}" for pair in MNIST_FILES.values() for stem in pair]
+
+
+def _mnist_arrays(root: DataRoot, split: str, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    from torchvision.datasets import MNIST
+
+    raw = root.path / "MNIST" / "raw"
+    if all(path.is_file() for path in _mnist_raw_paths(raw)):
+        source = root.path
+    elif all(path.is_file() for path in _mnist_raw_paths(raw, ".gz")):
+        source = _unpacked_mnist(raw)
+    elif download:
+        _download(MNIST, root, "MNIST", "MNIST")
+        source = root.path
+    else:
+        raise _not_found("MNIST", root, _mnist_expected(root))
+    dataset = MNIST(str(source), train=split == "train", download=False)
+    return dataset.data, dataset.targets
+
+
+def _mnist_expected(root: DataRoot) -> list[str]:
+    raw = root.path / "MNIST" / "raw"
+    return [f"{path}  (or {path.name}.gz)" for path in _mnist_raw_paths(raw)]
+
+
+def _unpacked_mnist(raw: Path) -> Path:
+    """Decompress the ``.gz`` files into the cache (the data root may be read-only)."""
+    target_root = cache_dir() / f"mnist-{_file_key(*_mnist_raw_paths(raw, '.gz'))}"
+    target_raw = target_root / "MNIST" / "raw"
+    if all(path.is_file() for path in _mnist_raw_paths(target_raw)):
+        return target_root
+    try:
+        target_raw.mkdir(parents=True, exist_ok=True)
+        for gz_path in _mnist_raw_paths(raw, ".gz"):
+            with gzip.open(gz_path, "rb") as src, _atomic_file(target_raw / gz_path.stem) as dst:
+                shutil.copyfileobj(src, dst)
+    except OSError as exc:
+        raise CourseError(
+            f"MNIST is stored gzip-compressed in {raw}, and it could not be decompressed into "
+            f"the cache {target_raw}: {exc}.\nSet {CACHE_ENV} to a writable folder, or put the "
+            "uncompressed files next to the .gz ones."
+        ) from None
+    return target_root
+
+
+# --- CIFAR-10 -------------------------------------------------------------------------------
+
+
+def _cifar_arrays(root: DataRoot, download: bool) -> dict[str, np.ndarray]:
+    """All of CIFAR-10 as NHWC uint8 arrays keyed like the offline pack."""
+    canonical = root.path / CIFAR_FOLDER
+    if canonical.is_dir():
+        return _cifar_from_torchvision(root)
+    pack = _find_pack(root)
+    if pack is not None:
+        return _pack_arrays(pack)
+    if download:
+        from torchvision.datasets import CIFAR10
+
+        _download(CIFAR10, root, CIFAR_FOLDER, "CIFAR-10")
+        return _cifar_from_torchvision(root)
+    raise _not_found("CIFAR-10", root, _cifar_expected(root))
+
+
+def _cifar_expected(root: DataRoot) -> list[str]:
+    return [
+        f"{root.path / CIFAR_FOLDER}/  (torchvision's canonical batches), or",
+        f"{root.path / PACK_FOLDER}/*.npz  (the offline pack: {', '.join(PACK_KEYS)})",
+    ]
+
+
+def _cifar_from_torchvision(root: DataRoot) -> dict[str, np.ndarray]:
+    from torchvision.datasets import CIFAR10
+
+    arrays: dict[str, np.ndarray] = {}
+    for split in SPLITS:
+        try:
+            dataset = CIFAR10(str(root.path), train=split == "train", download=False)
+        except RuntimeError:
+            raise CourseError(
+                f"CIFAR-10's batches in {root.path / CIFAR_FOLDER} are incomplete or corrupted "
+                "(torchvision's md5 check failed).\nRun `cnn-course data verify` to see which "
+                "file, then replace the folder (download=True fetches a fresh copy)."
+            ) from None
+        arrays[f"x_{split}"] = dataset.data
+        arrays[f"y_{split}"] = np.asarray(dataset.targets, dtype=np.uint8)
+        arrays["label_names"] = np.asarray(dataset.classes)
+    return arrays
+
+
+def _find_pack(root: DataRoot) -> Path | None:
+    folder = root.path / PACK_FOLDER
+    packs = sorted(folder.glob("*.npz")) if folder.is_dir() else []
+    if len(packs) > 1:
+        names = ", ".join(path.name for path in packs)
+        raise CourseError(
+            f"Found {len(packs)} offline packs in {folder} ({names}); expected one. "
+            "Remove all but one."
+        )
+    return packs[0] if packs else None
+
+
+def _pack_arrays(pack: Path) -> dict[str, np.ndarray]:
+    """Read the pack, through an uncompressed memory-mapped copy in the cache when possible."""
+    cached = cache_dir() / f"cifar10-pack-{_file_key(pack)}"
+    if (cached / "complete").is_file():
+        return {key: np.load(cached / f"{key}.npy", mmap_mode="r") for key in PACK_KEYS}
+    arrays = _read_pack(pack)
+    try:
+        _write_cache(cached, arrays)
+    except OSError:
+        pass  # An unwritable cache only costs speed: the next load reads the pack again.
+    return arrays
+
+
+def _read_pack(pack: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(pack, allow_pickle=False) as npz:
+            missing = [key for key in PACK_KEYS if key not in npz.files]
+            if missing:
+                raise CourseError(
+                    f"{pack} is not a CIFAR-10 offline pack: it lacks {', '.join(missing)}.\n"
+                    f"A pack holds {', '.join(PACK_KEYS)}; `cnn-course data pack OUT` writes one."
+                )
+            arrays = {key: npz[key] for key in PACK_KEYS}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise CourseError(
+            f"Could not read the offline pack {pack}: {exc}.\nIt may be truncated; run "
+            "`cnn-course data verify`, then copy it again or rebuild it with `cnn-course data pack`."
+        ) from None
+    for split in SPLITS:
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (32, 32, 3) or len(y) != len(x):
+            raise CourseError(
+                f"{pack}: x_{split} must be (N, 32, 32, 3) uint8 with one label each; found "
+                f"{x.shape} {x.dtype} and {len(y)} labels."
+            )
+    return arrays
+
+
+def _write_cache(folder: Path, arrays: dict[str, np.ndarray]) -> None:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        for key, value in arrays.items():
+            np.save(staging / f"{key}.npy", value, allow_pickle=False)
+        (staging / "complete").touch()
+        os.replace(staging, folder)
+    except OSError:
+        if not (folder / "complete").is_file():
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _npz_shapes(pack: Path) -> dict[str, tuple[int, ...]]:
+    """Array shapes from the ``.npy`` headers inside an ``.npz``, without decompressing data."""
+    shapes = {}
+    with zipfile.ZipFile(pack) as archive:
+        for member in archive.namelist():
+            with archive.open(member) as stream:
+                version = np.lib.format.read_magic(stream)
+                if version == (1, 0):
+                    shape, _, _ = np.lib.format.read_array_header_1_0(stream)
+                else:
+                    shape, _, _ = np.lib.format.read_array_header_2_0(stream)
+            shapes[member.removesuffix(".npy")] = shape
+    return shapes
+
+
+# --- download -------------------------------------------------------------------------------
+
+
+def _download(dataset_cls: type, root: DataRoot, folder: str, title: str) -> None:
+    """Let torchvision download into a staging folder, then move the result into place.
+
+    An interrupted download leaves nothing in the data root but, at most, an orphaned
+    ``.download-*`` folder that the next attempt does not mistake for data.
+    """
+    try:
+        root.path.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".download-", dir=root.path))
+    except OSError as exc:
+        raise CourseError(
+            f"Cannot download {title}: the data root {root.describe()} is not writable ({exc}).\n"
+            f"Point {DATA_ENV} at a writable folder."
+        ) from None
+    try:
+        try:
+            dataset_cls(str(staging), train=True, download=True)
+        except (URLError, OSError, RuntimeError) as exc:
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise _not_found(
+                title, root, _expected_files(title, root), download_error=reason
+            ) from None
+        target = root.path / folder
+        for path in sorted((staging / folder).rglob("*")):
+            if path.is_file():
+                destination = target / path.relative_to(staging / folder)
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, destination)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _expected_files(title: str, root: DataRoot) -> list[str]:
+    return _mnist_expected(root) if title == "MNIST" else _cifar_expected(root)
+
+
+def _not_found(
+    title: str, root: DataRoot, expected: list[str], download_error: str | None = None
+) -> CourseError:
+    lines = [f"{title} was not found." if download_error is None else f"{title} is not available."]
+    lines.append(f"  data root searched: {root.describe()}")
+    lines.append("  files expected:")
+    lines += [f"    {item}" for item in expected]
+    if download_error is not None:
+        lines.append(f"  download failed (no network?): {download_error}")
+        lines.append(
+            f"To fix: copy the files there by hand, or set {DATA_ENV} to a folder that holds "
+            "them (see the README, section Data)."
+        )
+    else:
+        lines.append(
+            f"To fix: set {DATA_ENV} to a folder that holds them (see the README, section Data), "
+            "or pass download=True on a machine with internet access."
+        )
+    return CourseError("\n".join(lines))
+
+
+# --- status, verify, pack -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    """One file checked against a known digest."""
+
+    path: Path
+    algorithm: str
+    expected: str
+    actual: str | None  # None when the file is missing
+
+    @property
+    def ok(self) -> bool:
+        return self.actual == self.expected
+
+
+@dataclass(frozen=True)
+class DatasetStatus:
+    """Where a dataset was found, how many images each split holds, and its checksums."""
+
+    name: str
+    source: str | None  # None when not found
+    path: Path | None
+    counts: dict[str, int]
+    checks: list[FileCheck]
+
+    @property
+    def found(self) -> bool:
+        return self.source is not None
+
+
+def verify_files(root: str | os.PathLike | None = None) -> list[FileCheck]:
+    """Checksum every known data file under the root.
+
+    Known files are MNIST's eight raw files, torchvision's CIFAR-10 batches and anything
+    listed in a ``SHA256SUMS`` file at the root (the offline pack writes one).
+    """
+    data_root = resolve_root(root)
+    checks: list[FileCheck] = []
+    listed = _sha256sums(data_root.path)
+    raw = data_root.path / "MNIST" / "raw"
+    for name, md5 in MNIST_MD5.items():
+        path = raw / name
+        if path.is_file() and path not in listed:
+            checks.append(FileCheck(path, "md5", md5, _digest(path, "md5")))
+    canonical = data_root.path / CIFAR_FOLDER
+    if canonical.is_dir():
+        from torchvision.datasets import CIFAR10
+
+        known = [
+            *CIFAR10.train_list,
+            *CIFAR10.test_list,
+            [CIFAR10.meta["filename"], CIFAR10.meta["md5"]],
+        ]
+        for name, md5 in known:
+            path = canonical / name
+            checks.append(
+                FileCheck(path, "md5", md5, _digest(path, "md5") if path.is_file() else None)
+            )
+    for path, sha in listed.items():
+        checks.append(
+            FileCheck(path, "sha256", sha, _digest(path, "sha256") if path.is_file() else None)
+        )
+    return checks
+
+
+def data_status(root: str | os.PathLike | None = None) -> list[DatasetStatus]:
+    """What is found where under the root, with split sizes and checksum results."""
+    data_root = resolve_root(root)
+    checks = verify_files(data_root.path)
+    return [_mnist_status(data_root, checks), _cifar_status(data_root, checks)]
+
+
+def _mnist_status(root: DataRoot, checks: list[FileCheck]) -> DatasetStatus:
+    raw = root.path / "MNIST" / "raw"
+    mine = [check for check in checks if check.path.parent == raw]
+    if all(path.is_file() for path in _mnist_raw_paths(raw)):
+        source = "torchvision MNIST files"
+    elif all(path.is_file() for path in _mnist_raw_paths(raw, ".gz")):
+        source = "torchvision MNIST files (gzip)"
+    else:
+        return DatasetStatus("MNIST", None, None, {}, mine)
+    counts = {}
+    for split in SPLITS:
+        images, _ = _mnist_arrays(root, split, download=False)
+        counts[split] = int(images.shape[0])
+    return DatasetStatus("MNIST", source, raw, counts, mine)
+
+
+def _cifar_status(root: DataRoot, checks: list[FileCheck]) -> DatasetStatus:
+    canonical = root.path / CIFAR_FOLDER
+    if canonical.is_dir():
+        mine = [check for check in checks if check.path.parent == canonical]
+        counts = {}
+        if all(check.ok for check in mine):
+            arrays = _cifar_from_torchvision(root)
+            counts = {split: len(arrays[f"y_{split}"]) for split in SPLITS}
+        return DatasetStatus("CIFAR-10", "torchvision CIFAR-10 batches", canonical, counts, mine)
+    pack = _find_pack(root)
+    if pack is None:
+        return DatasetStatus("CIFAR-10", None, None, {}, [])
+    mine = [check for check in checks if check.path == pack]
+    try:
+        shapes = _npz_shapes(pack)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise CourseError(f"Could not read the offline pack {pack}: {exc}.") from None
+    counts = {split: shapes[f"y_{split}"][0] for split in SPLITS if f"y_{split}" in shapes}
+    return DatasetStatus("CIFAR-10", "offline pack (npz)", pack, counts, mine)
+
+
+def write_pack(
+    out: str | os.PathLike, root: str | os.PathLike | None = None, force: bool = False
+) -> list[Path]:
+    """Write an offline data root at ``out``: MNIST's ``.gz`` files and a CIFAR-10 pack.
+
+    The pack is an ``.npz`` with ``x_train (N, 32, 32, 3) uint8``, ``y_train``, ``x_test``,
+    ``y_test`` and ``label_names``, read from torchvision's canonical files (or an existing
+    pack). A ``SHA256SUMS`` lists what was written. Every file appears whole or not at all.
+    """
+    source = resolve_root(root)
+    out_path = Path(out).expanduser().absolute()
+    if out_path.resolve() == source.path.resolve():
+        raise CourseError(
+            f"The pack must go to a new folder, not the data root itself ({out_path})."
+        )
+    arrays = _cifar_arrays(source, download=False)
+    gz_sources = _mnist_gz_sources(source)
+    n_train, n_test = len(arrays["y_train"]), len(arrays["y_test"])
+    targets = [out_path / "MNIST" / "raw" / path.name for path in gz_sources]
+    targets.append(out_path / PACK_FOLDER / f"cifar10_train{n_train}_test{n_test}.npz")
+    sums = out_path / "SHA256SUMS"
+    existing = [path for path in [*targets, sums] if path.exists()]
+    if existing and not force:
+        raise CourseError(
+            f"{out_path} already holds {existing[0].relative_to(out_path)}; pass --force to replace "
+            "the pack's files, or choose an empty folder."
+        )
+    try:
+        for src, dst in zip(gz_sources, targets, strict=False):
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            with open(src, "rb") as reader, _atomic_file(dst) as writer:
+                shutil.copyfileobj(reader, writer)
+        targets[-1].parent.mkdir(parents=True, exist_ok=True)
+        with _atomic_file(targets[-1]) as writer:
+            np.savez_compressed(writer, **{key: np.asarray(arrays[key]) for key in PACK_KEYS})
+        lines = [
+            f"{_digest(path, 'sha256')}  {path.relative_to(out_path).as_posix()}\n"
+            for path in targets
+        ]
+        with _atomic_file(sums) as writer:
+            writer.write("".join(lines).encode())
+    except OSError as exc:
+        raise CourseError(f"Could not write the pack into {out_path}: {exc}.") from None
+    return [*targets, sums]
+
+
+def _mnist_gz_sources(root: DataRoot) -> list[Path]:
+    """MNIST's canonical ``.gz`` files, compressed from the raw files when only those exist."""
+    raw = root.path / "MNIST" / "raw"
+    gz_paths = _mnist_raw_paths(raw, ".gz")
+    if all(path.is_file() for path in gz_paths):
+        return gz_paths
+    if not all(path.is_file() for path in _mnist_raw_paths(raw)):
+        raise _not_found("MNIST", root, _mnist_expected(root))
+    staged = cache_dir() / f"mnist-gz-{_file_key(*_mnist_raw_paths(raw))}"
+    staged.mkdir(parents=True, exist_ok=True)
+    for path, gz_path in zip(_mnist_raw_paths(raw), gz_paths, strict=True):
+        target = staged / gz_path.name
+        if not target.is_file():
+            with open(path, "rb") as reader, _atomic_file(target) as raw_writer:
+                with gzip.GzipFile(
+                    filename=path.name, fileobj=raw_writer, mode="wb", mtime=0
+                ) as writer:
+                    shutil.copyfileobj(reader, writer)
+    return [staged / path.name for path in gz_paths]
+
+
+def _sha256sums(folder: Path) -> dict[Path, str]:
+    listing = folder / "SHA256SUMS"
+    if not listing.is_file():
+        return {}
+    sums = {}
+    for line in listing.read_text().splitlines():
+        digest, _, name = line.strip().partition("  ")
+        if digest and name:
+            sums[folder / name.lstrip("*")] = digest.lower()
+    return sums
+
+
+def _digest(path: Path, algorithm: str) -> str:
+    hasher = hashlib.new(algorithm)
+    with open(path, "rb") as reader:
+        for block in iter(lambda: reader.read(1 << 20), b""):
+            hasher.update(block)
+    return hasher.hexdigest()
+
+
+def _file_key(*paths: Path) -> str:
+    """A short key that changes when any of the files is replaced."""
+    hasher = hashlib.sha1()
+    for path in paths:
+        stat = path.stat()
+        hasher.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return hasher.hexdigest()[:16]
+
+
+class _atomic_file:
+    """Write to a temporary file beside ``path`` and move it into place only on success."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def __enter__(self):
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        self.stream = os.fdopen(fd, "wb")
+        return self.stream
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.stream.close()
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            Path(self.tmp).unlink(missing_ok=True)
