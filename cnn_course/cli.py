@@ -68,6 +68,28 @@ def _data_pack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import build
+
+    repo = Path(args.repo)
+    if args.check:
+        problems = build.check_build(repo)
+        for problem in problems:
+            print(problem)
+        if problems:
+            print(
+                f"\n{len(problems)} generated file(s) out of step with source/: run `cnn-course build`."
+            )
+            return 1
+        print("notebooks/ is in step with source/.")
+        return 0
+    for path in build.build(repo):
+        print(f"wrote {path.relative_to(repo.absolute())}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cnn-course", description="Build, run and grade the cnn-course labs."
@@ -92,6 +114,15 @@ def _parser() -> argparse.ArgumentParser:
     pack.add_argument("--root", help="where to read the data from; " + root_help)
     pack.add_argument("--force", action="store_true", help="replace pack files already in OUT")
     pack.set_defaults(run=_data_pack)
+
+    build_parser = commands.add_parser(
+        "build", help="build student and solution notebooks from source/ (through nbgrader)"
+    )
+    build_parser.add_argument("--repo", default=".", help="course repository (default: .)")
+    build_parser.add_argument(
+        "--check", action="store_true", help="fail when notebooks/ differs from a fresh build"
+    )
+    build_parser.set_defaults(run=_build)
     return parser
 
 

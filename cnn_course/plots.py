@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Mapping, Sequence
 
@@ -12,7 +13,20 @@ from matplotlib.figure import Figure
 from .errors import CourseError
 from .training import History
 
-__all__ = ["show_filters", "show_history", "show_images", "to_displayable"]
+__all__ = ["LabFigure", "show_filters", "show_history", "show_images", "to_displayable"]
+
+
+class LabFigure(Figure):
+    """A matplotlib Figure that Jupyter displays as a PNG without pyplot or ``%matplotlib``.
+
+    Figures are built without pyplot, so nothing is drawn twice and no global state changes;
+    Jupyter shows one when it is the value of a cell, and ``savefig`` works headless.
+    """
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=90)
+        return buffer.getvalue()
 
 
 def to_displayable(image: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -50,7 +64,7 @@ def show_images(
         raise CourseError(f"show_images got {count} images and {len(predictions)} predictions.")
     ncols = max(1, min(ncols, count))
     nrows = math.ceil(count / ncols)
-    figure = Figure(figsize=(2.0 * ncols, 2.2 * nrows), layout="constrained")
+    figure = LabFigure(figsize=(2.0 * ncols, 2.2 * nrows), layout="constrained")
     axes = figure.subplots(nrows, ncols, squeeze=False).ravel()
     for index, axis in enumerate(axes):
         axis.axis("off")
@@ -98,7 +112,7 @@ def show_filters(
             raise CourseError(f"channel must be in 0..{in_channels - 1}; got {channel}.")
     ncols = max(1, min(ncols, count))
     nrows = math.ceil(count / ncols)
-    figure = Figure(figsize=(1.2 * ncols, 1.2 * nrows + 0.5), layout="constrained")
+    figure = LabFigure(figsize=(1.2 * ncols, 1.2 * nrows + 0.5), layout="constrained")
     axes = figure.subplots(nrows, ncols, squeeze=False).ravel()
     limit = float(np.abs(array).max()) or 1.0
     for index, axis in enumerate(axes):
@@ -124,7 +138,7 @@ def show_history(
     metrics = history.metrics if isinstance(history, History) else dict(history)
     if not metrics or not any(len(values) for values in metrics.values()):
         raise CourseError("show_history needs at least one recorded epoch; the history is empty.")
-    figure = Figure(figsize=(10, 3.5), layout="constrained")
+    figure = LabFigure(figsize=(10, 3.5), layout="constrained")
     loss_axis, accuracy_axis = figure.subplots(1, 2)
     for name, values in metrics.items():
         axis = loss_axis if "loss" in name else accuracy_axis
