@@ -226,6 +226,7 @@ def generate_student(marked: NotebookNode, assignment: str, notebook_name: str) 
         config.ClearSolutions.end_solution_delimeter = END_MARKER.lstrip("# ")
         config.ClearSolutions.code_stub = {"python": STUB}
         config.ClearSolutions.text_stub = ANSWER_STUB
+        (course / "exchange").mkdir()
         config.Exchange.root = str(course / "exchange")
         # The equivalent of `nbgrader generate_assignment --no-db`: the gradebook is filled
         # at grading time, not at build time.

@@ -1,0 +1,297 @@
+"""Tests of cnn_course.build: markers, nbgrader metadata, goldens, drift check and leaks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+from conftest import REPO
+
+from cnn_course import build
+from cnn_course.errors import CourseError
+
+SAMPLE = Path(__file__).parent / "samples" / "build_repo"
+GOLDENS = Path(__file__).parent / "goldens" / "build"
+
+
+@pytest.fixture(scope="module")
+def sample_repo(tmp_path_factory) -> Path:
+    """A copy of the sample course repository, built once for the module."""
+    repo = tmp_path_factory.mktemp("repo")
+    shutil.copytree(SAMPLE / "source", repo / "source")
+    build.build(repo)
+    return repo
+
+
+# --- step 2: regions ------------------------------------------------------------------------
+
+
+def test_regions_are_found_with_their_marker_lines():
+    """Are regions reported as (start, end) marker line numbers, indented ones included?"""
+    source = "a = 1\n# --- START CODE HERE\nb = 2\n# --- END CODE HERE\n    # --- START CODE HERE\n    # --- END CODE HERE"
+    assert build.find_regions(source) == [(1, 3), (4, 5)]
+    assert build.find_regions("print('no markers')") == []
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("# --- START CODE HERE\n# --- START CODE HERE\n# --- END CODE HERE", "cannot be nested"),
+        ("x = 1\n# --- START CODE HERE\ny = 2", "line 2: START marker with no END"),
+        ("# --- END CODE HERE", "line 1: an END marker with no START"),
+        ("x = 1  # --- START CODE HERE\n# --- END CODE HERE", "must stand alone on its line"),
+        ("# --- START CODE HERE!\n# --- END CODE HERE", "must stand alone on its line"),
+    ],
+    ids=["nested", "unterminated", "unopened", "inline", "misspelt"],
+)
+def test_bad_regions_are_refused_with_the_line(source, message):
+    """Are nested, unterminated, unopened and inline markers refused, naming the line?"""
+    with pytest.raises(CourseError, match=message):
+        build.find_regions(source, "lab.md, cell 3")
+
+
+# --- step 3: marking ------------------------------------------------------------------------
+
+
+def test_marking_unlocks_answers_and_locks_everything_else():
+    """Do region cells become nbgrader solution cells named by their question, others locked?"""
+    notebook = build.read_source(SAMPLE / "source" / "sample_lab.md")
+    marked = build.mark_cells(notebook, "source/sample_lab.md")
+    meta = [cell.metadata["nbgrader"] for cell in marked.cells]
+    by_id = {m["grade_id"]: m for m in meta}
+    assert by_id["q1_double"]["solution"] and not by_id["q1_double"]["locked"]
+    assert by_id["exercise_2"]["solution"]
+    assert by_id["q2_explain"] == {
+        **by_id["q2_explain"],
+        "grade": True,
+        "points": 1,
+        "solution": True,
+    }
+    locked = [m for m in meta if not m["solution"]]
+    assert locked and all(m["locked"] for m in locked)
+    assert [cell["id"] for cell in marked.cells][:3] == ["cell-01", "cell-02", "q1-double"]
+    assert "question" not in marked.cells[2].metadata
+
+
+def _notebook(cells, questions) -> nbformat.NotebookNode:
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["cnn_course"] = {"questions": questions}
+    notebook.cells = cells
+    return notebook
+
+
+def test_marking_refuses_undeclared_unused_and_misplaced_questions():
+    """Are an undeclared question, a declared one without a cell and markers in prose refused?"""
+    region = "# --- START CODE HERE\nx = 1\n# --- END CODE HERE"
+    undeclared = nbformat.v4.new_code_cell(region, metadata={"question": "q9"})
+    with pytest.raises(CourseError, match="'q9' is not declared"):
+        build.mark_cells(_notebook([undeclared], {"q1": {"points": 1}}), "lab.md")
+    with pytest.raises(CourseError, match="declared questions without a cell: q2"):
+        build.mark_cells(
+            _notebook([nbformat.v4.new_code_cell(region)], {"q2": {"points": 1}}), "lab.md"
+        )
+    prose = nbformat.v4.new_markdown_cell("Write between # --- START CODE HERE and the end.")
+    with pytest.raises(CourseError, match="cell 1: solution markers appear in a markdown cell"):
+        build.mark_cells(_notebook([prose], {}), "lab.md")
+    no_region = nbformat.v4.new_code_cell("x = 1", metadata={"question": "q1"})
+    with pytest.raises(CourseError, match="'q1' is on a cell without markers"):
+        build.mark_cells(_notebook([no_region], {"q1": {"points": 1}}), "lab.md")
+
+
+def test_front_matter_without_questions_is_explained(tmp_path):
+    """Is a source without the questions table refused with an example of what to write?"""
+    path = tmp_path / "lab.md"
+    path.write_text("---\njupytext:\n  text_representation:\n    format_name: myst\n---\n\n# Lab\n")
+    with pytest.raises(CourseError, match="cnn_course: questions:"):
+        build.read_source(path)
+
+
+# --- step 4 and 5: nbgrader and the written forms -------------------------------------------
+
+
+def test_student_stub_keeps_markers_and_indentation(sample_repo):
+    """Is each region replaced by nbgrader with an indented stub keeping both markers?"""
+    student = nbformat.read(sample_repo / "notebooks/student/sample_lab.ipynb", as_version=4)
+    sources = [cell.source for cell in student.cells]
+    double = next(source for source in sources if source.startswith("def double"))
+    assert double.split("\n")[2:5] == [
+        "    # --- START CODE HERE",
+        '    raise NotImplementedError("Replace this line with your code")',
+        "    # --- END CODE HERE",
+    ]
+    loop = next(source for source in sources if source.startswith("for value"))
+    assert "        # --- START CODE HERE\n        raise NotImplementedError(" in loop
+    assert build.ANSWER_STUB in sources
+
+
+def test_every_generated_notebook_says_where_it_comes_from(sample_repo):
+    """Does each generated file open with a cell naming its source and forbidding hand edits?"""
+    for relative in ("student/sample_lab.ipynb", "solution/sample_lab.ipynb"):
+        notebook = nbformat.read(sample_repo / "notebooks" / relative, as_version=4)
+        first = notebook.cells[0].source
+        assert "generated from `source/sample_lab.md`" in first and "Do not edit" in first
+        assert notebook.metadata["cnn_course"]["source"] == "source/sample_lab.md"
+    text = (sample_repo / "notebooks/student/sample_lab.md").read_text()
+    assert "generated from `source/sample_lab.md`" in text
+    assert "jupytext_version: " not in text
+
+
+def test_solution_notebook_keeps_the_solutions_and_title(sample_repo):
+    """Does the solution notebook keep the code regions and say it is the solution?"""
+    solution = nbformat.read(sample_repo / "notebooks/solution/sample_lab.ipynb", as_version=4)
+    assert any("secret_result = x * factor" in cell.source for cell in solution.cells)
+    assert solution.metadata["nbhosting"]["title"] == "Sample lab (solution)"
+
+
+def _normalised(path: Path) -> str:
+    """File text with cell ids removed (ids are not part of the comparison)."""
+    if path.suffix != ".ipynb":
+        return path.read_text()
+    notebook = json.loads(path.read_text())
+    for cell in notebook["cells"]:
+        cell.pop("id", None)
+    return json.dumps(notebook, indent=1, sort_keys=True)
+
+
+def test_build_matches_the_goldens(sample_repo, request):
+    """Does the sample source build to the committed golden files (cell ids ignored)?"""
+    built = sorted((sample_repo / "notebooks").rglob("*.*"))
+    assert [p.relative_to(sample_repo).as_posix() for p in built] == [
+        "notebooks/solution/sample_lab.ipynb",
+        "notebooks/student/sample_lab.ipynb",
+        "notebooks/student/sample_lab.md",
+    ]
+    if request.config.getoption("--update-goldens"):
+        shutil.rmtree(GOLDENS, ignore_errors=True)
+        for path in built:
+            target = GOLDENS / path.relative_to(sample_repo / "notebooks")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target)
+    for path in built:
+        golden = GOLDENS / path.relative_to(sample_repo / "notebooks")
+        assert golden.is_file(), f"no golden for {golden}; run pytest --update-goldens"
+        assert _normalised(path) == _normalised(golden), f"{path.name} differs from its golden"
+
+
+def test_building_twice_gives_identical_bytes(sample_repo):
+    """Is the build deterministic, byte for byte?"""
+    before = {p: p.read_bytes() for p in (sample_repo / "notebooks").rglob("*.*")}
+    build.build(sample_repo)
+    assert {p: p.read_bytes() for p in (sample_repo / "notebooks").rglob("*.*")} == before
+    assert build.check_build(sample_repo) == []
+
+
+def test_check_reports_edited_missing_and_stale_files(tmp_path):
+    """Does --check name a hand-edited, a deleted and a stale generated file?"""
+    shutil.copytree(SAMPLE / "source", tmp_path / "source")
+    build.build(tmp_path)
+    student = tmp_path / "notebooks/student/sample_lab.md"
+    student.write_text(student.read_text().replace("A sample lab", "An edited lab"))
+    (tmp_path / "notebooks/solution/sample_lab.ipynb").unlink()
+    (tmp_path / "notebooks/student/old_lab.ipynb").write_text("{}")
+    problems = "\n".join(build.check_build(tmp_path))
+    assert "notebooks/student/sample_lab.md: differs from a fresh build" in problems
+    assert "-# An edited lab" in problems and "+# A sample lab" in problems
+    assert "notebooks/solution/sample_lab.ipynb: missing" in problems
+    assert "notebooks/student/old_lab.ipynb: not produced by any source" in problems
+
+
+def test_a_broken_source_writes_nothing(tmp_path):
+    """When one source is broken, is no notebook written at all?"""
+    shutil.copytree(SAMPLE / "source", tmp_path / "source")
+    (tmp_path / "source" / "zz_broken.md").write_text(
+        (SAMPLE / "source/sample_lab.md")
+        .read_text()
+        .replace("    # --- END CODE HERE\n    return", "    return", 1)
+    )
+    with pytest.raises(CourseError, match="zz_broken.md, cell 3, line 3: START marker with no END"):
+        build.build(tmp_path)
+    assert not (tmp_path / "notebooks").exists()
+
+
+def test_no_sources_is_explained(tmp_path):
+    """Does building outside a course repository say where to run it?"""
+    with pytest.raises(CourseError, match="No lab sources found.*--repo"):
+        build.build(tmp_path)
+
+
+# --- the real lab -----------------------------------------------------------------------------
+
+
+def _student_files() -> list[Path]:
+    return [p for p in sorted((REPO / "notebooks" / "student").rglob("*")) if p.is_file()]
+
+
+def test_committed_notebooks_are_in_step_with_the_sources():
+    """Is notebooks/ exactly what a fresh build of source/ gives (what CI's --check asserts)?"""
+    assert build.check_build(REPO) == []
+
+
+def _stripped_lines(path: Path) -> set[str]:
+    """Every line a student file holds (cell sources of a notebook, or the text), stripped."""
+    if path.suffix == ".ipynb":
+        notebook = nbformat.read(path, as_version=4)
+        text = "\n".join(cell.source for cell in notebook.cells)
+    else:
+        text = path.read_text()
+    return {line.strip() for line in text.split("\n")}
+
+
+def _outside_regions(cell) -> list[str]:
+    """The lines of a cell that students are shown: all but those inside solution regions."""
+    lines = cell.source.split("\n")
+    if cell.cell_type == "markdown":
+        return [] if cell.metadata["nbgrader"]["solution"] else lines
+    inside = {n for start, end in build.find_regions(cell.source) for n in range(start + 1, end)}
+    return [line for number, line in enumerate(lines) if number not in inside]
+
+
+def test_no_solution_line_reaches_a_student_file():
+    """Does no line of any solution region appear in any file under notebooks/student/?
+
+    A line the source also shows students outside the regions (such as ``loss.backward()``,
+    given in the MNIST loop) is not a leak and is left out of the search.
+    """
+    files = _student_files()
+    assert files, "no student files: run cnn-course build"
+    texts = {path: _stripped_lines(path) for path in files}
+    for source in sorted((REPO / "source").glob("*.md")):
+        marked = build.mark_cells(build.read_source(source), source.name)
+        given = {line.strip() for cell in marked.cells for line in _outside_regions(cell)}
+        secret = {line.strip() for line in build.solution_lines(marked) if len(line.strip()) > 3}
+        secret -= given
+        assert len(secret) > 20
+        # The search does find them where they belong: in the solution notebook.
+        solution = _stripped_lines(REPO / "notebooks" / "solution" / f"{source.stem}.ipynb")
+        assert secret <= solution
+        for path, text in texts.items():
+            leaked = sorted(secret & text)
+            assert not leaked, f"{path.relative_to(REPO)} contains solution lines: {leaked[:3]}"
+
+
+def test_no_autograder_code_reaches_a_student_file():
+    """Does no distinctive line of autograder/ (hidden tests, references) appear in student files?"""
+    code_lines = {
+        line.strip()
+        for path in (REPO / "autograder").rglob("*.py")
+        for line in path.read_text().split("\n")
+        if len(line.strip()) >= 30 and not line.strip().startswith(("import ", "from ", "#", '"""'))
+    }
+    assert code_lines
+    for path in _student_files():
+        text = path.read_text()
+        leaked = sorted(line for line in code_lines if line in text)
+        assert not leaked, f"{path.relative_to(REPO)} contains autograder lines: {leaked[:3]}"
+
+
+def test_myst_student_notebook_opens_as_the_same_notebook():
+    """Does the MyST student file read back (jupytext) as the same cells as the ipynb?"""
+    import jupytext
+
+    from_md = jupytext.read(REPO / "notebooks/student/cnn_lab.md")
+    from_ipynb = nbformat.read(REPO / "notebooks/student/cnn_lab.ipynb", as_version=4)
+    assert [c.source for c in from_md.cells] == [c.source for c in from_ipynb.cells]
+    assert from_md.metadata["nbhosting"] == from_ipynb.metadata["nbhosting"]
