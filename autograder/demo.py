@@ -20,7 +20,9 @@ def main() -> int:
     cifar_train = data.load_cifar10("train", n=2000, seed=0)
     cifar_test = data.load_cifar10("test")
     print(f"   {mnist_train}\n   {mnist_test}")
-    print(f"   {cifar_train}\n   {cifar_test}  (CIFAR-10 loaded in {time.perf_counter() - started:.1f} s)")
+    print(
+        f"   {cifar_train}\n   {cifar_test}  (CIFAR-10 loaded in {time.perf_counter() - started:.1f} s)"
+    )
 
     recipe = MNIST_RECIPE
     print(
@@ -37,7 +39,9 @@ def main() -> int:
         batch_size=recipe.batch_size,
         seed=0,
     )
-    for epoch, (loss, accuracy) in enumerate(zip(history["loss"], history["accuracy"], strict=True), 1):
+    for epoch, (loss, accuracy) in enumerate(
+        zip(history["loss"], history["accuracy"], strict=True), 1
+    ):
         print(f"   epoch {epoch:2d}: mean loss {loss:.4f}, mean accuracy {accuracy:.4f}")
     accuracy = training.evaluate(model, mnist_test.images, mnist_test.labels)
     print(f"   trained in {time.perf_counter() - started:.1f} s")

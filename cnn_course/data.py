@@ -611,6 +611,12 @@ def write_pack(
     targets = [out_path / "MNIST" / "raw" / path.name for path in gz_sources]
     targets.append(out_path / PACK_FOLDER / f"cifar10_train{n_train}_test{n_test}.npz")
     sums = out_path / "SHA256SUMS"
+    other_packs = sorted(set((out_path / PACK_FOLDER).glob("*.npz")) - {targets[-1]})
+    if other_packs:
+        raise CourseError(
+            f"{out_path / PACK_FOLDER} already holds another pack ({other_packs[0].name}); a data root "
+            "holds one pack. Remove it, or choose an empty folder."
+        )
     existing = [path for path in [*targets, sums] if path.exists()]
     if existing and not force:
         raise CourseError(

@@ -64,7 +64,7 @@ def show_images(
         raise CourseError(f"show_images got {count} images and {len(predictions)} predictions.")
     ncols = max(1, min(ncols, count))
     nrows = math.ceil(count / ncols)
-    figure = LabFigure(figsize=(2.0 * ncols, 2.2 * nrows), layout="constrained")
+    figure = LabFigure(figsize=(max(2.0 * ncols, 4.0), 2.2 * nrows), layout="constrained")
     axes = figure.subplots(nrows, ncols, squeeze=False).ravel()
     for index, axis in enumerate(axes):
         axis.axis("off")
@@ -112,7 +112,7 @@ def show_filters(
             raise CourseError(f"channel must be in 0..{in_channels - 1}; got {channel}.")
     ncols = max(1, min(ncols, count))
     nrows = math.ceil(count / ncols)
-    figure = LabFigure(figsize=(1.2 * ncols, 1.2 * nrows + 0.5), layout="constrained")
+    figure = LabFigure(figsize=(max(1.2 * ncols, 4.0), 1.2 * nrows + 0.5), layout="constrained")
     axes = figure.subplots(nrows, ncols, squeeze=False).ravel()
     limit = float(np.abs(array).max()) or 1.0
     for index, axis in enumerate(axes):
@@ -134,22 +134,26 @@ def show_filters(
 def show_history(
     history: History | Mapping[str, Sequence[float]], *, title: str | None = None
 ) -> Figure:
-    """Training curves: every loss-like metric on the left, every accuracy on the right, per epoch."""
+    """Training curves per epoch: accuracies (names containing "acc") on the right, others left."""
     metrics = history.metrics if isinstance(history, History) else dict(history)
     if not metrics or not any(len(values) for values in metrics.values()):
         raise CourseError("show_history needs at least one recorded epoch; the history is empty.")
-    figure = LabFigure(figsize=(10, 3.5), layout="constrained")
-    loss_axis, accuracy_axis = figure.subplots(1, 2)
-    for name, values in metrics.items():
-        axis = loss_axis if "loss" in name else accuracy_axis
-        axis.plot(range(1, len(values) + 1), values, marker="o", label=name)
-    for axis, label in ((loss_axis, "loss"), (accuracy_axis, "accuracy")):
+    accuracies = {name: v for name, v in metrics.items() if "acc" in name.lower()}
+    others = {name: v for name, v in metrics.items() if name not in accuracies}
+    panels = [
+        (label, group) for label, group in (("value", others), ("accuracy", accuracies)) if group
+    ]
+    figure = LabFigure(figsize=(5 * len(panels), 3.5), layout="constrained")
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    for axis, (label, group) in zip(axes, panels, strict=True):
+        for name, values in group.items():
+            axis.plot(range(1, len(values) + 1), values, marker="o", label=name)
         axis.set_xlabel("epoch")
-        axis.set_ylabel(label)
+        all_losses = all("loss" in name.lower() for name in group)
+        axis.set_ylabel("loss" if label == "value" and all_losses else label)
         axis.grid(alpha=0.3)
-        if axis.lines:
-            axis.legend()
-            axis.xaxis.get_major_locator().set_params(integer=True)
+        axis.legend()
+        axis.xaxis.get_major_locator().set_params(integer=True)
     if title:
         figure.suptitle(title)
     return figure

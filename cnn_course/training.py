@@ -52,18 +52,27 @@ def iter_batches(tensor: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor
 def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """The model's outputs ``(N, K)`` for ``images (N, C, H, W)``, in eval mode and without grad.
 
-    The model's train/eval mode is restored afterwards.
+    The train/eval mode of the model and of each of its layers is restored afterwards.
     """
-    if not isinstance(images, torch.Tensor) or images.ndim != 4:
-        found = tuple(images.shape) if hasattr(images, "shape") else type(images).__name__
-        raise CourseError(f"predict expects a tensor of images (N, C, H, W); got {found}.")
-    was_training = model.training
+    if not isinstance(images, torch.Tensor):
+        raise CourseError(
+            f"predict expects a torch tensor of images (N, C, H, W); got a {type(images).__name__} "
+            "(convert it with torch.from_numpy or torch.as_tensor)."
+        )
+    if images.ndim != 4 or len(images) == 0:
+        raise CourseError(
+            f"predict expects images shaped (N, C, H, W) with N > 0; got {tuple(images.shape)}."
+        )
+    if int(batch_size) < 1:
+        raise CourseError(f"batch_size must be a positive integer; got {batch_size!r}.")
+    modes = {module: module.training for module in model.modules()}
     model.eval()
     try:
         with torch.no_grad():
-            outputs = [model(batch) for batch in iter_batches(images, batch_size)]
+            outputs = [model(batch) for batch in iter_batches(images, int(batch_size))]
     finally:
-        model.train(was_training)
+        for module, mode in modes.items():  # each submodule gets its own mode back
+            module.training = mode
     return torch.cat(outputs)
 
 
@@ -71,6 +80,9 @@ def evaluate(
     model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000
 ) -> float:
     """Accuracy of ``model`` on ``images (N, C, H, W)`` with ``labels (N,)``, as a fraction."""
+    if not isinstance(labels, torch.Tensor) or labels.ndim != 1:
+        found = tuple(labels.shape) if hasattr(labels, "shape") else type(labels).__name__
+        raise CourseError(f"evaluate expects labels as a tensor of shape (N,); got {found}.")
     if len(images) != len(labels):
         raise CourseError(f"{len(images)} images but {len(labels)} labels: they must match.")
     predicted = predict(model, images, batch_size).argmax(dim=1)
