@@ -43,9 +43,12 @@ def run_notebook(
     cwd: Path,
     env: dict[str, str] | None = None,
     cell_timeout: int = 600,
+    allow_errors: bool = False,
 ) -> Execution:
-    """Execute every code cell in order, stopping at the first error, in a new kernel.
+    """Execute every code cell in order in a new kernel.
 
+    By default the run stops at the first error; with ``allow_errors`` every cell runs (a cell
+    that exceeds ``cell_timeout`` is interrupted) so later cells still produce their results.
     ``env`` is added to this process's environment for the kernel.
     """
     if not isinstance(notebook, NotebookNode):
@@ -54,6 +57,8 @@ def run_notebook(
         notebook,
         timeout=cell_timeout,
         kernel_name="python3",
+        allow_errors=allow_errors,
+        interrupt_on_timeout=allow_errors,
         resources={"metadata": {"path": str(cwd)}},
     )
     result = Execution(notebook)

@@ -19,6 +19,7 @@ __all__ = [
     "LayerSpec",
     "compare_layers",
     "describe_model",
+    "layer_records",
     "q1_mnist_model",
     "q2_loss_optimizer",
     "q3_vector_to_class",
@@ -131,6 +132,8 @@ def _layer_config(layer: nn.Module) -> dict:
             "kernel": kernel,
             "stride": stride,
             "padding": _pair(padding),
+            "dilation": _pair(layer.dilation),
+            "groups": layer.groups,
         }
     if isinstance(layer, nn.MaxPool2d | nn.AvgPool2d):
         kernel = _pair(layer.kernel_size)
@@ -140,6 +143,14 @@ def _layer_config(layer: nn.Module) -> dict:
         return {"in": layer.in_features, "out": layer.out_features}
     if isinstance(layer, nn.Softmax | nn.LogSoftmax):
         return {"dim": layer.dim}
+    if isinstance(layer, nn.Flatten):
+        return {"start_dim": layer.start_dim, "end_dim": layer.end_dim}
+    if isinstance(layer, nn.Dropout):
+        return {"p": layer.p}
+    if isinstance(layer, nn.LeakyReLU):
+        return {"negative_slope": layer.negative_slope}
+    if isinstance(layer, nn.BatchNorm2d | nn.BatchNorm1d):
+        return {"num_features": layer.num_features, "eps": layer.eps, "momentum": layer.momentum}
     return {}
 
 
@@ -156,8 +167,8 @@ def _describe(kind: str, config: dict) -> str:
         return f"{kind}({short(config['kernel'])}, {short(config['stride'])})"
     if kind == "Linear" and config:
         return f"Linear({config['in']}, {config['out']})"
-    if "dim" in config:
-        return f"{kind}(dim={config['dim']})"
+    if kind in ("Softmax", "LogSoftmax"):
+        return f"{kind}(dim={config.get('dim')})"
     return f"{kind}()"
 
 
@@ -165,16 +176,8 @@ def _shape_text(shape: tuple[int, ...] | None) -> str:
     return "(not reached)" if shape is None else "(N, " + ", ".join(map(str, shape)) + ")"
 
 
-def describe_model(
-    model: nn.Module, input_shape: tuple[int, ...]
-) -> tuple[list[LayerInfo], str | None]:
-    """The layers of ``model`` in the order a forward pass on a dummy batch runs them.
-
-    ``input_shape`` is one image's ``(C, H, W)``. Returns the layers and, when the forward
-    pass failed, a message saying at which layer and with which input shape.
-    """
-    if not isinstance(model, nn.Module):
-        return [], f"expected a torch.nn.Module (e.g. nn.Sequential), got {type(model).__name__}"
+def _trace(model: nn.Module, input_shape: tuple[int, ...]):
+    """Run a dummy batch through ``model``; return its leaf layers in execution order."""
     leaves = [m for m in model.modules() if not list(m.children())] or [model]
     order: list[nn.Module] = []
     outputs: dict[int, tuple[int, ...]] = {}
@@ -205,12 +208,27 @@ def describe_model(
             if failing is not None
             else "before the first layer"
         )
-        error = f"the forward pass on a batch of shape (N, {', '.join(map(str, input_shape))}) failed {where}: {exc}"
+        shape = ", ".join(map(str, input_shape))
+        error = f"the forward pass on a batch of shape (N, {shape}) failed {where}: {exc}"
     finally:
         model.train(was_training)
         for handle in handles:
             handle.remove()
     ran = order + [m for m in leaves if m not in order]
+    return ran, outputs, error
+
+
+def describe_model(
+    model: nn.Module, input_shape: tuple[int, ...]
+) -> tuple[list[LayerInfo], str | None]:
+    """The layers of ``model`` in the order a forward pass on a dummy batch runs them.
+
+    ``input_shape`` is one image's ``(C, H, W)``. Returns the layers and, when the forward
+    pass failed, a message saying at which layer and with which input shape.
+    """
+    if not isinstance(model, nn.Module):
+        return [], f"expected a torch.nn.Module (e.g. nn.Sequential), got {type(model).__name__}"
+    modules, outputs, error = _trace(model, input_shape)
     layers = [
         LayerInfo(
             type(m).__name__,
@@ -218,9 +236,39 @@ def describe_model(
             outputs.get(id(m)),
             sum(p.numel() for p in m.parameters(recurse=False)),
         )
-        for m in ran
+        for m in modules
     ]
     return layers, error
+
+
+def layer_records(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
+    """Plain data describing a model: each layer's type, settings, output shape and tensors.
+
+    Only built-in types (str, int, float, tuples, lists, dicts, tensors), so that it can be
+    saved and read back with ``torch.load(..., weights_only=True)`` without running any code.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    modules, outputs, error = _trace(model, input_shape)
+    layers = []
+    for module in modules:
+        tensors = {
+            name: tensor.detach().cpu().clone()
+            for name, tensor in [
+                *module.named_parameters(recurse=False),
+                *module.named_buffers(recurse=False),
+            ]
+            if isinstance(tensor, torch.Tensor)
+        }
+        layers.append(
+            {
+                "kind": type(module).__name__,
+                "config": _layer_config(module),
+                "output_shape": outputs.get(id(module)),
+                "tensors": tensors,
+            }
+        )
+    return {"layers": layers, "error": error}
 
 
 def compare_layers(layers: Sequence[LayerInfo], spec: Sequence[LayerSpec]) -> list[str]:

@@ -90,6 +90,21 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grade(args: argparse.Namespace) -> int:
+    from ._instructor import autograder_module
+
+    grading = autograder_module("grading")
+    results = grading.grade_class(
+        args.submissions, args.out, jobs=args.jobs, force=args.force, data_root=args.data_root
+    )
+    statuses = {}
+    for result in results:
+        statuses[result["status"]] = statuses.get(result["status"], 0) + 1
+    summary = ", ".join(f"{count} {status}" for status, count in sorted(statuses.items()))
+    print(f"{len(results)} submissions: {summary}. Grades in {args.out}/grades.csv")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cnn-course", description="Build, run and grade the cnn-course labs."
@@ -123,6 +138,20 @@ def _parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="fail when notebooks/ differs from a fresh build"
     )
     build_parser.set_defaults(run=_build)
+
+    grade = commands.add_parser("grade", help="grade a folder of submissions (instructors)")
+    grade.add_argument(
+        "submissions", help="nbgrader's submitted/ folder, or a folder of <student>.ipynb"
+    )
+    grade.add_argument(
+        "--out", required=True, help="where grades.csv, results/, feedback/ and gradebook.db go"
+    )
+    grade.add_argument("--jobs", type=int, default=1, help="submissions graded at once (default 1)")
+    grade.add_argument(
+        "--force", action="store_true", help="regrade submissions already graded in --out"
+    )
+    grade.add_argument("--data-root", help="data root (default: $CNN_COURSE_DATA, else ./data)")
+    grade.set_defaults(run=_grade)
     return parser
 
 
