@@ -23,7 +23,7 @@ class Recipe:
     batch_size: int
 
 
-MNIST_RECIPE = Recipe(epochs=10, fast_epochs=2, learning_rate=1e-3, batch_size=64)
+MNIST_RECIPE = Recipe(epochs=10, fast_epochs=2, learning_rate=1e-3, batch_size=32)
 CIFAR_RECIPE = Recipe(epochs=12, fast_epochs=3, learning_rate=1e-3, batch_size=64)
 CIFAR_HIDDEN = 256
 
