@@ -31,7 +31,11 @@ def main() -> int:
     lowest = {"q5_mnist_training": 1.0, "q7_cifar_training": 1.0}
     for seed in args.seeds:
         for cell in solution.cells:
-            cell.source = re.sub(r"training\.seed_everything\(\d+\)", f"training.seed_everything({seed})", cell.source)
+            cell.source = re.sub(
+                r"training\.seed_everything\(\d+\)",
+                f"training.seed_everything({seed})",
+                cell.source,
+            )
         with tempfile.TemporaryDirectory() as work:
             path = Path(work) / "solution.ipynb"
             nbformat.write(solution, path)

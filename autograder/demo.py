@@ -1,13 +1,17 @@
-"""`make demo`: the main job end to end on the real data (data check, then MNIST training)."""
+"""`make demo`: the main job end to end on the real data: data, training, build, grading."""
 
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 import time
+from pathlib import Path
 
-from cnn_course import data, training
+from cnn_course import build, data, training
 from cnn_course.errors import CourseError
 
+from .grading import REPO, grade_class
 from .reference import MNIST_RECIPE, mnist_model, train_model
 
 
@@ -46,6 +50,21 @@ def main() -> int:
     accuracy = training.evaluate(model, mnist_test.images, mnist_test.labels)
     print(f"   trained in {time.perf_counter() - started:.1f} s")
     print(f"\nMNIST test accuracy: {accuracy:.4f} (on {len(mnist_test):,} test images)")
+
+    print("\n== Building the notebooks from source/ (nbgrader)")
+    for path in build.build(REPO):
+        print(f"   wrote {path.relative_to(REPO)}")
+
+    print("\n== Grading two submissions: the solution and the untouched student notebook")
+    with tempfile.TemporaryDirectory(prefix="cnn-course-demo-") as work:
+        submitted = Path(work) / "submitted"
+        submitted.mkdir()
+        shutil.copy(REPO / "notebooks/solution/cnn_lab.ipynb", submitted / "solution.ipynb")
+        shutil.copy(REPO / "notebooks/student/cnn_lab.ipynb", submitted / "untouched.ipynb")
+        out = REPO / "artifacts" / "demo-grades"
+        grade_class(submitted, out, jobs=2, force=True, progress=lambda line: print(f"   {line}"))
+        print(f"\n{(out / 'grades.csv').read_text()}")
+        print(f"Feedback pages and nbgrader's gradebook are in {out.relative_to(REPO)}/")
     return 0
 
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -317,10 +318,15 @@ def fill_gradebook(
 ) -> None:
     """Record every score in nbgrader's gradebook, so formgrader lists them."""
     from nbgrader.api import Gradebook
+    from sqlalchemy.exc import SAWarning
 
     bin_dir = str(Path(sys.executable).parent)  # nbgrader runs `alembic` when it creates a database
     os.environ["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
-    with Gradebook(f"sqlite:///{db_path}", course_id="cnn-course") as gradebook:
+    with (
+        warnings.catch_warnings(),
+        Gradebook(f"sqlite:///{db_path}", course_id="cnn-course") as gradebook,
+    ):
+        warnings.simplefilter("ignore", SAWarning)  # nbgrader's own autoflush noise
         gradebook.update_or_create_assignment(assignment)
         if notebook not in [nb.name for nb in gradebook.find_assignment(assignment).notebooks]:
             gradebook.add_notebook(notebook, assignment)

@@ -15,8 +15,10 @@ from .reference import CIFAR_RECIPE, MNIST_RECIPE, Recipe, train_model
 
 __all__ = ["GradingContext", "TestResult", "grading_inputs", "run_hidden_tests"]
 
-# Accuracy a trained model must reach on the grading images in shortened mode (CNN_COURSE_FAST).
-# Calibrated with the solution notebook (see autograder/calibrate.py and the README).
+# Accuracy a trained model must reach on the grading images in shortened mode (CNN_COURSE_FAST:
+# 2 MNIST epochs, 4 CIFAR-10 epochs). `python -m autograder.calibrate` on the solution, seeds 0-4
+# (2026-11-30): MNIST 0.8875 0.8880 0.8770 0.8925 0.8785, CIFAR-10 0.3685 0.3950 0.3750 0.3750
+# 0.3780. Chance is 0.10. The thresholds sit about 0.07 below the lowest seed.
 MNIST_THRESHOLD = 0.80
 CIFAR_THRESHOLD = 0.30
 GRADING_IMAGES = 2000

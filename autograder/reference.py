@@ -24,7 +24,7 @@ class Recipe:
 
 
 MNIST_RECIPE = Recipe(epochs=10, fast_epochs=2, learning_rate=1e-3, batch_size=32)
-CIFAR_RECIPE = Recipe(epochs=12, fast_epochs=3, learning_rate=1e-3, batch_size=64)
+CIFAR_RECIPE = Recipe(epochs=12, fast_epochs=4, learning_rate=1e-3, batch_size=64)
 CIFAR_HIDDEN = 256
 
 
