@@ -1,4 +1,4 @@
-"""Figures for the lab: image grids, first-layer filters and training curves (headless-safe)."""
+"""Figures for the lab: images, predictions, filters, feature maps and curves (headless-safe)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,17 @@ from matplotlib.figure import Figure
 from .errors import CourseError
 from .training import History
 
-__all__ = ["LabFigure", "show_filters", "show_history", "show_images", "to_displayable"]
+__all__ = [
+    "LabFigure",
+    "confusion_counts",
+    "show_confusion",
+    "show_feature_maps",
+    "show_filters",
+    "show_history",
+    "show_images",
+    "show_probabilities",
+    "to_displayable",
+]
 
 
 class LabFigure(Figure):
@@ -156,4 +166,177 @@ def show_history(
         axis.xaxis.get_major_locator().set_params(integer=True)
     if title:
         figure.suptitle(title)
+    return figure
+
+
+def show_probabilities(
+    images: torch.Tensor,
+    labels: Sequence[int] | torch.Tensor,
+    probabilities: torch.Tensor,
+    class_names: Sequence[str],
+    *,
+    ncols: int = 2,
+    title: str | None = None,
+) -> Figure:
+    """Each of ``images (N, C, H, W)`` beside a bar chart of its ``probabilities (N, K)``.
+
+    The true class's bar is green. When the most probable class is another one, its bar and
+    the image's title are red.
+    """
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        found = tuple(images.shape) if hasattr(images, "shape") else type(images).__name__
+        raise CourseError(f"show_probabilities expects images shaped (N, C, H, W); got {found}.")
+    count, classes = len(images), len(class_names)
+    if count == 0 or len(labels) != count:
+        raise CourseError(f"show_probabilities got {count} images and {len(labels)} labels.")
+    shape = tuple(probabilities.shape) if hasattr(probabilities, "shape") else None
+    if shape != (count, classes):
+        raise CourseError(
+            f"show_probabilities expects probabilities shaped (N, K) = ({count}, {classes}): "
+            f"one row per image, one column per class name; got {shape}."
+        )
+    array = torch.as_tensor(probabilities).detach().cpu().float().numpy()
+    ncols = max(1, min(ncols, count))
+    nrows = math.ceil(count / ncols)
+    figure = LabFigure(
+        figsize=(5.2 * ncols, max(2.4, 0.24 * classes + 0.8) * nrows), layout="constrained"
+    )
+    axes = figure.subplots(nrows, 2 * ncols, squeeze=False, width_ratios=[1, 1.4] * ncols)
+    for index in range(nrows * ncols):
+        image_axis, bar_axis = axes[index // ncols, 2 * (index % ncols) : 2 * (index % ncols) + 2]
+        image_axis.axis("off")
+        if index >= count:
+            bar_axis.axis("off")
+            continue
+        true, predicted = int(labels[index]), int(array[index].argmax())
+        wrong = predicted != true
+        image_axis.imshow(to_displayable(images[index]), cmap="gray", vmin=0.0, vmax=1.0)
+        image_axis.set_title(
+            f"true: {class_names[true]}\npredicted: {class_names[predicted]} "
+            f"({array[index, predicted]:.0%})",
+            fontsize=9,
+            color="tab:red" if wrong else "black",
+        )
+        colours = ["lightgrey"] * classes
+        colours[true] = "tab:green"
+        if wrong:
+            colours[predicted] = "tab:red"
+        bar_axis.barh(range(classes), array[index], color=colours)
+        bar_axis.set_yticks(range(classes), [str(name) for name in class_names], fontsize=8)
+        bar_axis.invert_yaxis()  # first class at the top
+        bar_axis.set_xlim(0.0, 1.0)
+        bar_axis.set_xlabel("probability", fontsize=8)
+        bar_axis.tick_params(axis="x", labelsize=7)
+        bar_axis.grid(axis="x", alpha=0.3)
+    if title:
+        figure.suptitle(title)
+    return figure
+
+
+def confusion_counts(
+    labels: Sequence[int] | torch.Tensor,
+    predictions: Sequence[int] | torch.Tensor,
+    num_classes: int,
+) -> np.ndarray:
+    """The confusion matrix ``(K, K)`` of integer counts: row = true class, column = predicted."""
+    true = np.asarray(torch.as_tensor(labels).cpu(), dtype=np.int64).ravel()
+    predicted = np.asarray(torch.as_tensor(predictions).cpu(), dtype=np.int64).ravel()
+    if len(true) != len(predicted):
+        raise CourseError(f"{len(true)} labels but {len(predicted)} predictions: they must match.")
+    outside = [v for v in (*true, *predicted) if not 0 <= v < num_classes][:3]
+    if outside:
+        raise CourseError(
+            f"classes must be integers in 0..{num_classes - 1}; found {outside} "
+            "(are the predictions classes, from vector_to_class, rather than scores?)"
+        )
+    counts = np.bincount(true * num_classes + predicted, minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes)
+
+
+def show_confusion(
+    labels: Sequence[int] | torch.Tensor,
+    predictions: Sequence[int] | torch.Tensor,
+    class_names: Sequence[str],
+    *,
+    normalize: bool = False,
+    title: str | None = None,
+) -> Figure:
+    """The confusion matrix of ``labels (N,)`` against ``predictions (N,)``, with class names.
+
+    Row = true class, column = predicted class; the diagonal holds the right answers. With
+    ``normalize`` each row is divided by its count: the fraction of each true class predicted
+    as each class.
+    """
+    classes = len(class_names)
+    counts = confusion_counts(labels, predictions, classes)
+    totals = counts.sum(axis=1, keepdims=True)
+    shown = counts / np.maximum(totals, 1) if normalize else counts
+    size = max(4.0, 0.45 * classes + 2.0)
+    figure = LabFigure(figsize=(size + 0.8, size), layout="constrained")
+    axis = figure.subplots()
+    picture = axis.imshow(shown, cmap="Blues", vmin=0.0)
+    figure.colorbar(picture, ax=axis, shrink=0.8, label="fraction" if normalize else "images")
+    limit = shown.max() or 1
+    for true in range(classes):
+        for predicted in range(classes):
+            value = shown[true, predicted]
+            text = f"{value:.2f}" if normalize else str(int(value))
+            axis.text(
+                predicted,
+                true,
+                text,
+                ha="center",
+                va="center",
+                fontsize=7 if classes > 6 else 9,
+                color="white" if value > 0.6 * limit else "black",
+            )
+    names = [str(name) for name in class_names]
+    axis.set_xticks(range(classes), names, rotation=45, ha="right", fontsize=8)
+    axis.set_yticks(range(classes), names, fontsize=8)
+    axis.set_xlabel("predicted class")
+    axis.set_ylabel("true class")
+    total = int(counts.sum())
+    accuracy = np.trace(counts) / total if total else 0.0
+    heading = title or "Confusion matrix"
+    axis.set_title(f"{heading}\n{total:,} images, accuracy {accuracy:.1%}", fontsize=10)
+    return figure
+
+
+def show_feature_maps(
+    activations: torch.Tensor,
+    *,
+    image: torch.Tensor | None = None,
+    ncols: int = 8,
+    title: str | None = None,
+) -> Figure:
+    """The feature maps ``activations (C, H, W)`` of one image, one tile per channel.
+
+    Each map has its own colour scale, from dark (its lowest value) to bright (its highest).
+    With ``image (C, H, W)``, the input image is drawn first.
+    """
+    if not isinstance(activations, torch.Tensor) or activations.ndim != 3:
+        found = tuple(activations.shape) if hasattr(activations, "shape") else None
+        raise CourseError(
+            "show_feature_maps expects the activations of one image, shaped (C, H, W); "
+            f"got {found or type(activations).__name__}."
+        )
+    maps = activations.detach().cpu().float().numpy()
+    tiles = [("input", to_displayable(image))] if image is not None else []
+    tiles += [(str(channel), maps[channel]) for channel in range(len(maps))]
+    ncols = max(1, min(ncols, len(tiles)))
+    nrows = math.ceil(len(tiles) / ncols)
+    figure = LabFigure(figsize=(max(1.3 * ncols, 4.0), 1.3 * nrows + 0.6), layout="constrained")
+    axes = figure.subplots(nrows, ncols, squeeze=False).ravel()
+    for axis, tile in zip(axes, tiles + [None] * (len(axes) - len(tiles)), strict=True):
+        axis.axis("off")
+        if tile is None:
+            continue
+        name, array = tile
+        if name == "input":
+            axis.imshow(array, cmap="gray", vmin=0.0, vmax=1.0)
+        else:
+            axis.imshow(array, cmap="viridis")
+        axis.set_title(name, fontsize=7)
+    channels, height, width = maps.shape
+    figure.suptitle(title or f"{channels} feature maps of {height}x{width}")
     return figure

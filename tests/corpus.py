@@ -128,7 +128,7 @@ SAMPLES = [
     ),
     Sample(
         "bce_loss",
-        (("criterion = nn.CrossEntropyLoss()", "criterion = nn.BCELoss()"),),
+        (("HERE\ncriterion = nn.CrossEntropyLoss()", "HERE\ncriterion = nn.BCELoss()"),),
         scores(q2_loss_optimizer=0.5, q5_mnist_training=3.0),
         "BCELoss",
     ),

@@ -1,0 +1,418 @@
+"""The lab in JupyterLab 4 in a real browser: images render, checks show, widgets are live.
+
+A JupyterLab server runs on a random local port with a token, in a temporary folder holding the
+built student notebook (ipynb and MyST) and the solution notebook, in shortened mode. Debian's
+Chromium, driven by Playwright, runs their cells and the assertions read the page. Screenshots
+are written to ``artifacts/browser/``. Without Chromium (``$CNN_COURSE_CHROMIUM``, default
+/usr/bin/chromium) or Playwright the tests are skipped, and fail instead when
+``CNN_COURSE_REQUIRE_BROWSER=1`` (as in CI).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import pytest
+from conftest import REPO
+
+pytestmark = [pytest.mark.slow, pytest.mark.realdata, pytest.mark.browser]
+
+CHROMIUM = Path(os.environ.get("CNN_COURSE_CHROMIUM") or "/usr/bin/chromium")
+REQUIRE_ENV = "CNN_COURSE_REQUIRE_BROWSER"
+ARTIFACTS = REPO / "artifacts" / "browser"
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# JupyterLab user settings: every cell in the page (no virtual scrolling), no autosave into
+# the copies, MyST markdown opened as a notebook by jupytext, no news or update checks.
+LAB_SETTINGS = {
+    "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
+    "@jupyterlab/docmanager-extension/plugin": {
+        "autosave": False,
+        "defaultViewers": {"markdown": "Jupytext Notebook", "myst": "Jupytext Notebook"},
+    },
+    "@jupyterlab/apputils-extension/notification": {
+        "fetchNews": "false",
+        "checkForUpdates": False,
+    },
+}
+STDERR_OUTPUT = ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
+NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden)"
+MNIST_IMAGES = "plots.show_images(X_train[:10], Y_train[:10], mnist_classes)"
+
+
+def _missing_tools() -> str | None:
+    if not CHROMIUM.exists():
+        return (
+            f"{CHROMIUM} is missing (Debian: apt-get install chromium; or set CNN_COURSE_CHROMIUM)"
+        )
+    if importlib.util.find_spec("playwright") is None:
+        return "Playwright for Python is missing (pip install -e '.[dev]')"
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, headless, driven by Playwright; closed even when a test fails."""
+    reason = _missing_tools()
+    if reason:
+        if os.environ.get(REQUIRE_ENV, "").strip() not in ("", "0"):
+            pytest.fail(f"{reason}; {REQUIRE_ENV} is set, so the browser tests must run")
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@dataclass(frozen=True)
+class Lab:
+    """A running JupyterLab server."""
+
+    url: str
+    token: str
+    root: Path
+
+    def api(self, path: str, method: str = "GET"):
+        request = urllib.request.Request(
+            f"{self.url}/api/{path}",
+            method=method,
+            headers={"Authorization": f"token {self.token}"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body = response.read()
+        return json.loads(body) if body else None
+
+    def page_url(self, path: str) -> str:
+        # `reset` starts from an empty workspace: no tab of an earlier test comes back.
+        return f"{self.url}/lab/tree/{path}?reset&token={self.token}"
+
+    def shut_down_kernels(self) -> None:
+        for session in self.api("sessions"):
+            self.api(f"sessions/{session['id']}", method="DELETE")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _stop(server: subprocess.Popen) -> None:
+    """Stop the server's whole process group: SIGTERM (it shuts its kernels down), then KILL."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def lab(browser, real_root, real_cache, tmp_path_factory) -> Iterator[Lab]:
+    """JupyterLab 4 on 127.0.0.1, a random port and a token, in shortened mode on the real data."""
+    root = tmp_path_factory.mktemp("lab-root")
+    for form, names in (
+        ("student", ("cnn_lab.ipynb", "cnn_lab.md")),
+        ("solution", ("cnn_lab.ipynb",)),
+    ):
+        (root / form).mkdir()
+        for name in names:
+            shutil.copy(REPO / "notebooks" / form / name, root / form / name)
+    home = tmp_path_factory.mktemp("lab-home")
+    for plugin, values in LAB_SETTINGS.items():
+        path = home / "settings" / f"{plugin}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
+    env = {
+        **os.environ,
+        "CNN_COURSE_DATA": str(real_root),
+        "CNN_COURSE_CACHE": str(real_cache),
+        "CNN_COURSE_FAST": "1",
+        "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
+        "JUPYTER_CONFIG_DIR": str(home / "config"),  # not the user's own configuration
+        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+    }
+    env.pop("CNN_COURSE_WIDGETS", None)
+    port, token = _free_port(), secrets.token_hex(16)
+    command = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--allow-root",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    ]
+    log_path = home / "server.log"
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        lab = Lab(f"http://127.0.0.1:{port}", token, root)
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                lab.api("status")
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"JupyterLab did not start:\n{log_path.read_text()[-3000:]}")
+                time.sleep(0.5)
+        yield lab
+    finally:
+        _stop(server)
+
+
+@pytest.fixture
+def page(browser, lab):
+    """A fresh browser page; the kernels it started are shut down afterwards."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(viewport={"width": 1400, "height": 1800})
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+        lab.shut_down_kernels()
+
+
+# --- driving the notebook ---------------------------------------------------------------------
+
+
+def open_notebook(page, lab: Lab, path: str):
+    page.goto(lab.page_url(path))
+    notebook = page.locator(NOTEBOOK)
+    notebook.locator(".jp-Cell").first.wait_for(timeout=60_000)
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+    return notebook
+
+
+def start_running_all_cells(page) -> None:
+    """Run > Run All Cells."""
+    page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
+    page.locator(".lm-Menu-item", has_text="Run All Cells").first.click()
+
+
+def wait_until_run_ends(page, timeout_s: float) -> None:
+    """Wait until the first cell has run and no cell is running or queued any more."""
+    page.wait_for_function(
+        """(selector) => {
+            const prompts = [...document.querySelectorAll(selector + ' .jp-CodeCell .jp-InputPrompt')]
+                .map((prompt) => prompt.textContent);
+            return prompts.length > 0 && /\\[\\d+\\]/.test(prompts[0])
+                && !prompts.some((text) => text.includes('*'));
+        }""",
+        arg=NOTEBOOK,
+        timeout=timeout_s * 1000,
+        polling=500,
+    )
+
+
+def code_cell(notebook, code: str):
+    """The one code cell whose text contains ``code``."""
+    cell = notebook.locator(".jp-CodeCell", has_text=code)
+    assert cell.count() == 1, f"{cell.count()} cells contain {code!r}"
+    return cell
+
+
+def shot(locator, name: str) -> None:
+    locator.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def rendered_pngs(cell) -> list[int]:
+    """Natural widths of the PNG outputs of ``cell`` (0 for one the browser could not decode)."""
+    return cell.locator(".jp-OutputArea-output img[src^='data:image/png;base64,']").evaluate_all(
+        "images => images.map((image) => image.naturalWidth)"
+    )
+
+
+def errors(notebook) -> list[str]:
+    return notebook.locator(STDERR_OUTPUT).all_inner_texts()
+
+
+def image_source(cell) -> str:
+    return cell.locator("img.widget-image").first.get_attribute("src")
+
+
+def wait_for_new_image(page, cell, old_source: str) -> str:
+    """Wait until the widget's picture is replaced and decoded; return its new source."""
+    image = cell.locator("img.widget-image").first
+    image.element_handle().wait_for_element_state("visible")
+    page.wait_for_function(
+        "([image, old]) => image.src !== old && image.complete && image.naturalWidth > 0",
+        arg=[image.element_handle(), old_source],
+        timeout=30_000,
+    )
+    return image_source(cell)
+
+
+# --- the tests --------------------------------------------------------------------------------
+
+
+def check_student_run(notebook) -> None:
+    """Setup and data cells ran, the MNIST grid rendered, and the first stub stopped the run."""
+    assert (
+        code_cell(notebook, "from cnn_course import").locator(".jp-InputPrompt").inner_text()
+        == "[1]:"
+    )
+    printed = (
+        code_cell(notebook, "mnist_train = data.load_mnist").locator(".jp-OutputArea").inner_text()
+    )
+    assert "ImageSet('MNIST train" in printed
+    widths = rendered_pngs(code_cell(notebook, MNIST_IMAGES))
+    assert len(widths) == 1 and widths[0] > 300, widths
+    problems = errors(notebook)
+    assert len(problems) == 1 and "NotImplementedError" in problems[0], problems
+    stub = notebook.locator(".jp-CodeCell", has_text="Replace this line with your code").first
+    assert "NotImplementedError" in stub.locator(".jp-OutputArea").inner_text()
+
+
+def test_student_notebook_runs_its_setup_and_shows_the_images(page, lab):
+    """Does the student notebook run up to its first exercise, with the images on the page?"""
+    notebook = open_notebook(page, lab, "student/cnn_lab.ipynb")
+    start_running_all_cells(page)
+    wait_until_run_ends(page, timeout_s=180)
+    check_student_run(notebook)
+    shot(code_cell(notebook, MNIST_IMAGES), "student_mnist_images")
+    shot(notebook.locator(".jp-CodeCell", has_text="Replace this line").first, "student_first_stub")
+
+
+def test_myst_student_notebook_opens_and_runs_as_a_notebook(page, lab):
+    """Does jupytext serve the MyST file as a notebook, and does JupyterLab open and run it?"""
+    model = lab.api("contents/student/cnn_lab.md?type=notebook&content=1")
+    assert model["type"] == "notebook"
+    expected = nbformat.read(lab.root / "student" / "cnn_lab.ipynb", as_version=4)
+    assert [cell["source"] for cell in model["content"]["cells"]] == [
+        cell.source for cell in expected.cells
+    ]
+    notebook = open_notebook(page, lab, "student/cnn_lab.md")
+    tab = page.locator("#jp-main-dock-panel .lm-TabBar-tab.lm-mod-current .lm-TabBar-tabLabel")
+    assert tab.inner_text() == "cnn_lab.md"
+    assert notebook.locator(".jp-Cell").count() == len(expected.cells)
+    start_running_all_cells(page)
+    wait_until_run_ends(page, timeout_s=180)
+    check_student_run(notebook)
+    code_cell(notebook, MNIST_IMAGES).scroll_into_view_if_needed()
+    shot(page.locator(".jp-LabShell"), "myst_notebook")
+
+
+def test_solution_runs_clean_and_its_widgets_are_live(page, lab):
+    """Does the solution run without error in JupyterLab, with live bars, plots and widgets?"""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    notebook = open_notebook(page, lab, "solution/cnn_lab.ipynb")
+    start_running_all_cells(page)
+    # While CIFAR-10 trains: its bars and, once an epoch is done, its curves so far.
+    cifar_loop = code_cell(notebook, "widgets.TrainingMonitor(cifar_history")
+    cifar_loop.locator(".widget-hprogress").first.wait_for(timeout=300_000)
+    with contextlib.suppress(PlaywrightTimeout):  # for the picture only: epochs may be quick
+        page.wait_for_function(
+            """(cell) => cell.querySelector('.jp-InputPrompt').textContent.includes('*')
+                && cell.querySelector('.jp-OutputArea-output img')""",
+            arg=cifar_loop.element_handle(),
+            timeout=60_000,
+            polling=100,
+        )
+    shot(cifar_loop, "training_live")
+    wait_until_run_ends(page, timeout_s=600)
+
+    assert errors(notebook) == []
+    assert "Error displaying widget" not in notebook.inner_text()
+    prompts = notebook.locator(".jp-CodeCell .jp-InputPrompt").all_inner_texts()
+    assert all(re.fullmatch(r"\[\d+\]:", prompt) for prompt in prompts), prompts
+
+    # Checks: an HTML table each, all passed.
+    reports = notebook.locator(".cnn-course-check")
+    assert reports.count() == 7
+    for report in reports.all():
+        assert report.locator("table tbody tr").count() >= 1
+        assert report.inner_text().strip().endswith("All tests passed!")
+    shot(code_cell(notebook, "checks.q1_mnist_model(mnist_model)"), "check_report")
+
+    # Training: one tqdm widget bar per epoch, full, with loss and accuracy, under the curves.
+    for code, epochs, name in (
+        ("widgets.TrainingMonitor(mnist_history", 2, "mnist_training"),
+        ("widgets.TrainingMonitor(cifar_history", 4, "cifar_training"),
+    ):
+        cell = code_cell(notebook, code)
+        bars = cell.locator(".widget-hprogress")
+        assert bars.count() == epochs
+        text = cell.locator(".jp-OutputArea").inner_text().replace("\u2007", " ")
+        assert re.search(
+            rf"epoch {epochs}/{epochs}: 100%.*loss [\d.]+, accuracy [\d.]+", text, re.S
+        )
+        assert len(rendered_pngs(cell)) == 1  # the live plot, replaced after every epoch
+        shot(cell, name)
+
+    # Image browser: the slider, the buttons and the mistakes toggle change the picture.
+    browser_cell = code_cell(notebook, "widgets.image_browser(mnist_model")
+    caption = browser_cell.locator(".widget-html-content").first
+    assert caption.inner_text().startswith("image 0 of 1,000")
+    shot(browser_cell, "image_browser")
+    source = image_source(browser_cell)
+    handle = browser_cell.locator(".noUi-handle").first
+    handle.focus()
+    handle.press("ArrowRight")
+    source = wait_for_new_image(page, browser_cell, source)
+    assert caption.inner_text().startswith("image 1 of 1,000")
+    browser_cell.locator("button", has_text="next").click()
+    source = wait_for_new_image(page, browser_cell, source)
+    assert caption.inner_text().startswith("image 2 of 1,000")
+    browser_cell.locator("button", has_text="show only mistakes").click()
+    wait_for_new_image(page, browser_cell, source)
+    assert re.match(r"mistake 1 of \d+", caption.inner_text())
+    shot(browser_cell, "image_browser_mistakes")
+
+    # Confusion matrix: picking a confusion shows its images.
+    confusion = code_cell(notebook, "widgets.confusion_matrix(cifar_model")
+    shot(confusion, "confusion_matrix")
+    confusion.locator("select").select_option(index=1)
+    examples = confusion.locator("img.widget-image").nth(1)
+    examples.wait_for(state="visible", timeout=30_000)
+    shot(confusion, "confusion_examples")
+
+    # Feature maps: another layer and another image redraw the maps.
+    viewer = code_cell(notebook, "widgets.feature_maps(cifar_model")
+    shot(viewer, "feature_maps")
+    source = image_source(viewer)
+    viewer.locator("select").select_option(index=1)  # the first convolution's ReLU
+    source = wait_for_new_image(page, viewer, source)
+    viewer.locator(".noUi-handle").first.press("ArrowRight")
+    wait_for_new_image(page, viewer, source)
+    assert viewer.locator("img.widget-image").nth(1).is_hidden()  # a ReLU has no filters
+    shot(viewer, "feature_maps_relu")
