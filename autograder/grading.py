@@ -6,9 +6,11 @@ import csv
 import html
 import json
 import os
+import queue
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -16,7 +18,7 @@ import time
 import warnings
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import nbformat
@@ -25,9 +27,10 @@ import torch
 from cnn_course import data
 from cnn_course.errors import CourseError
 
-from .execute import run_notebook
+from .execute import OUTPUT_LIMIT, run_notebook
 from .hidden_tests import GradingContext, grading_inputs, run_hidden_tests
 from .probe import probe_source
+from .sandbox import Limits, kernel_argv, sandbox_available
 
 __all__ = ["Submission", "find_submissions", "grade_class", "grade_notebook", "load_questions"]
 
@@ -35,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 LAB_SOURCE = REPO / "source" / "cnn_lab.md"
 STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,99}$")
 CELL_TIMEOUT = 300
+SANDBOX_UID = 61000  # student code runs as SANDBOX_UID + slot, an id no account uses
 SUBMISSION_TIMEOUT = 900
 
 
@@ -89,16 +93,32 @@ def find_submissions(folder: Path, assignment: str, notebook: str) -> list[Submi
 # --- one submission, in its own process ----------------------------------------------------
 
 
-def grade_notebook(path: Path, scratch: Path, seed: int, data_root: Path) -> dict:
+@dataclass(frozen=True)
+class Job:
+    """Everything a worker process needs to grade one submission (passed to it as JSON)."""
+
+    notebook: str
+    result: str
+    executed: str
+    scratch: str
+    seed: int
+    data_root: str
+    cell_timeout: int = CELL_TIMEOUT
+    uid: int | None = None  # None: no sandbox (development only)
+    hide: tuple[str, ...] = ()
+    keep: tuple[str, ...] = ()
+
+
+def grade_notebook(job: Job) -> dict:
     """Execute one submission with the probe appended, then judge the plain record it leaves.
 
-    Runs in a worker process of its own; the student's code runs in a Jupyter kernel that
-    is a child of it. Returns the result as plain JSON-ready data.
+    Runs in a worker process of its own; the student's code runs in a Jupyter kernel, in a
+    sandbox when ``job.uid`` is set. Returns the result as plain JSON-ready data.
     """
     started = time.perf_counter()
     _, points = load_questions()
     try:
-        notebook = nbformat.read(path, as_version=4)
+        notebook = nbformat.read(job.notebook, as_version=4)
         nbformat.validate(notebook)
     except Exception as exc:  # any unreadable file is an invalid notebook, whatever the reason
         return _outcome(
@@ -106,29 +126,69 @@ def grade_notebook(path: Path, scratch: Path, seed: int, data_root: Path) -> dic
         )
     if not any(cell.cell_type == "code" for cell in notebook.cells):
         return _outcome("invalid notebook", "the notebook has no code cells", [], points, started)
-    scratch.mkdir(parents=True, exist_ok=True)
-    inputs = grading_inputs(seed)
+    scratch = Path(job.scratch)
+    inputs = grading_inputs(job.seed)
     inputs_path, probe_path = scratch / "grader_inputs.pt", scratch / "probe.pt"
     torch.save(inputs, inputs_path)
+    inputs_path.chmod(0o644)
     notebook.cells.append(
         nbformat.v4.new_code_cell(probe_source(str(inputs_path), str(probe_path)))
     )
-    env = {"CNN_COURSE_FAST": "1", "CNN_COURSE_DATA": str(data_root), "MPLBACKEND": "Agg"}
+    env = {
+        "CNN_COURSE_FAST": "1",
+        "CNN_COURSE_DATA": job.data_root,
+        "CNN_COURSE_CACHE": str(data.cache_dir()),
+        "MPLBACKEND": "Agg",
+    }
+    kernel = None
+    if job.uid is not None:
+        for name in (
+            "HOME",
+            "MPLCONFIGDIR",
+            "IPYTHONDIR",
+            "TMPDIR",
+            "JUPYTER_RUNTIME_DIR",
+            "JUPYTER_DATA_DIR",
+        ):
+            env[name] = str(scratch)
+        paths = [Path(p) for p in job.keep]
+        kernel = kernel_argv(job.uid, scratch, [Path(p) for p in job.hide], paths, Limits())
     execution = run_notebook(
-        notebook, cwd=scratch, env=env, cell_timeout=CELL_TIMEOUT, allow_errors=True
+        notebook,
+        cwd=scratch,
+        env=env,
+        cell_timeout=job.cell_timeout,
+        allow_errors=True,
+        kernel_argv=kernel,
     )
+    notebook.cells.pop()  # the probe is the grader's, not part of the student's record
+    nbformat.write(notebook, job.executed)
+    errors = [
+        p.text.splitlines()[-1] if p.text.strip() else p.text
+        for p in execution.problems
+        if p.kind == "error"
+    ]
+    notes = "; ".join(dict.fromkeys(errors[:8]))
+    if execution.truncated:
+        notes = f"output over {OUTPUT_LIMIT:,} bytes was dropped; {notes}"
     if not probe_path.is_file():
-        status = "timeout" if execution.error_name == "CellTimeoutError" else "crashed"
-        reason = f"the notebook stopped before grading could start ({execution.error_name or 'no record written'})"
-        return _outcome(status, reason, [], points, started)
+        status = {"CellTimeoutError": "timeout"}.get(execution.error_name or "", "crashed")
+        if any(error.startswith("MemoryError") for error in errors):
+            status = "out of memory"
+        what = execution.error_name or "no grading record was written"
+        return _outcome(
+            status,
+            f"the kernel stopped before grading ({what}). {notes}".strip(),
+            [],
+            points,
+            started,
+        )
     try:
         probe = torch.load(probe_path, weights_only=True)
     except Exception as exc:  # a record the student's code tampered with is unusable
         return _outcome("crashed", f"the grading record is unreadable: {exc}", [], points, started)
-    results = run_hidden_tests(probe, inputs, points, GradingContext(data_root))
-    errors = [p.text.splitlines()[-1] for p in execution.problems if p.kind == "error"][:5]
-    reason = "; ".join(errors)
-    return _outcome("graded", reason, [r.to_dict() for r in results], points, started)
+    results = run_hidden_tests(probe, inputs, points, GradingContext(Path(job.data_root)))
+    return _outcome("graded", notes, [r.to_dict() for r in results], points, started)
 
 
 def _outcome(
@@ -158,33 +218,56 @@ def grade_class(
     jobs: int = 1,
     force: bool = False,
     data_root: Path | None = None,
+    sandbox: bool = True,
+    cell_timeout: int = CELL_TIMEOUT,
     progress=print,
 ) -> list[dict]:
     """Grade every submission into ``out``; resume where a previous run stopped unless ``force``.
 
-    Each result is written to ``out/results/<student>.json`` as soon as it is known, so an
-    interrupted run loses at most the submissions in progress. Then ``grades.csv``, the
-    feedback pages and nbgrader's gradebook are rewritten from all results.
+    Up to ``jobs`` submissions run at once, each in its own worker process and sandboxed
+    kernel (one torch thread each when ``jobs`` > 1). Each result is written to
+    ``out/results/<student>.json`` as soon as it is known, so an interrupted run, even by
+    ``kill -9``, loses at most the submissions in progress. Then ``grades.csv``, the feedback
+    pages and nbgrader's gradebook are rewritten from all results.
     """
     assignment, points = load_questions()
-    submissions = find_submissions(Path(submissions_folder), assignment, LAB_SOURCE.stem)
+    submissions_folder = Path(submissions_folder).absolute()
+    submissions = find_submissions(submissions_folder, assignment, LAB_SOURCE.stem)
+    if sandbox and (reason := sandbox_available()):
+        raise CourseError(
+            f"Cannot sandbox student code: {reason}. Run as root, or pass --no-sandbox (trusted code only)."
+        )
     root = data.resolve_root(data_root)
     for loader in (data.load_mnist, data.load_cifar10):
         loader(
             "test", root=root.path
-        )  # fail early, with the data layer's message, if data is missing
-    out = Path(out)
+        )  # fail early if data is missing; warms the cache kernels read
+    out = Path(out).absolute()
     (out / "results").mkdir(parents=True, exist_ok=True)
-    seed = _grading_seed(out)
     todo = [
         s for s in submissions if force or not (out / "results" / f"{s.student}.json").is_file()
     ]
     progress(
         f"{len(submissions)} submissions, {len(submissions) - len(todo)} already graded, {len(todo)} to grade"
     )
+    job_base = {
+        "seed": _grading_seed(out),
+        "data_root": str(root.path),
+        "cell_timeout": cell_timeout,
+        "hide": tuple(str(p) for p in _hidden_paths(out, submissions_folder)),
+        "keep": tuple(str(p) for p in _kept_paths(root.path)),
+    }
+    slots: queue.Queue[int] = queue.Queue()
+    for slot in range(max(1, jobs)):
+        slots.put(slot)
 
     def work(submission: Submission) -> None:
-        result = _run_worker(submission, seed, root.path, 1 if jobs > 1 else None)
+        slot = slots.get()
+        try:
+            uid = SANDBOX_UID + slot if sandbox else None  # one uid per concurrent sandbox
+            result = _run_worker(submission, job_base, uid, 1 if jobs > 1 else None, out)
+        finally:
+            slots.put(slot)
         result = {"student": submission.student, "notebook": str(submission.path), **result}
         _write_json(out / "results" / f"{submission.student}.json", result)
         progress(
@@ -198,6 +281,24 @@ def grade_class(
     return results
 
 
+def _hidden_paths(out: Path, submissions: Path) -> list[Path]:
+    """What student code must not see: the instructor's repository but the helper package,
+    the grading output, every submission, the instructor's home."""
+    repo = [entry for entry in REPO.iterdir() if entry.name != "cnn_course"]
+    return [*repo, out, submissions, Path.home()]
+
+
+def _kept_paths(data_root: Path) -> list[Path]:
+    """What the kernel needs even where it lies inside a hidden tree."""
+    return [
+        REPO / "cnn_course",
+        Path(sys.prefix),
+        Path(sys.base_prefix),
+        data_root.resolve(),
+        data.cache_dir(),
+    ]
+
+
 def _grading_seed(out: Path) -> int:
     """One secret seed per output folder: the same inputs on resume, new ones for a new class."""
     path = out / ".grading-seed"
@@ -206,33 +307,59 @@ def _grading_seed(out: Path) -> int:
     return int(path.read_text())
 
 
-def _run_worker(submission: Submission, seed: int, data_root: Path, threads: int | None) -> dict:
+def _sandbox_root() -> Path:
+    """Where scratch folders go: ``$CNN_COURSE_SANDBOX_ROOT``, else /var/lib/cnn-course/sandboxes.
+
+    Not under /tmp: world-writable folders are hidden from student code.
+    """
+    root = Path(os.environ.get("CNN_COURSE_SANDBOX_ROOT") or "/var/lib/cnn-course/sandboxes")
+    root.mkdir(parents=True, exist_ok=True)
+    for folder in (root, root.parent):
+        if folder.stat().st_uid == os.geteuid():
+            folder.chmod(0o711)  # traversable, not listable
+    return root
+
+
+def _run_worker(
+    submission: Submission, job_base: dict, uid: int | None, threads: int | None, out: Path
+) -> dict:
     started = time.perf_counter()
-    scratch = Path(tempfile.mkdtemp(prefix=f"grade-{submission.student}-"))
-    result_path = scratch / "result.json"
-    command = [
-        sys.executable, "-m", "autograder.runner",
-        str(submission.path.absolute()), str(result_path), "--scratch", str(scratch / "work"),
-        "--seed", str(seed), "--data-root", str(data_root),
-    ]  # fmt: skip
+    local = Path(tempfile.mkdtemp(prefix=f"grade-{submission.student}-"))
+    scratch = Path(tempfile.mkdtemp(prefix=f"{submission.student}-", dir=_sandbox_root()))
+    if uid is not None:
+        os.chown(scratch, uid, uid)
+    scratch.chmod(0o700)
+    job = Job(
+        notebook=str(submission.path.absolute()),
+        result=str(local / "result.json"),
+        executed=str(local / "executed.ipynb"),
+        scratch=str(scratch),
+        uid=uid,
+        **job_base,
+    )
+    (local / "job.json").write_text(json.dumps(asdict(job)))
     env = dict(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)  # the kernel inherits it: one torch thread each
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))
+    command = [sys.executable, "-m", "autograder.runner", str(local / "job.json")]
+    process = subprocess.Popen(
+        command,
+        cwd=local,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
-        completed = subprocess.run(
-            command,
-            cwd=scratch,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=SUBMISSION_TIMEOUT,
-        )
-        if result_path.is_file():
-            return json.loads(result_path.read_text())
-        tail = (completed.stderr or "").strip().splitlines()[-1:] or [
-            f"exit status {completed.returncode}"
-        ]
+        _, stderr = process.communicate(timeout=SUBMISSION_TIMEOUT)
+        if Path(job.executed).is_file():
+            (out / "executed").mkdir(exist_ok=True)
+            shutil.copy(job.executed, out / "executed" / f"{submission.student}.ipynb")
+        if Path(job.result).is_file():
+            return json.loads(Path(job.result).read_text())
+        tail = (stderr or "").strip().splitlines()[-1:] or [f"exit status {process.returncode}"]
         return _outcome(
             "crashed",
             f"the grading process failed: {tail[0][:300]}",
@@ -241,6 +368,8 @@ def _run_worker(submission: Submission, seed: int, data_root: Path, threads: int
             started,
         )
     except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # the worker, its kernel and all they started
+        process.wait()
         return _outcome(
             "timeout",
             f"still running after {SUBMISSION_TIMEOUT} s",
@@ -249,6 +378,7 @@ def _run_worker(submission: Submission, seed: int, data_root: Path, threads: int
             started,
         )
     finally:
+        shutil.rmtree(local, ignore_errors=True)
         shutil.rmtree(scratch, ignore_errors=True)
 
 

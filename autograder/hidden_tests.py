@@ -347,7 +347,7 @@ def _training_tests(
         losses, accuracies = history.get("loss", []), history.get("accuracy", [])
         if len(losses) != recipe.fast_epochs or len(accuracies) != recipe.fast_epochs:
             problem = f"expected {recipe.fast_epochs} epochs recorded, got {len(losses)} losses and {len(accuracies)} accuracies"
-        elif not losses[-1] < losses[0]:
+        elif not losses[-1] < 0.99 * losses[0]:  # a model that never updates only wobbles
             problem = f"the mean loss did not go down (first epoch {losses[0]:.4f}, last {losses[-1]:.4f})"
         elif not all(0.0 <= a <= 1.0 for a in accuracies):
             problem = "recorded accuracies must be fractions between 0 and 1"

@@ -1,28 +1,27 @@
-"""Worker process: grade one submission and write its result as JSON (`python -m autograder.runner`)."""
+"""Worker process: grade one submission described by a job file (`python -m autograder.runner JOB`)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from pathlib import Path
 
-from .grading import grade_notebook
+from .grading import Job, grade_notebook
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m autograder.runner")
-    parser.add_argument("notebook", type=Path)
-    parser.add_argument("result", type=Path)
-    parser.add_argument("--scratch", type=Path, required=True)
-    parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--data-root", type=Path, required=True)
-    args = parser.parse_args(argv)
-    result = grade_notebook(args.notebook, args.scratch, args.seed, args.data_root)
-    tmp = args.result.with_name(f".{args.result.name}.tmp")
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m autograder.runner JOB.json", file=sys.stderr)
+        return 2
+    fields = json.loads(Path(argv[0]).read_text())
+    job = Job(**{**fields, "hide": tuple(fields["hide"]), "keep": tuple(fields["keep"])})
+    result = grade_notebook(job)
+    path = Path(job.result)
+    tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(result), encoding="utf-8")
-    os.replace(tmp, args.result)
+    os.replace(tmp, path)
     return 0
 
 

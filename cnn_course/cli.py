@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -95,13 +96,39 @@ def _grade(args: argparse.Namespace) -> int:
 
     grading = autograder_module("grading")
     results = grading.grade_class(
-        args.submissions, args.out, jobs=args.jobs, force=args.force, data_root=args.data_root
+        args.submissions,
+        args.out,
+        jobs=args.jobs,
+        force=args.force,
+        data_root=args.data_root,
+        sandbox=not args.no_sandbox,
+        cell_timeout=args.cell_timeout,
     )
     statuses = {}
     for result in results:
         statuses[result["status"]] = statuses.get(result["status"], 0) + 1
     summary = ", ".join(f"{count} {status}" for status, count in sorted(statuses.items()))
     print(f"{len(results)} submissions: {summary}. Grades in {args.out}/grades.csv")
+    return 0
+
+
+def _publish_nbhosting(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import publish
+
+    out = Path(args.out).resolve()
+    written = publish.publish_nbhosting(Path(args.repo), out, force=args.force)
+    total = 0
+    for path in written:
+        size = path.stat().st_size
+        total += size
+        print(f"wrote {path.relative_to(out).as_posix():45} {size:>10,} bytes")
+    print(f"{len(written)} files, {total:,} bytes in {out}.")
+    print(
+        f"Next: commit and push {out} as its own git repository, and provision the data on the "
+        f"nbhosting host ({out / 'README.md'})."
+    )
     return 0
 
 
@@ -146,12 +173,41 @@ def _parser() -> argparse.ArgumentParser:
     grade.add_argument(
         "--out", required=True, help="where grades.csv, results/, feedback/ and gradebook.db go"
     )
-    grade.add_argument("--jobs", type=int, default=1, help="submissions graded at once (default 1)")
+    grade.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="submissions graded at once (default: cores)",
+    )
     grade.add_argument(
         "--force", action="store_true", help="regrade submissions already graded in --out"
     )
     grade.add_argument("--data-root", help="data root (default: $CNN_COURSE_DATA, else ./data)")
+    grade.add_argument(
+        "--cell-timeout", type=int, default=300, help="seconds a cell may run (default 300)"
+    )
+    grade.add_argument(
+        "--no-sandbox", action="store_true", help="run student code unsandboxed (trusted code only)"
+    )
     grade.set_defaults(run=_grade)
+
+    publish_parser = commands.add_parser(
+        "publish", help="write the student-only course tree for a hosting platform (instructors)"
+    )
+    platforms = publish_parser.add_subparsers(
+        dest="publish_platform", metavar="PLATFORM", required=True
+    )
+    nbhosting = platforms.add_parser(
+        "nbhosting", help="a course tree for nbhosting: notebooks, modules/, .nbhosting/"
+    )
+    nbhosting.add_argument("out", help="folder to write (new or empty, or written by publish)")
+    nbhosting.add_argument("--repo", default=".", help="course repository (default: .)")
+    nbhosting.add_argument(
+        "--force",
+        action="store_true",
+        help="update a tree publish wrote before (only the files in its manifest change)",
+    )
+    nbhosting.set_defaults(run=_publish_nbhosting)
     return parser
 
 
