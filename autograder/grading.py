@@ -151,6 +151,8 @@ def grade_notebook(job: Job) -> dict:
             "JUPYTER_DATA_DIR",
         ):
             env[name] = str(scratch)
+        env["TORCHINDUCTOR_CACHE_DIR"] = str(scratch / ".torchinductor")  # torch would use /tmp
+        env["USER"] = env["LOGNAME"] = "student"
         paths = [Path(p) for p in job.keep]
         kernel = kernel_argv(job.uid, scratch, [Path(p) for p in job.hide], paths, Limits())
     execution = run_notebook(
@@ -238,10 +240,11 @@ def grade_class(
             f"Cannot sandbox student code: {reason}. Run as root, or pass --no-sandbox (trusted code only)."
         )
     root = data.resolve_root(data_root)
+    # Fail early if data is missing, and warm the cache the kernels read.
     for loader in (data.load_mnist, data.load_cifar10):
-        loader(
-            "test", root=root.path
-        )  # fail early if data is missing; warms the cache kernels read
+        loader("test", root=root.path)
+    if sandbox:
+        _share_read_only(data.cache_dir())
     out = Path(out).absolute()
     (out / "results").mkdir(parents=True, exist_ok=True)
     todo = [
@@ -279,6 +282,15 @@ def grade_class(
     results = [json.loads((out / "results" / f"{s.student}.json").read_text()) for s in submissions]
     write_reports(out, results, assignment, points)
     return results
+
+
+def _share_read_only(folder: Path) -> None:
+    """Let the sandboxed kernels read the data cache (they cannot write to it)."""
+    if not folder.is_dir():
+        return
+    for path in [folder, *folder.rglob("*")]:
+        if path.stat().st_uid == os.geteuid():
+            path.chmod(path.stat().st_mode | (0o555 if path.is_dir() else 0o444))
 
 
 def _hidden_paths(out: Path, submissions: Path) -> list[Path]:

@@ -396,6 +396,7 @@ def _write_cache(folder: Path, arrays: dict[str, np.ndarray]) -> None:
         for key, value in arrays.items():
             np.save(staging / f"{key}.npy", value, allow_pickle=False)
         (staging / "complete").touch()
+        staging.chmod(0o755)  # mkdtemp makes it private; the cache is meant to be shared
         os.replace(staging, folder)
     except OSError:
         if not (folder / "complete").is_file():
