@@ -7,7 +7,7 @@ Used as the kernel command of the grading kernel (see :func:`kernel_argv`)::
 Running as root, it makes new mount, network, PID and IPC namespaces, hides the instructor's
 files behind empty read-only file systems (the ``--hide`` paths, the world-writable /tmp,
 /var/tmp and /dev/shm), keeps visible the ``--keep`` paths the kernel needs (Python, the helper
-package, the data), mounts a fresh /proc, limits CPU time, memory, processes and file size,
+package, the data), makes every mount read-only but ``--scratch``, mounts a fresh /proc, limits CPU time, memory, processes and file size,
 drops to the unprivileged ``--uid`` and runs the kernel as PID 1 of its namespace, so every
 process it starts dies with it. The only writable place left is ``--scratch``; the only
 network is an unconfigured loopback, so no packet leaves.
@@ -151,6 +151,19 @@ def _hide(paths: list[Path], keep: list[Path]) -> None:
         os.close(descriptor)
 
 
+def _read_only_except(writable: Path) -> None:
+    """Make every mount read-only in this namespace, then ``writable`` alone read-write again."""
+    with open("/proc/self/mountinfo") as mountinfo:
+        points = {line.split()[4] for line in mountinfo}
+    for point in sorted(points, key=len):
+        try:
+            _mount(None, point.replace("\\040", " "), None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+        except OSError:
+            pass  # a few kernel file systems refuse; the uid cannot write to them anyway
+    _mount(str(writable), str(writable), None, MS_BIND)
+    _mount(None, str(writable), None, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV)
+
+
 def _limit(args: argparse.Namespace) -> None:
     mb = 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (args.memory_mb * mb, args.memory_mb * mb))
@@ -165,6 +178,7 @@ def _child(args: argparse.Namespace, kernel: list[str]) -> None:
     _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing done here reaches the host
     hide = [Path(p) for p in args.hide] + [Path(p) for p in WORLD_WRITABLE]
     _hide(hide, [Path(p) for p in args.keep] + [Path(args.scratch)])
+    _read_only_except(Path(args.scratch))
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV)  # only this namespace's processes
     _limit(args)
     os.chdir(args.scratch)
