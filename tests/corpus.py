@@ -123,7 +123,8 @@ SAMPLES = [
     Sample(
         "softmax_before_loss",
         ((MNIST_LINEAR, "    nn.Linear(n_h_2 * 14 * 14, nb_classes),\n    nn.Softmax(dim=1),\n)"),),
-        scores(q1_mnist_model=1.0),
+        # Softmax then CrossEntropyLoss learns too slowly: 2 epochs stay under the threshold.
+        scores(q1_mnist_model=1.0, q5_mnist_training=2.0),
         "applies the softmax itself",
     ),
     Sample(
@@ -142,7 +143,8 @@ SAMPLES = [
     Sample(
         "no_zero_grad",
         (("        cifar_optimizer.zero_grad()\n", ""),),
-        scores(q7_cifar_training=3.0),
+        # Gradients pile up over the epoch: the loss does not go down and accuracy stays low.
+        scores(q7_cifar_training=4.0),
         "training loop",
     ),
     Sample(
