@@ -173,6 +173,11 @@ def test_architecture_tests_accept_spellings_and_name_the_first_fault():
     )
     assert results["convolutions"].passed and results["classifier output"].passed
     assert "layer 3: expected ReLU()" in results["activations and pooling in order"].message
+    softmax = nn.Sequential(*mnist_model(), nn.Softmax(dim=1))
+    records = checks.layer_records(softmax, (1, 28, 28))
+    results = by_name(hidden_tests._architecture_tests("q1", records, checks.MNIST_LAYERS, weights))
+    assert [r.passed for r in results.values()] == [True, True, False]
+    assert "applies the softmax itself" in results["classifier output"].message
     missing = hidden_tests._architecture_tests(
         "q1", {"error": "NameError: x"}, checks.MNIST_LAYERS, weights
     )
