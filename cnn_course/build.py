@@ -27,6 +27,7 @@ __all__ = [
     "generate_student",
     "mark_cells",
     "read_source",
+    "shown_lines",
     "solution_lines",
 ]
 
@@ -132,6 +133,19 @@ def solution_lines(notebook: NotebookNode) -> list[str]:
         source_lines = cell.source.split("\n")
         for start, end in find_regions(cell.source):
             lines += [line for line in source_lines[start + 1 : end] if line.strip()]
+    return lines
+
+
+def shown_lines(marked: NotebookNode) -> list[str]:
+    """Every line of a marked notebook that students are shown: all but solution regions and answers."""
+    lines: list[str] = []
+    for cell in marked.cells:
+        source_lines = cell.source.split("\n")
+        if cell.cell_type != "code":
+            lines += [] if cell.metadata.get("nbgrader", {}).get("solution") else source_lines
+            continue
+        inside = {n for start, end in find_regions(cell.source) for n in range(start + 1, end)}
+        lines += [line for number, line in enumerate(source_lines) if number not in inside]
     return lines
 
 

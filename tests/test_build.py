@@ -240,15 +240,6 @@ def _stripped_lines(path: Path) -> set[str]:
     return {line.strip() for line in text.split("\n")}
 
 
-def _outside_regions(cell) -> list[str]:
-    """The lines of a cell that students are shown: all but those inside solution regions."""
-    lines = cell.source.split("\n")
-    if cell.cell_type == "markdown":
-        return [] if cell.metadata["nbgrader"]["solution"] else lines
-    inside = {n for start, end in build.find_regions(cell.source) for n in range(start + 1, end)}
-    return [line for number, line in enumerate(lines) if number not in inside]
-
-
 def test_no_solution_line_reaches_a_student_file():
     """Does no line of any solution region appear in any file under notebooks/student/?
 
@@ -260,7 +251,7 @@ def test_no_solution_line_reaches_a_student_file():
     texts = {path: _stripped_lines(path) for path in files}
     for source in sorted((REPO / "source").glob("*.md")):
         marked = build.mark_cells(build.read_source(source), source.name)
-        given = {line.strip() for cell in marked.cells for line in _outside_regions(cell)}
+        given = {line.strip() for line in build.shown_lines(marked)}
         secret = {line.strip() for line in build.solution_lines(marked) if len(line.strip()) > 3}
         secret -= given
         assert len(secret) > 20
@@ -280,8 +271,7 @@ def test_no_autograder_code_reaches_a_student_file():
     shown = {
         line.strip()
         for source in sorted((REPO / "source").glob("*.md"))
-        for cell in build.mark_cells(build.read_source(source), source.name).cells
-        for line in _outside_regions(cell)
+        for line in build.shown_lines(build.mark_cells(build.read_source(source), source.name))
     }
     code_lines = {
         line.strip()

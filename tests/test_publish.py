@@ -179,15 +179,6 @@ def _lines(path: Path) -> set[str]:
     return lines
 
 
-def _outside_regions(cell) -> list[str]:
-    """The lines of a marked cell that students are shown: all but those inside regions."""
-    lines = cell.source.split("\n")
-    if cell.cell_type == "markdown":
-        return [] if cell.metadata["nbgrader"]["solution"] else lines
-    inside = {n for start, end in build.find_regions(cell.source) for n in range(start + 1, end)}
-    return [line for number, line in enumerate(lines) if number not in inside]
-
-
 @pytest.fixture(scope="module")
 def secrets() -> dict[str, set[str]]:
     """What must never be published, as stripped lines, by kind."""
@@ -195,7 +186,7 @@ def secrets() -> dict[str, set[str]]:
     solution_lines: set[str] = set()
     for source in sorted((REPO / "source").glob("*.md")):
         marked = build.mark_cells(build.read_source(source), source.name)
-        given |= {line.strip() for cell in marked.cells for line in _outside_regions(cell)}
+        given |= {line.strip() for line in build.shown_lines(marked)}
         solution_lines |= {
             line.strip() for line in build.solution_lines(marked) if len(line.strip()) > 3
         }
