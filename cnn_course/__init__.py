@@ -1,12 +1,14 @@
-"""Helper package for the cnn-course labs: data, plots, training helpers and checks."""
+"""Helper package for the cnn-course labs: data, plots, training helpers, checks and widgets."""
 
-__all__ = ["__version__", "data", "plots", "training"]
+__all__ = ["__version__", "checks", "data", "plots", "training", "widgets"]
 __version__ = "0.1.0"
+
+_MODULES = ("checks", "data", "plots", "training", "widgets")
 
 
 def __getattr__(name: str):
     # `from cnn_course import data, plots` works without importing torch at package import.
-    if name in ("data", "plots", "training", "checks", "widgets"):
+    if name in _MODULES:
         import importlib
 
         return importlib.import_module(f"{__name__}.{name}")

@@ -18,10 +18,12 @@ from autograder.grading import feedback_html, find_submissions, grade_class
 from autograder.probe import probe_source
 from autograder.rebuild import RebuildError, rebuild
 from autograder.reference import cifar_model, mnist_model
+from autograder.sandbox import sandbox_available
 from cnn_course import checks
 from cnn_course.errors import CourseError
 
 INPUTS = hidden_tests.grading_inputs(seed=7)
+SANDBOX = sandbox_available() is None  # tests/test_sandbox.py covers the sandbox itself
 
 
 def by_name(results) -> dict[str, hidden_tests.TestResult]:
@@ -248,7 +250,12 @@ def test_fast_corpus_grades_as_expected(real_root, real_cache, tmp_path, monkeyp
     results = {
         r["student"]: r
         for r in grade_class(
-            tmp_path / "submitted", out, jobs=2, data_root=real_root, progress=lambda _: None
+            tmp_path / "submitted",
+            out,
+            jobs=2,
+            data_root=real_root,
+            sandbox=SANDBOX,
+            progress=lambda _: None,
         )
     }
     for sample in samples:
@@ -277,7 +284,9 @@ def test_fast_corpus_grades_as_expected(real_root, real_cache, tmp_path, monkeyp
         assert gradebook.find_submission("cnn_lab", "untouched_stub").score == 0
 
     # A rerun resumes: nothing is regraded, nothing is lost or duplicated.
-    again = grade_class(tmp_path / "submitted", out, data_root=real_root, progress=lambda _: None)
+    again = grade_class(
+        tmp_path / "submitted", out, data_root=real_root, sandbox=SANDBOX, progress=lambda _: None
+    )
     assert [r["student"] for r in again] == [r["student"] for r in results.values()]
     assert len(list(csv.DictReader((out / "grades.csv").open()))) == len(results)
 
