@@ -85,6 +85,39 @@ CHEATS = [
 ]
 
 
+def _edited_solution(edit) -> str:
+    """The solution notebook after ``edit(cells)`` rearranged its list of cells in place."""
+    notebook = nbformat.read(SOLUTION, as_version=4)
+    edit(notebook.cells)
+    return nbformat.writes(notebook)
+
+
+def _index(cells, question: str) -> int:
+    return next(
+        i for i, c in enumerate(cells) if c.metadata.get("nbgrader", {}).get("grade_id") == question
+    )
+
+
+def _reshape(cells) -> None:
+    """Swap two independent exercise cells, duplicate one, and replace a check by a fake pass."""
+    q3, q4 = _index(cells, "q3_vector_to_class"), _index(cells, "q4_cnn_accuracy")
+    cells[q3], cells[q4] = cells[q4], cells[q3]
+    q1 = _index(cells, "q1_mnist_model")
+    duplicate = nbformat.from_dict({**dict(cells[q1]), "id": "q1-again"})
+    cells.insert(q1, duplicate)
+    check = next(c for c in cells if c.source.startswith("checks.q1_mnist_model"))
+    check.source = "print('All tests passed!')"
+
+
+def _rename(cells) -> None:
+    cell = cells[_index(cells, "q1_mnist_model")]
+    cell.source = cell.source.replace("mnist_model = nn.Sequential(", "net = nn.Sequential(")
+
+
+def _delete(cells) -> None:
+    del cells[_index(cells, "q4_cnn_accuracy")]
+
+
 def samples(canary: Path, port: int, out: Path, submissions: Path) -> list[Hostile]:
     probe = attempts(canary, port, out, submissions)
     return [
@@ -120,4 +153,10 @@ def samples(canary: Path, port: int, out: Path, submissions: Path) -> list[Hosti
             "graded",
             0,
         ),
+        # Reordered independent cells, a duplicated cell and an edited check change nothing.
+        Hostile("reshaped_solution", _edited_solution(_reshape), "graded", 18),
+        # Renaming mnist_model loses what needs that name: q1, q2 (its optimiser), q5.
+        Hostile("renamed_model", _edited_solution(_rename), "graded", 11),
+        # Deleting cnn_accuracy loses q4 and both training loops, which call it.
+        Hostile("deleted_cell", _edited_solution(_delete), "graded", 9),
     ]
