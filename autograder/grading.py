@@ -245,6 +245,7 @@ def grade_class(
         loader("test", root=root.path)
     if sandbox:
         _share_read_only(data.cache_dir())
+        _remove_orphaned_scratch()
     out = Path(out).absolute()
     (out / "results").mkdir(parents=True, exist_ok=True)
     todo = [
@@ -332,12 +333,24 @@ def _sandbox_root() -> Path:
     return root
 
 
+def _remove_orphaned_scratch() -> None:
+    """Delete scratch folders of graders that no longer run (killed before they could clean up)."""
+    for folder in _sandbox_root().iterdir():
+        pid = folder.name.split("-", 1)[0]
+        if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _run_worker(
     submission: Submission, job_base: dict, uid: int | None, threads: int | None, out: Path
 ) -> dict:
     started = time.perf_counter()
     local = Path(tempfile.mkdtemp(prefix=f"grade-{submission.student}-"))
-    scratch = Path(tempfile.mkdtemp(prefix=f"{submission.student}-", dir=_sandbox_root()))
+    # The grader's pid in the name lets a later run remove what a killed run left behind.
+    scratch = Path(
+        tempfile.mkdtemp(prefix=f"{os.getpid()}-{submission.student}-", dir=_sandbox_root())
+    )
     if uid is not None:
         os.chown(scratch, uid, uid)
     scratch.chmod(0o700)

@@ -165,6 +165,8 @@ def test_grading_resumes_after_kill_9_without_losing_or_repeating_rows(
     assert all(row["status"] == "graded" and float(row["total"]) == 0 for row in rows)
     for name, mtime in done_before.items():  # graded once, never again
         assert (out / "results" / name).stat().st_mtime_ns == mtime
+    orphans = list(Path("/var/lib/cnn-course/sandboxes").glob(f"{process.pid}-*"))
+    assert orphans == [], "the rerun left the killed run's scratch folders behind"
     assert _sandbox_processes() == []
 
 
