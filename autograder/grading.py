@@ -103,6 +103,7 @@ class Job:
     scratch: str
     seed: int
     data_root: str
+    points: dict[str, float]  # question id -> points, read once from the lab by the parent
     cell_timeout: int = CELL_TIMEOUT
     uid: int | None = None  # None: no sandbox (development only)
     hide: tuple[str, ...] = ()
@@ -116,7 +117,7 @@ def grade_notebook(job: Job) -> dict:
     sandbox when ``job.uid`` is set. Returns the result as plain JSON-ready data.
     """
     started = time.perf_counter()
-    _, points = load_questions()
+    points = job.points
     try:
         notebook = nbformat.read(job.notebook, as_version=4)
         nbformat.validate(notebook)
@@ -257,6 +258,7 @@ def grade_class(
     job_base = {
         "seed": _grading_seed(out),
         "data_root": str(root.path),
+        "points": points,
         "cell_timeout": cell_timeout,
         "hide": tuple(str(p) for p in _hidden_paths(out, submissions_folder)),
         "keep": tuple(str(p) for p in _kept_paths(root.path)),
@@ -389,7 +391,7 @@ def _run_worker(
             "crashed",
             f"the grading process failed: {tail[0][:300]}",
             [],
-            load_questions()[1],
+            job.points,
             started,
         )
     except subprocess.TimeoutExpired:
@@ -399,7 +401,7 @@ def _run_worker(
             "timeout",
             f"still running after {SUBMISSION_TIMEOUT} s",
             [],
-            load_questions()[1],
+            job.points,
             started,
         )
     finally:
