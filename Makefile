@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 ## demo: install, then run the main job end to end on the real data
 demo: $(STAMP)
-	$(BIN)/python -m autograder.demo
+	$(BIN)/python -m cnn_course_instructor.demo
 
 ## test: install, then run the whole test suite (unit, real-data and shortened notebook runs)
 test: $(STAMP)
@@ -25,8 +25,8 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not realdata and not slow"
 
 lint: $(STAMP)
-	$(BIN)/ruff check cnn_course autograder tests benchmarks
-	$(BIN)/ruff format --check cnn_course autograder tests benchmarks
+	$(BIN)/ruff check cnn_course cnn_course_instructor autograder tests benchmarks
+	$(BIN)/ruff format --check cnn_course cnn_course_instructor autograder tests benchmarks
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_data.py

@@ -2,7 +2,7 @@
 
 Used as the kernel command of the grading kernel (see :func:`kernel_argv`)::
 
-    python -m autograder.sandbox --uid U --scratch S [--hide P ...] [--keep P ...] -- KERNEL ARGV
+    python -m cnn_course_instructor.sandbox --uid U --scratch S [--hide P ...] [--keep P ...] -- KERNEL ARGV
 
 Running as root, it makes new mount, network, PID and IPC namespaces, hides the instructor's
 files behind empty read-only file systems (the ``--hide`` paths, the world-writable /tmp,
@@ -192,7 +192,7 @@ def _child(args: argparse.Namespace, kernel: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     split = argv.index("--")
-    parser = argparse.ArgumentParser(prog="python -m autograder.sandbox")
+    parser = argparse.ArgumentParser(prog="python -m cnn_course_instructor.sandbox")
     parser.add_argument("--uid", type=int, required=True)
     parser.add_argument("--scratch", required=True)
     parser.add_argument("--hide", action="append", default=[])

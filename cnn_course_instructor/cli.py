@@ -7,17 +7,19 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from .errors import CourseError
+from cnn_course.errors import CourseError
 
 __all__ = ["main"]
 
 
 def _data_status(args: argparse.Namespace) -> int:
-    from . import data
+    from cnn_course import data
+
+    from . import datatools
 
     root = data.resolve_root(args.root)
     print(f"data root: {root.describe()}")
-    statuses = data.data_status(root.path)
+    statuses = datatools.data_status(root.path)
     for status in statuses:
         if not status.found:
             print(f"{status.name:9} MISSING")
@@ -43,11 +45,13 @@ def _data_status(args: argparse.Namespace) -> int:
 
 
 def _data_verify(args: argparse.Namespace) -> int:
-    from . import data
+    from cnn_course import data
+
+    from . import datatools
 
     root = data.resolve_root(args.root)
     print(f"data root: {root.describe()}")
-    checks = data.verify_files(root.path)
+    checks = datatools.verify_files(root.path)
     if not checks:
         print("No known data files found here; nothing to verify.")
         return 1
@@ -60,9 +64,11 @@ def _data_verify(args: argparse.Namespace) -> int:
 
 
 def _data_pack(args: argparse.Namespace) -> int:
-    from . import data
+    from cnn_course import data
 
-    written = data.write_pack(args.out, root=args.root, force=args.force)
+    from . import datatools
+
+    written = datatools.write_pack(args.out, root=args.root, force=args.force)
     for path in written:
         print(f"wrote {path}")
     print(f"Offline data root ready: set {data.DATA_ENV}={written[-1].parent}")
@@ -92,23 +98,41 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _grade(args: argparse.Namespace) -> int:
-    from ._instructor import autograder_module
+    from pathlib import Path
 
-    grading = autograder_module("grading")
-    results = grading.grade_class(
-        args.submissions,
-        args.out,
+    from .course import Course
+    from .scheduler import grade_class
+
+    if args.jobs < 1:
+        raise CourseError(f"--jobs must be 1 or more; got {args.jobs}.")
+    results = grade_class(
+        Path(args.submissions),
+        Path(args.out),
+        course=Course(Path(args.repo)),
+        lab=args.lab,
         jobs=args.jobs,
         force=args.force,
         data_root=args.data_root,
         sandbox=not args.no_sandbox,
         cell_timeout=args.cell_timeout,
     )
-    statuses = {}
+    statuses: dict[str, int] = {}
     for result in results:
-        statuses[result["status"]] = statuses.get(result["status"], 0) + 1
+        statuses[result.status.value] = statuses.get(result.status.value, 0) + 1
     summary = ", ".join(f"{count} {status}" for status, count in sorted(statuses.items()))
-    print(f"{len(results)} submissions: {summary}. Grades in {args.out}/grades.csv")
+    labs = sorted({result.lab for result in results})
+    where = ", ".join(f"{args.out}/{lab}/grades.csv" for lab in labs)
+    print(f"{len(results)} submissions: {summary}. Grades in {where}")
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .calibrate import calibrate
+    from .course import Course
+
+    calibrate(Course(Path(args.repo)), args.lab, args.seeds, data_root=args.data_root)
     return 0
 
 
@@ -183,6 +207,10 @@ def _parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="regrade submissions already graded in --out"
     )
     grade.add_argument("--data-root", help="data root (default: $CNN_COURSE_DATA, else ./data)")
+    grade.add_argument("--repo", default=".", help="course repository (default: .)")
+    grade.add_argument(
+        "--lab", help="grade every submission as this lab (default: from each notebook)"
+    )
     grade.add_argument(
         "--cell-timeout", type=int, default=300, help="seconds a cell may run (default 300)"
     )
@@ -190,6 +218,15 @@ def _parser() -> argparse.ArgumentParser:
         "--no-sandbox", action="store_true", help="run student code unsandboxed (trusted code only)"
     )
     grade.set_defaults(run=_grade)
+
+    calibrate = commands.add_parser(
+        "calibrate", help="measure the solution's trained accuracies over seeds (instructors)"
+    )
+    calibrate.add_argument("lab", help="the lab id, e.g. cnn_lab")
+    calibrate.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    calibrate.add_argument("--repo", default=".", help="course repository (default: .)")
+    calibrate.add_argument("--data-root", help="data root (default: $CNN_COURSE_DATA, else ./data)")
+    calibrate.set_defaults(run=_calibrate)
 
     publish_parser = commands.add_parser(
         "publish", help="write the student-only course tree for a hosting platform (instructors)"

@@ -14,7 +14,8 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
-from .errors import CourseError
+from cnn_course.errors import CourseError
+from cnn_course.labs import Lab
 
 __all__ = [
     "END_MARKER",
@@ -26,7 +27,10 @@ __all__ = [
     "find_regions",
     "generate_student",
     "mark_cells",
+    "fill_facts",
+    "read_lab",
     "read_source",
+    "settings_code",
     "shown_lines",
     "solution_lines",
 ]
@@ -42,7 +46,6 @@ MD_METADATA_FILTER = (
     "all,-jupytext.text_representation.jupytext_version,"
     "-jupytext.text_representation.format_version"
 )
-ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -57,28 +60,123 @@ class BuiltFile:
 
 
 def read_source(path: Path) -> NotebookNode:
-    """Read a MyST markdown lab with jupytext and check its front matter."""
+    """Read a MyST markdown lab with jupytext and check its front matter (see ``labs.Lab``)."""
     import jupytext
 
     try:
         notebook = jupytext.read(path, fmt="md:myst")
     except Exception as exc:  # jupytext raises many kinds; all mean "not a readable lab"
         raise CourseError(f"Could not read {path} as MyST markdown: {exc}") from None
-    config = notebook.metadata.get("cnn_course")
-    if not isinstance(config, dict) or not isinstance(config.get("questions"), dict):
+    if not isinstance(notebook.metadata.get("cnn_course"), dict):
         raise CourseError(
-            f"{path} has no `cnn_course: questions:` table in its front matter.\n"
-            "Declare each graded question there, e.g.\n"
-            "cnn_course:\n  assignment: cnn_lab\n  questions:\n    q1_mnist_model: {points: 3}"
+            f"{path} has no `cnn_course:` table in its front matter.\n"
+            "Declare the lab there, e.g.\n"
+            "cnn_course:\n  assignment: cnn_lab\n  title: ...\n  questions:\n"
+            "    q1_mnist_model: {exercise: 1, title: MNIST architecture, points: 3}"
         )
-    for question, spec in config["questions"].items():
-        if not ID_PATTERN.match(str(question)):
-            raise CourseError(f"{path}: question id {question!r} must be lower_snake_case.")
-        if not isinstance(spec, dict) or not isinstance(spec.get("points"), int | float):
-            raise CourseError(
-                f"{path}: question {question} needs `points: <number>`; got {spec!r}."
-            )
+    lab = Lab.from_dict(notebook.metadata["cnn_course"], str(path))
+    if lab.id != Path(path).stem:
+        raise CourseError(
+            f"{path}: the lab's `assignment: {lab.id}` must match its file name "
+            f"({Path(path).stem}); rename one of them."
+        )
     return notebook
+
+
+def read_lab(path: Path) -> Lab:
+    """The facts of the lab at ``path``, from its front matter."""
+    return Lab.from_dict(read_source(path).metadata["cnn_course"], str(path))
+
+
+# --- step 1b: the lab's facts in its cells ------------------------------------------------------
+
+SETTINGS_TAG = "lab-settings"
+SUBSTITUTION = re.compile(r"\{\{\s*([a-z0-9_.]+)\s*\}\}")
+
+
+def settings_code(lab: Lab) -> str:
+    """The settings cell of a built notebook: the lab's facts as a Python literal, one per line."""
+
+    def inline(value) -> str:
+        if isinstance(value, dict):
+            return "{" + ", ".join(f"{key!r}: {inline(item)}" for key, item in value.items()) + "}"
+        if isinstance(value, float) and value.is_integer():
+            return repr(int(value))
+        return repr(value)
+
+    lines = []
+    for key, value in lab.to_dict().items():
+        if isinstance(value, dict):
+            lines.append(f"        {key!r}: {{")
+            lines += [f"            {name!r}: {inline(item)}," for name, item in value.items()]
+            lines.append("        },")
+        else:
+            lines.append(f"        {key!r}: {inline(value)},")
+    body = "\n".join(lines)
+    return (
+        "# The lab's settings, declared once in its source (written by `cnn-course build`).\n"
+        f"lab = labs.Lab.from_dict(\n    {{\n{body}\n    }}\n)"
+    )
+
+
+def _substitute(text: str, facts: dict, where: str) -> str:
+    def value(match: re.Match) -> str:
+        found: object = facts
+        for key in match.group(1).split("."):
+            if not isinstance(found, dict) or key not in found:
+                raise CourseError(
+                    f"{where}: {{{{ {match.group(1)} }}}} names no fact of the front matter "
+                    "(write e.g. {{ subsets.mnist_train.size }})."
+                )
+            found = found[key]
+        if isinstance(found, bool) or not isinstance(found, int | float | str):
+            raise CourseError(f"{where}: {{{{ {match.group(1)} }}}} is not a single value.")
+        if isinstance(found, float) and found.is_integer() and "points" not in match.group(1):
+            return f"{found:g}"
+        return (
+            f"{found:,}"
+            if isinstance(found, int)
+            else f"{found:g}"
+            if isinstance(found, float)
+            else found
+        )
+
+    return SUBSTITUTION.sub(value, text)
+
+
+def fill_facts(notebook: NotebookNode, source_name: str) -> NotebookNode:
+    """A copy whose prose shows the front matter's facts (``{{ subsets.mnist_train.size }}``)
+    and whose settings cell (tagged ``lab-settings``) holds them as code."""
+    filled = copy.deepcopy(notebook)
+    lab = Lab.from_dict(filled.metadata["cnn_course"], source_name)
+    facts = lab.to_dict()
+    settings = 0
+    for index, cell in enumerate(filled.cells):
+        where = f"{source_name}, cell {index + 1}"
+        if cell.cell_type == "markdown":
+            cell.source = _substitute(cell.source, facts, where)
+        elif SETTINGS_TAG in cell.metadata.get("tags", []):
+            settings += 1
+            cell.source = settings_code(lab)
+            tags = [tag for tag in cell.metadata["tags"] if tag != SETTINGS_TAG]
+            if tags:
+                cell.metadata["tags"] = tags
+            else:
+                del cell.metadata["tags"]
+        elif SUBSTITUTION.search(cell.source):
+            raise CourseError(
+                f"{where}: a {{{{ ... }}}} substitution in code; code reads the facts from "
+                "`lab` (the settings cell), e.g. lab.training['mnist'].batch_size."
+            )
+    if settings > 1:
+        raise CourseError(
+            f"{source_name}: {settings} cells are tagged {SETTINGS_TAG}; one at most."
+        )
+    filled.metadata["cnn_course"] = facts
+    nbhosting = dict(filled.metadata.get("nbhosting") or {})
+    nbhosting["title"] = lab.title
+    filled.metadata["nbhosting"] = nbhosting
+    return filled
 
 
 # --- step 2: find and validate the solution regions ------------------------------------------
@@ -310,7 +408,7 @@ def build_lab(source_path: Path, repo: Path) -> list[BuiltFile]:
     """All the files one lab source builds to, without writing anything."""
     source_rel = source_path.relative_to(repo).as_posix()
     name = source_path.stem
-    notebook = read_source(source_path)
+    notebook = fill_facts(read_source(source_path), source_rel)
     marked = mark_cells(notebook, source_rel)
     assignment = str(marked.metadata["cnn_course"].get("assignment") or name)
     student = _with_header(generate_student(marked, assignment, name), source_rel, "student")
@@ -337,7 +435,13 @@ def _sources(repo: Path) -> list[Path]:
 
 
 def _build_all(repo: Path) -> list[BuiltFile]:
-    return [built for source in _sources(repo) for built in build_lab(source, repo)]
+    from .course import Course
+
+    files = [built for source in _sources(repo) for built in build_lab(source, repo)]
+    course = Course(repo)
+    for lab_id in course.labs:
+        course.content(lab_id)  # its hidden tests exist and agree with the front matter
+    return files
 
 
 def build(repo: Path) -> list[Path]:

@@ -89,7 +89,7 @@ def run_notebook(
     By default the run stops at the first error; with ``allow_errors`` every cell runs (a cell
     that exceeds ``cell_timeout`` is interrupted) so later cells still produce their results.
     ``env`` is added to this process's environment for the kernel. With ``kernel_argv`` (see
-    autograder.sandbox) the kernel is started by that command and talks over Unix sockets in
+    cnn_course_instructor.sandbox) the kernel is started by that command and talks over Unix sockets in
     ``cwd``, so it needs no network.
     """
     if not isinstance(notebook, NotebookNode):

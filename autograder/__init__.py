@@ -1,1 +1,0 @@
-"""Instructor-only tools: reference models, hidden tests and the grading pipeline."""

@@ -1,0 +1,231 @@
+"""Hidden tests of the lab `cnn_lab`: each judges the plain record the probe made, in the grader.
+
+Each test case is a function with its points beside it, registered for its question; the points
+of a question's tests add up to those the lab's front matter declares (checked when the course
+is built and when grading starts). The judging rules are those of ``cnn_course.judging``, shared
+with the visible checks; these tests apply them to inputs and images the grader chooses.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from cnn_course import judging, training
+from cnn_course.judging import CIFAR_LAYERS, MNIST_LAYERS, Verdict
+from cnn_course_instructor.rebuild import RebuildError, rebuild
+from cnn_course_instructor.registry import Context, Registry, need
+
+from .reference import train_model
+
+__all__ = ["PROBE", "THRESHOLDS", "grading_inputs", "tests"]
+
+# Accuracy a trained model must reach on the grading images in shortened mode
+# (CNN_COURSE_FAST). `cnn-course calibrate cnn_lab` on the solution, seeds 0-4 (2026-11-30):
+# MNIST 0.8875 0.8880 0.8770 0.8925 0.8785, CIFAR-10 0.3685 0.3950 0.3750 0.3750 0.3780.
+# Chance is 0.10. The thresholds sit about 0.07 below the lowest seed.
+THRESHOLDS = {"mnist": 0.80, "cifar10": 0.30}
+
+# What the probe records from the student's kernel, under which key.
+PROBE = [
+    {"key": "mnist_model", "kind": "model", "name": "mnist_model", "input_shape": (1, 28, 28)},
+    {
+        "key": "mnist_optim",
+        "kind": "optimizer",
+        "criterion": "criterion",
+        "optimizer": "optimizer",
+        "model": "mnist_model",
+    },
+    {"key": "vector_to_class", "kind": "calls", "name": "vector_to_class", "inputs": "scores"},
+    {"key": "cnn_accuracy", "kind": "calls", "name": "cnn_accuracy", "inputs": "predictions"},
+    {"key": "mnist_history", "kind": "history", "name": "mnist_history"},
+    {"key": "cifar_model", "kind": "model", "name": "cifar_model", "input_shape": (3, 32, 32)},
+    {
+        "key": "cifar_optim",
+        "kind": "optimizer",
+        "criterion": "cifar_criterion",
+        "optimizer": "cifar_optimizer",
+        "model": "cifar_model",
+    },
+    {"key": "cifar_history", "kind": "history", "name": "cifar_history"},
+]
+
+tests = Registry()
+
+
+def grading_inputs(seed: int) -> dict:
+    """Inputs for the function questions, drawn afresh for each grading run from ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    random_scores = torch.randn(64, 10, generator=generator) * 3
+    ties = torch.randn(16, 10, generator=generator)
+    ties[:, 7] = ties.max(dim=1).values + 1.0
+    ties[:, 2] = ties[:, 7]  # two equal maxima per row: either index is a right answer
+    single = torch.randn(1, 10, generator=generator)
+    large = torch.randn(32, 10, generator=generator) * 1000  # a hand-written exp() overflows
+    labels = torch.randint(0, 10, (50,), generator=generator)
+    predict = labels.clone()
+    wrong = torch.rand(50, generator=generator) < 0.4
+    predict[wrong] = (
+        labels[wrong] + torch.randint(1, 10, (int(wrong.sum()),), generator=generator)
+    ) % 10
+    all_right = torch.randint(0, 10, (20,), generator=generator)
+    none_right = (all_right + 1) % 10
+    return {
+        "scores": [(random_scores,), (ties,), (single,), (large,)],
+        "predictions": [
+            (predict, labels),
+            (all_right, all_right.clone()),
+            (none_right, all_right.clone()),
+        ],
+    }
+
+
+# --- architectures ----------------------------------------------------------------------------
+
+
+def _layers(record: dict, key: str):
+    records = need(record, key)
+    return judging.layers_from_records(records), records.get("error")
+
+
+def _register_architecture(question: str, key: str, spec, points: dict[str, float]) -> None:
+    @tests.case(question, points=points["convolutions"], name="convolutions")
+    def convolutions(record: dict, context: Context) -> Verdict:
+        layers, _ = _layers(record, key)
+        return judging.convolutions_verdict(layers, spec)
+
+    @tests.case(question, points=points["order"], name="activations and pooling in order")
+    def order(record: dict, context: Context) -> Verdict:
+        layers, _ = _layers(record, key)
+        return judging.layer_order_verdict(layers, spec)
+
+    @tests.case(question, points=points["classifier"], name="classifier output")
+    def classifier(record: dict, context: Context) -> Verdict:
+        layers, error = _layers(record, key)
+        return judging.classifier_verdict(layers, spec, error)
+
+
+def _register_loss_optimizer(question, key, model_name, schedule, points: float) -> None:
+    @tests.case(question, points=points / 2, name="loss function")
+    def loss(record: dict, context: Context) -> Verdict:
+        return judging.loss_verdict(need(record, key))
+
+    @tests.case(question, points=points / 2, name="optimiser")
+    def optimizer(record: dict, context: Context) -> Verdict:
+        learning_rate = context.lab.training[schedule].learning_rate
+        return judging.optimizer_verdict(need(record, key), model_name, learning_rate)
+
+
+# --- training outcomes ------------------------------------------------------------------------
+
+
+def _accuracy_verdict(
+    record: dict, context: Context, key: str, dataset: str, subset: str, schedule: str
+) -> Verdict:
+    records = need(record, key)
+    threshold = THRESHOLDS[dataset]
+    images, labels = context.grading_set(dataset)
+    try:
+        model = rebuild(records)
+        accuracy = training.evaluate(model, images, labels)
+    except (RebuildError, RuntimeError, ValueError) as exc:
+        return Verdict(False, f"the trained model could not be evaluated: {exc}")
+    if accuracy != accuracy:  # NaN weights give NaN scores
+        accuracy = 0.0
+    if accuracy >= threshold:
+        return Verdict(True, f"accuracy {accuracy:.4f} on unseen images", {"accuracy": accuracy})
+    # Tell a wrong model from a wrong training loop: train the same architecture ourselves.
+    plan = context.lab.training[schedule]
+    try:
+        fresh = rebuild(records, with_weights=False)
+        train_model(fresh, context.training_set(subset), plan, epochs=plan.fast_epochs)
+        retrained = training.evaluate(fresh, images, labels)
+    except Exception as exc:  # any architecture may fail to train; say so in the student's terms
+        return Verdict(
+            False,
+            f"accuracy {accuracy:.4f} on unseen images, below {threshold:.2f}; the grader could "
+            f"not train this architecture itself ({type(exc).__name__}: {exc})",
+            {"accuracy": accuracy},
+        )
+    measured = {"accuracy": accuracy, "retrained_accuracy": retrained}
+    if retrained >= threshold:
+        return Verdict(
+            False,
+            f"accuracy {accuracy:.4f} on unseen images, below {threshold:.2f}; the same "
+            f"architecture trained by the grader reaches {retrained:.4f}, so look at the training "
+            "loop (zero_grad, forward, loss, backward, step, and the data it is fed)",
+            measured,
+        )
+    return Verdict(
+        False,
+        f"accuracy {accuracy:.4f} on unseen images, below {threshold:.2f}; the grader's own "
+        f"training of this architecture reaches only {retrained:.4f}, so the model itself is at fault",
+        measured,
+    )
+
+
+def _register_training(question, key, history_key, dataset, subset, schedule, points) -> None:
+    accuracy_points, history_points = points
+
+    @tests.case(
+        question,
+        points=accuracy_points,
+        name=f"trained model reaches {THRESHOLDS[dataset]:.2f} accuracy on unseen images",
+    )
+    def accuracy(record: dict, context: Context) -> Verdict:
+        return _accuracy_verdict(record, context, key, dataset, subset, schedule)
+
+    @tests.case(
+        question,
+        points=history_points,
+        name="one mean loss and accuracy per epoch, loss going down",
+    )
+    def history(record: dict, context: Context) -> Verdict:
+        epochs = context.lab.training[schedule].fast_epochs
+        return judging.history_verdict(need(record, history_key), epochs)
+
+
+# --- the lab's questions ----------------------------------------------------------------------
+
+_register_architecture(
+    "q1_mnist_model", "mnist_model", MNIST_LAYERS, {"convolutions": 1, "order": 1, "classifier": 1}
+)
+_register_loss_optimizer("q2_loss_optimizer", "mnist_optim", "mnist_model", "mnist", 1)
+
+_SCORE_CASES = ("random scores (64, 10)", "rows with tied maxima", "a single row (1, 10)")
+for _index, _name in enumerate((*_SCORE_CASES, "very large scores")):
+
+    @tests.case("q3_vector_to_class", points=0.5, name=_name)
+    def _classes(record: dict, context: Context, index: int = _index) -> Verdict:
+        outputs = need(record, "vector_to_class")
+        (scores,) = context.inputs["scores"][index]
+        return judging.classes_verdict(outputs[index], scores)
+
+
+_FRACTION_CASES = ("fraction of right predictions", "all predictions right", "no prediction right")
+for _index, _name in enumerate(_FRACTION_CASES):
+
+    @tests.case("q4_cnn_accuracy", points=0.5, name=_name)
+    def _fraction(record: dict, context: Context, index: int = _index) -> Verdict:
+        outputs = need(record, "cnn_accuracy")
+        predict, labels = context.inputs["predictions"][index]
+        return judging.fraction_verdict(outputs[index], predict, labels)
+
+
+@tests.case("q4_cnn_accuracy", points=0.5, name="returns a Python number")
+def _returns_number(record: dict, context: Context) -> Verdict:
+    return judging.number_verdict(need(record, "cnn_accuracy")[0])
+
+
+_register_training(
+    "q5_mnist_training", "mnist_model", "mnist_history", "mnist", "mnist_train", "mnist", (2, 1)
+)
+_register_architecture(
+    "q6_cifar_model",
+    "cifar_model",
+    CIFAR_LAYERS,
+    {"convolutions": 1, "order": 1, "classifier": 0.5},
+)
+_register_loss_optimizer("q6_cifar_model", "cifar_optim", "cifar_model", "cifar", 0.5)
+_register_training(
+    "q7_cifar_training", "cifar_model", "cifar_history", "cifar10", "cifar_train", "cifar", (3, 1)
+)

@@ -1,0 +1,623 @@
+"""How answers are recorded and judged: one set of rules for visible checks and hidden tests.
+
+Recorders turn a student's objects into plain data (tensors, numbers, strings) that can be saved
+and read back with ``torch.load(..., weights_only=True)``; judges compare such records with what
+an exercise asks and return a ``Verdict`` whose message names the fault. The visible checks run
+them on worked examples in the student's kernel; the grader runs the same judges on its own
+inputs, in its own process.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+__all__ = [
+    "CIFAR_LAYERS",
+    "MNIST_LAYERS",
+    "LayerInfo",
+    "LayerSpec",
+    "Verdict",
+    "call_record",
+    "classes_verdict",
+    "compare_layers",
+    "convolutions_verdict",
+    "classifier_verdict",
+    "describe_model",
+    "failure",
+    "fraction_verdict",
+    "history_record",
+    "history_verdict",
+    "layer_order_verdict",
+    "layer_records",
+    "layers_from_records",
+    "loss_verdict",
+    "number_verdict",
+    "optimizer_record",
+    "optimizer_verdict",
+    "plain",
+]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One judgement: passed or not, a message naming the fault, and what was measured."""
+
+    passed: bool
+    message: str = ""
+    measured: dict[str, float] = field(default_factory=dict)
+
+
+def _ok(note: str = "", **measured: float) -> Verdict:
+    return Verdict(True, note, dict(measured))
+
+
+def _fault(message: str, **measured: float) -> Verdict:
+    return Verdict(False, message, dict(measured))
+
+
+# --- layer summaries ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One layer as a forward pass saw it: its type, settings, output shape and parameter count."""
+
+    kind: str
+    config: dict
+    output_shape: tuple[int, ...] | None  # without the batch dimension; None if not reached
+    parameters: int
+
+    def describe(self) -> str:
+        return _describe(self.kind, self.config)
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """What one layer of an exercise must be (settings not listed are not checked)."""
+
+    kind: str
+    config: dict
+    output_shape: tuple[int, ...]
+
+    def describe(self) -> str:
+        return _describe(self.kind, self.config)
+
+
+def _pair(value) -> tuple[int, int]:
+    return tuple(value) if isinstance(value, tuple | list) else (int(value), int(value))
+
+
+def _layer_config(layer: nn.Module) -> dict:
+    """Settings in one normal form, so that equivalent spellings compare equal."""
+    if isinstance(layer, nn.Conv2d):
+        kernel, stride = _pair(layer.kernel_size), _pair(layer.stride)
+        padding = layer.padding
+        if padding == "same":
+            padding = tuple((k - 1) // 2 for k in kernel)  # 'same' is zero padding of (k-1)/2
+        elif padding == "valid":
+            padding = (0, 0)
+        return {
+            "in": layer.in_channels,
+            "out": layer.out_channels,
+            "kernel": kernel,
+            "stride": stride,
+            "padding": _pair(padding),
+            "dilation": _pair(layer.dilation),
+            "groups": layer.groups,
+        }
+    if isinstance(layer, nn.MaxPool2d | nn.AvgPool2d):
+        kernel = _pair(layer.kernel_size)
+        stride = _pair(layer.stride) if layer.stride is not None else kernel
+        return {"kernel": kernel, "stride": stride}
+    if isinstance(layer, nn.Linear):
+        return {"in": layer.in_features, "out": layer.out_features}
+    if isinstance(layer, nn.Softmax | nn.LogSoftmax):
+        return {"dim": layer.dim}
+    if isinstance(layer, nn.Flatten):
+        return {"start_dim": layer.start_dim, "end_dim": layer.end_dim}
+    if isinstance(layer, nn.Dropout):
+        return {"p": layer.p}
+    if isinstance(layer, nn.LeakyReLU):
+        return {"negative_slope": layer.negative_slope}
+    if isinstance(layer, nn.BatchNorm2d | nn.BatchNorm1d):
+        return {"num_features": layer.num_features, "eps": layer.eps, "momentum": layer.momentum}
+    return {}
+
+
+def _describe(kind: str, config: dict) -> str:
+    def short(value):
+        return value[0] if isinstance(value, tuple) and len(set(value)) == 1 else value
+
+    if kind == "Conv2d" and config:
+        return (
+            f"Conv2d({config['in']}, {config['out']}, kernel_size={short(config['kernel'])}, "
+            f"stride={short(config['stride'])}, padding={short(config['padding'])})"
+        )
+    if kind in ("MaxPool2d", "AvgPool2d") and config:
+        return f"{kind}({short(config['kernel'])}, {short(config['stride'])})"
+    if kind == "Linear" and config:
+        return f"Linear({config['in']}, {config['out']})"
+    if kind in ("Softmax", "LogSoftmax"):
+        return f"{kind}(dim={config.get('dim')})"
+    return f"{kind}()"
+
+
+def _shape_text(shape: tuple[int, ...] | None) -> str:
+    return "(not reached)" if shape is None else "(N, " + ", ".join(map(str, shape)) + ")"
+
+
+def _trace(model: nn.Module, input_shape: tuple[int, ...]):
+    """Run a dummy batch through ``model``; return its leaf layers in execution order."""
+    leaves = [m for m in model.modules() if not list(m.children())] or [model]
+    order: list[nn.Module] = []
+    outputs: dict[int, tuple[int, ...]] = {}
+    inputs: dict[int, tuple[int, ...]] = {}
+
+    def before(module, args):
+        order.append(module)
+        if args and isinstance(args[0], torch.Tensor):
+            inputs[id(module)] = tuple(args[0].shape[1:])
+
+    def after(module, args, output):
+        if isinstance(output, torch.Tensor):
+            outputs[id(module)] = tuple(output.shape[1:])
+
+    handles = [m.register_forward_pre_hook(before) for m in leaves]
+    handles += [m.register_forward_hook(after) for m in leaves]
+    error = None
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(2, *input_shape))
+    except Exception as exc:  # the student's model may fail in any way; say where
+        failing = order[-1] if order else None
+        where = (
+            f"at layer {len(order) - 1} ({_describe(type(failing).__name__, _layer_config(failing))}) "
+            f"whose input was {_shape_text(inputs.get(id(failing)))}"
+            if failing is not None
+            else "before the first layer"
+        )
+        shape = ", ".join(map(str, input_shape))
+        error = f"the forward pass on a batch of shape (N, {shape}) failed {where}: {exc}"
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    ran = order + [m for m in leaves if m not in order]
+    return ran, outputs, error
+
+
+def describe_model(
+    model: nn.Module, input_shape: tuple[int, ...]
+) -> tuple[list[LayerInfo], str | None]:
+    """The layers of ``model`` in the order a forward pass on a dummy batch runs them.
+
+    ``input_shape`` is one image's ``(C, H, W)``. Returns the layers and, when the forward
+    pass failed, a message saying at which layer and with which input shape.
+    """
+    if not isinstance(model, nn.Module):
+        return [], f"expected a torch.nn.Module (e.g. nn.Sequential), got {type(model).__name__}"
+    modules, outputs, error = _trace(model, input_shape)
+    layers = [
+        LayerInfo(
+            type(m).__name__,
+            _layer_config(m),
+            outputs.get(id(m)),
+            sum(p.numel() for p in m.parameters(recurse=False)),
+        )
+        for m in modules
+    ]
+    return layers, error
+
+
+def layer_records(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
+    """Plain data describing a model: each layer's type, settings, output shape and tensors.
+
+    Only built-in types (str, int, float, tuples, lists, dicts, tensors), so that it can be
+    saved and read back with ``torch.load(..., weights_only=True)`` without running any code.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    modules, outputs, error = _trace(model, input_shape)
+    layers = []
+    for module in modules:
+        tensors = {
+            name: tensor.detach().cpu().clone()
+            for name, tensor in [
+                *module.named_parameters(recurse=False),
+                *module.named_buffers(recurse=False),
+            ]
+            if isinstance(tensor, torch.Tensor)
+        }
+        layers.append(
+            {
+                "kind": type(module).__name__,
+                "config": _layer_config(module),
+                "output_shape": outputs.get(id(module)),
+                "tensors": tensors,
+            }
+        )
+    return {"layers": layers, "error": error}
+
+
+def compare_layers(layers: Sequence[LayerInfo], spec: Sequence[LayerSpec]) -> list[str]:
+    """Messages for the first mismatch between found layers and the specification (empty if none)."""
+    for index, expected in enumerate(spec):
+        if index >= len(layers):
+            missing = ", ".join(s.describe() for s in spec[index:])
+            return [
+                f"layer {index}: expected {expected.describe()}, but the model stops here (missing: {missing})"
+            ]
+        found = layers[index]
+        expected_text = f"{expected.describe()} -> {_shape_text(expected.output_shape)}"
+        found_text = f"{found.describe()} -> {_shape_text(found.output_shape)}"
+        if found.kind in ("Softmax", "LogSoftmax") and expected.kind != found.kind:
+            return [
+                f"layer {index}: {found.kind} found where {expected.describe()} was expected: "
+                "nn.CrossEntropyLoss applies the softmax itself, so the model must output raw scores"
+            ]
+        if found.kind != expected.kind:
+            return [f"layer {index}: expected {expected_text}, got {found_text}"]
+        wrong = [key for key, value in expected.config.items() if found.config.get(key) != value]
+        if wrong or found.output_shape != expected.output_shape:
+            what = f" ({', '.join(wrong)} differ)" if wrong else ""
+            return [f"layer {index}: expected {expected_text}, got {found_text}{what}"]
+    if len(layers) > len(spec):
+        extra = layers[len(spec)]
+        hint = (
+            ": nn.CrossEntropyLoss applies the softmax itself, so the model must output raw scores"
+            if extra.kind in ("Softmax", "LogSoftmax")
+            else ""
+        )
+        return [
+            f"layer {len(spec)}: unexpected extra layer {extra.describe()} after the last one{hint}"
+        ]
+    return []
+
+
+# --- recorders: live objects -> plain data ----------------------------------------------------
+
+
+def plain(value) -> dict:
+    """A function's return value as plain data: a tensor, a real number, or just its type."""
+    if isinstance(value, torch.Tensor):
+        return {"tensor": value.detach().cpu().clone()}
+    if isinstance(value, bool):
+        return {"type": "bool"}
+    if isinstance(value, numbers.Real):  # int, float and NumPy's scalars alike
+        return {"type": type(value).__name__, "value": float(value), "number": True}
+    if type(value).__name__ == "type":
+        return {"type": f"class {value.__name__}"}
+    return {"type": type(value).__name__}
+
+
+def failure(exc: BaseException) -> dict:
+    """An exception as plain data."""
+    if isinstance(exc, NotImplementedError):
+        return {"error": "not implemented yet (the stub still raises NotImplementedError)"}
+    return {"error": f"{type(exc).__name__}: {exc}"[:400]}
+
+
+def call_record(function: Callable, cases: Sequence[tuple]) -> list[dict]:
+    """Call ``function`` on each tuple of tensor arguments (copies), recording what it returns."""
+    if not callable(function):
+        raise TypeError(f"expected a function, got {type(function).__name__}")
+    outputs = []
+    for args in cases:
+        try:
+            outputs.append(plain(function(*[arg.clone() for arg in args])))
+        except Exception as exc:  # the student's function may fail in any way; record it
+            outputs.append(failure(exc))
+    return outputs
+
+
+def optimizer_record(criterion, optimizer, model) -> dict:
+    """The loss's and optimiser's types, the learning rate, and whether it holds the model's parameters."""
+    groups = list(getattr(optimizer, "param_groups", None) or [])
+    held = {id(p) for group in groups if isinstance(group, dict) for p in group.get("params", [])}
+    owned = (
+        [p for p in model.parameters() if p.requires_grad] if isinstance(model, nn.Module) else []
+    )
+    learning_rate = groups[0].get("lr") if groups and isinstance(groups[0], dict) else None
+    return {
+        "criterion": (
+            f"class {criterion.__name__}"
+            if isinstance(criterion, type)
+            else type(criterion).__name__
+        ),
+        "optimizer": (
+            f"class {optimizer.__name__}"
+            if isinstance(optimizer, type)
+            else type(optimizer).__name__
+        ),
+        "lr": float(learning_rate) if isinstance(learning_rate, numbers.Real) else None,
+        "covers_model": bool(owned) and all(id(p) in held for p in owned),
+        "model_parameters": len(owned),
+    }
+
+
+def history_record(history) -> dict:
+    """A training history's per-epoch values, as lists of floats."""
+    metrics = getattr(history, "metrics", None)
+    if not isinstance(metrics, dict):
+        raise TypeError(f"expected a training.History, got {type(history).__name__}")
+    return {str(key): [float(v) for v in values] for key, values in metrics.items()}
+
+
+def layers_from_records(records: dict) -> list[LayerInfo]:
+    """``LayerInfo`` of each recorded layer (what ``describe_model`` gives for a live model)."""
+    return [
+        LayerInfo(
+            layer["kind"],
+            layer["config"],
+            tuple(layer["output_shape"]) if layer["output_shape"] is not None else None,
+            sum(t.numel() for name, t in layer["tensors"].items() if name in ("weight", "bias")),
+        )
+        for layer in records["layers"]
+    ]
+
+
+def _conv(cin: int, cout: int, size: int) -> LayerSpec:
+    config = {"in": cin, "out": cout, "kernel": (3, 3), "stride": (1, 1), "padding": (1, 1)}
+    return LayerSpec("Conv2d", config, (cout, size, size))
+
+
+def _pool(channels: int, size: int) -> LayerSpec:
+    return LayerSpec("MaxPool2d", {"kernel": (2, 2), "stride": (2, 2)}, (channels, size, size))
+
+
+def _relu(shape: tuple[int, ...]) -> LayerSpec:
+    return LayerSpec("ReLU", {}, shape)
+
+
+# The architectures part 1's tables describe, layer by layer.
+MNIST_LAYERS = (
+    _conv(1, 32, 28),
+    _relu((32, 28, 28)),
+    _conv(32, 32, 28),
+    _relu((32, 28, 28)),
+    _pool(32, 14),
+    LayerSpec("Flatten", {}, (6272,)),
+    LayerSpec("Linear", {"in": 6272, "out": 10}, (10,)),
+)
+CIFAR_LAYERS = (
+    _conv(3, 32, 32),
+    _relu((32, 32, 32)),
+    _conv(32, 32, 32),
+    _relu((32, 32, 32)),
+    _pool(32, 16),
+    _conv(32, 32, 16),
+    _relu((32, 16, 16)),
+    _pool(32, 8),
+    LayerSpec("Flatten", {}, (2048,)),
+    LayerSpec("Linear", {"in": 2048, "out": 256}, (256,)),
+    _relu((256,)),
+    LayerSpec("Linear", {"in": 256, "out": 10}, (10,)),
+)
+
+
+# --- judges: plain data -> verdicts -----------------------------------------------------------
+
+_SOFTMAX = ("Softmax", "LogSoftmax")
+_SOFTMAX_HINT = (
+    "nn.CrossEntropyLoss applies the softmax itself, so the network must output raw scores"
+)
+
+
+def convolutions_verdict(layers: Sequence[LayerInfo], spec: Sequence[LayerSpec]) -> Verdict:
+    """Are the convolutions the ones the table asks for, in number and settings?"""
+    convs = [layer for layer in layers if layer.kind == "Conv2d"]
+    expected = [s for s in spec if s.kind == "Conv2d"]
+    if len(convs) != len(expected):
+        return _fault(f"expected {len(expected)} convolutions, found {len(convs)}")
+    for number, (found, wanted) in enumerate(zip(convs, expected, strict=True), 1):
+        wrong = [key for key, value in wanted.config.items() if found.config.get(key) != value]
+        if wrong:
+            return _fault(
+                f"convolution {number}: expected {wanted.describe()}, got {found.describe()} "
+                f"({', '.join(wrong)} differ)"
+            )
+    return _ok()
+
+
+def layer_order_verdict(layers: Sequence[LayerInfo], spec: Sequence[LayerSpec]) -> Verdict:
+    """Are the layer types (activations, pooling, flatten...) in the table's order?
+
+    A softmax after the last layer is the classifier's fault (see ``classifier_verdict``).
+    """
+    body = list(layers)
+    while body and body[-1].kind in _SOFTMAX:
+        body.pop()
+    kinds, expected = [layer.kind for layer in body], [s.kind for s in spec]
+    if kinds == expected:
+        return _ok()
+    kind_spec = [LayerSpec(s.kind, {}, s.output_shape) for s in spec]
+    kind_layers = [LayerInfo(layer.kind, {}, layer.output_shape, 0) for layer in body]
+    mismatch = compare_layers(kind_layers, kind_spec)
+    return _fault(mismatch[0] if mismatch else f"expected the layers {expected}, got {kinds}")
+
+
+def classifier_verdict(
+    layers: Sequence[LayerInfo], spec: Sequence[LayerSpec], forward_error: str | None = None
+) -> Verdict:
+    """Do the linear layers and the output match the table, with raw scores at the end?"""
+    softmax = [layer for layer in layers if layer.kind in _SOFTMAX]
+    if softmax:
+        return _fault(f"the model ends with {softmax[0].kind}: {_SOFTMAX_HINT}")
+    found = [layer for layer in layers if layer.kind == "Linear"]
+    expected = [s for s in spec if s.kind == "Linear"]
+    if [(x.config.get("in"), x.config.get("out")) for x in found] != [
+        (s.config["in"], s.config["out"]) for s in expected
+    ]:
+        found_text = ", ".join(x.describe() for x in found) or "none"
+        wanted = ", ".join(s.describe() for s in expected)
+        return _fault(f"expected the linear layers {wanted}, got {found_text}")
+    if not layers or layers[-1].output_shape != spec[-1].output_shape:
+        return _fault(
+            forward_error or f"the output for one image must have shape {spec[-1].output_shape}"
+        )
+    return _ok()
+
+
+_LOSS_HINTS = {
+    "BCELoss": "BCELoss is for yes/no (binary) targets; 10 classes need CrossEntropyLoss",
+    "BCEWithLogitsLoss": "BCEWithLogitsLoss is for yes/no (binary) targets; 10 classes need CrossEntropyLoss",
+    "NLLLoss": "NLLLoss expects log-probabilities; raw scores need CrossEntropyLoss",
+    "MSELoss": "MSELoss is for regression; classification needs CrossEntropyLoss",
+    "class CrossEntropyLoss": (
+        "criterion is the class nn.CrossEntropyLoss itself: call it, nn.CrossEntropyLoss(), "
+        "to make the loss function"
+    ),
+}
+
+
+def loss_verdict(facts: dict) -> Verdict:
+    """Is the loss a cross-entropy loss object?"""
+    criterion = facts["criterion"]
+    if criterion == "CrossEntropyLoss":
+        return _ok()
+    return _fault(_LOSS_HINTS.get(criterion, f"expected nn.CrossEntropyLoss(), got {criterion}"))
+
+
+def optimizer_verdict(facts: dict, model_name: str, learning_rate: float) -> Verdict:
+    """Is the optimiser Adam, over the model's parameters, at the lab's learning rate?"""
+    optimizer = facts["optimizer"]
+    if optimizer.startswith("class "):
+        return _fault(
+            f"optimizer is the class {optimizer[6:]} itself: create one, "
+            f"torch.optim.Adam({model_name}.parameters(), lr=learning_rate)"
+        )
+    if optimizer != "Adam":
+        return _fault(f"expected torch.optim.Adam, got {optimizer}")
+    if not facts["covers_model"]:
+        return _fault(
+            f"the optimiser does not hold {model_name}'s parameters: pass {model_name}.parameters()"
+        )
+    lr = facts["lr"]
+    if lr is None or not math.isclose(lr, learning_rate, rel_tol=1e-6):
+        return _fault(
+            f"expected the learning rate learning_rate = {learning_rate:g}, got {lr if lr is None else f'{lr:g}'}"
+        )
+    return _ok()
+
+
+def _output_value(output: dict) -> tuple[object, str]:
+    if "error" in output:
+        return None, f"raised {output['error']}" if not output["error"].startswith(
+            "not implemented"
+        ) else output["error"]
+    if "tensor" in output:
+        return output["tensor"], ""
+    if output.get("number"):
+        return output["value"], ""
+    return None, f"returned a {output.get('type', 'value')}, expected a tensor"
+
+
+def classes_verdict(output: dict, scores: torch.Tensor) -> Verdict:
+    """Is ``output`` (a recorded return value) the class of each row of ``scores`` (N, C)?
+
+    Any index of a row's maximum is right (ties).
+    """
+    value, message = _output_value(output)
+    if value is None:
+        return _fault(message)
+    count = scores.shape[0]
+    if not isinstance(value, torch.Tensor):
+        return _fault(f"returned a {type(value).__name__}, expected a tensor of shape ({count},)")
+    if value.dim() == 0:
+        return _fault(
+            f"returned a single value for {count} rows: argmax without dim= flattens the whole "
+            "batch; take the argmax over dim=1 (the classes)"
+        )
+    if tuple(value.shape) != (count,):
+        if tuple(value.shape) == (scores.shape[1],) and count != scores.shape[1]:
+            hint = " (argmax over dim=0 gives one value per class, not per image: use dim=1)"
+        elif tuple(value.shape) == (count, 1):
+            hint = " (keepdim=True leaves a column: drop it, or squeeze(1))"
+        else:
+            hint = ""
+        return _fault(f"expected shape ({count},), got {tuple(value.shape)}{hint}")
+    if value.is_floating_point() or value.dtype == torch.bool:
+        return _fault(
+            f"expected integer classes, got dtype {value.dtype}; argmax returns integer indices"
+        )
+    best = scores.max(dim=1, keepdim=True).values
+    acceptable = scores == best
+    chosen = value.long().clamp(0, scores.shape[1] - 1)
+    right = acceptable.gather(1, chosen.view(-1, 1)).view(-1) & (value.long() == chosen)
+    if not bool(right.all()):
+        row = int((~right).nonzero()[0])
+        return _fault(
+            f"{int((~right).sum())} of {count} rows wrong; e.g. row {row}: got class "
+            f"{int(value[row])}, the largest score is at {int(scores[row].argmax())}"
+        )
+    return _ok()
+
+
+def fraction_verdict(output: dict, predict: torch.Tensor, labels: torch.Tensor) -> Verdict:
+    """Is ``output`` the fraction of ``predict`` equal to ``labels`` (both (N,))?"""
+    value, message = _output_value(output)
+    if value is None:
+        return _fault(message)
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            hint = ""
+            if value.dim() == 2 and value.shape[0] == value.shape[1] == len(labels):
+                hint = (
+                    f": comparing shapes {(len(labels), 1)} and {(len(labels),)} broadcasts to an "
+                    "N x N table; make both tensors (N,)"
+                )
+            return _fault(
+                f"returned a tensor of shape {tuple(value.shape)}, expected one number{hint}"
+            )
+        value = float(value)
+    expected = float((predict == labels).float().mean())
+    count = int((predict == labels).sum())
+    if not math.isclose(value, expected, abs_tol=1e-6):
+        if math.isclose(value, count):
+            hint = f" (that is the count of right predictions, {count}: divide by N)"
+        elif math.isclose(value, 100 * expected, abs_tol=1e-4):
+            hint = " (a percentage: return a fraction between 0 and 1)"
+        elif math.isclose(value, 1 - expected, abs_tol=1e-6):
+            hint = " (the fraction of wrong predictions: count where they are equal)"
+        else:
+            hint = ""
+        return _fault(f"expected {expected:.4f}, got {value:.4f}{hint}", value=value)
+    return _ok(value=value)
+
+
+def number_verdict(output: dict) -> Verdict:
+    """Is the recorded return value a plain number (Python's or NumPy's), not a tensor?"""
+    if output.get("number"):
+        return _ok()
+    if "tensor" in output:
+        return _fault("returned a tensor: use .item() to return a Python number")
+    if "error" in output:
+        return _fault(_output_value(output)[1])
+    return _fault(f"returned a {output.get('type')}, expected a number")
+
+
+def history_verdict(history: dict, epochs: int) -> Verdict:
+    """One mean loss and accuracy per epoch, fractions for accuracies, the loss going down."""
+    losses, accuracies = history.get("loss", []), history.get("accuracy", [])
+    if len(losses) != epochs or len(accuracies) != epochs:
+        return _fault(
+            f"expected {epochs} epochs recorded, got {len(losses)} losses and "
+            f"{len(accuracies)} accuracies"
+        )
+    if not all(math.isfinite(v) for v in [*losses, *accuracies]):
+        return _fault("the history holds NaN or infinite values: the training diverged")
+    if not all(0.0 <= a <= 1.0 for a in accuracies):
+        return _fault("recorded accuracies must be fractions between 0 and 1")
+    if not losses[-1] < 0.99 * losses[0]:  # a model that never updates only wobbles
+        return _fault(
+            f"the mean loss did not go down (first epoch {losses[0]:.4f}, last {losses[-1]:.4f})"
+        )
+    return _ok(first_loss=losses[0], last_loss=losses[-1])

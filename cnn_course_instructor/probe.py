@@ -1,0 +1,66 @@
+"""The grader's last cell: record what the student's names hold, as plain data.
+
+This module runs inside the student's kernel: the grader sends its text as the notebook's last
+cell (``probe_cell``), executed in a namespace of its own. It holds no test and no answer, and
+imports only torch and the student runtime. The plan (which names to record, and how) and the
+inputs come from the lab's grading content through a file; the record goes back through a file
+that the grader reads with ``torch.load(weights_only=True)``, which runs no code.
+
+Plan steps (plain dicts, keyed by ``kind``):
+- ``model``: ``name``, ``input_shape`` -> ``judging.layer_records``
+- ``optimizer``: ``criterion``, ``optimizer``, ``model`` -> ``judging.optimizer_record``
+- ``calls``: ``name``, ``inputs`` (a key of the inputs) -> ``judging.call_record``
+- ``history``: ``name`` -> ``judging.history_record``
+"""
+
+import torch
+
+from cnn_course import judging
+
+
+def _need(namespace, name):
+    if name not in namespace:
+        raise NameError(f"`{name}` is not defined (did its cell run without error?)")
+    return namespace[name]
+
+
+def _step(namespace, step, inputs):
+    kind = step["kind"]
+    if kind == "model":
+        return judging.layer_records(_need(namespace, step["name"]), tuple(step["input_shape"]))
+    if kind == "optimizer":
+        return judging.optimizer_record(
+            _need(namespace, step["criterion"]),
+            _need(namespace, step["optimizer"]),
+            _need(namespace, step["model"]),
+        )
+    if kind == "calls":
+        return judging.call_record(_need(namespace, step["name"]), inputs[step["inputs"]])
+    if kind == "history":
+        return judging.history_record(_need(namespace, step["name"]))
+    raise ValueError(f"unknown probe step {kind!r}")
+
+
+def record(namespace, plan_path, output_path):
+    """Record every step of the plan from ``namespace`` (the kernel's globals) into a file."""
+    spec = torch.load(plan_path, weights_only=True)
+    found = {}
+    for step in spec["plan"]:
+        try:
+            found[step["key"]] = _step(namespace, step, spec["inputs"])
+        except BaseException as exc:  # noqa: B036 - a student's object may raise anything
+            found[step["key"]] = judging.failure(exc)
+    torch.save(found, output_path)
+
+
+def probe_cell(plan_path: str, output_path: str) -> str:
+    """The code of the cell the grader appends: this module, run apart from the student's names."""
+    from pathlib import Path
+
+    source = Path(__file__).read_text(encoding="utf-8")
+    return (
+        "_cnn_course_probe = {'__name__': 'cnn_course_probe'}\n"
+        f"exec(compile({source!r}, 'cnn_course_probe', 'exec'), _cnn_course_probe)\n"
+        f"_cnn_course_probe['record'](globals(), {str(plan_path)!r}, {str(output_path)!r})\n"
+        "del _cnn_course_probe\n"
+    )

@@ -1,0 +1,110 @@
+"""Typed grading results: what crosses from a worker process to the reports, as JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+
+__all__ = ["Status", "SubmissionResult", "TestResult"]
+
+
+class Status(str, Enum):
+    """How grading one submission ended."""
+
+    GRADED = "graded"
+    INVALID = "invalid"  # not a notebook, no code, unusable file, unknown lab
+    TIMEOUT = "timeout"
+    CRASHED = "crashed"  # the kernel or the worker died before a record was written
+    OUT_OF_MEMORY = "out of memory"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """One hidden test case: its question, name, points available and earned, and feedback.
+
+    ``measured`` holds the numbers the test measured (an accuracy, a loss), so that tools
+    read them without parsing messages; ``error`` marks a test that raised instead of judging.
+    """
+
+    question: str
+    name: str
+    points: float
+    score: float
+    message: str
+    measured: dict[str, float] = field(default_factory=dict)
+    error: bool = False
+
+    @property
+    def passed(self) -> bool:
+        return self.score >= self.points
+
+
+@dataclass
+class SubmissionResult:
+    """Everything known about one graded submission."""
+
+    student: str
+    lab: str
+    notebook: str
+    status: Status
+    reason: str
+    scores: dict[str, float]
+    max: float
+    tests: list[TestResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return round(sum(self.scores.values()), 3)
+
+    @classmethod
+    def from_tests(
+        cls,
+        status: Status,
+        reason: str,
+        tests: list[TestResult],
+        points: dict[str, float],
+        *,
+        student: str = "",
+        lab: str = "",
+        notebook: str = "",
+        seconds: float = 0.0,
+    ) -> SubmissionResult:
+        """A result whose per-question scores add up its tests (zero where none ran)."""
+        scores = dict.fromkeys(points, 0.0)
+        for test in tests:
+            scores[test.question] = scores.get(test.question, 0.0) + test.score
+        return cls(
+            student,
+            lab,
+            notebook,
+            Status(status),
+            reason,
+            {question: round(score, 3) for question, score in scores.items()},
+            sum(points.values()),
+            list(tests),
+            round(seconds, 1),
+        )
+
+    def to_json(self) -> str:
+        values = asdict(self)
+        values["status"] = self.status.value
+        values["total"] = self.total
+        return json.dumps(values, indent=1, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> SubmissionResult:
+        values = json.loads(text)
+        values.pop("total", None)
+        values["status"] = Status(values["status"])
+        values["tests"] = [TestResult(**test) for test in values.get("tests", [])]
+        return cls(**values)
+
+    @classmethod
+    def read(cls, path: Path) -> SubmissionResult:
+        return cls.from_json(Path(path).read_text(encoding="utf-8"))

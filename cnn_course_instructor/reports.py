@@ -1,0 +1,111 @@
+"""Reports from a lab's results: grades.csv, one feedback page per student, nbgrader's gradebook."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import jinja2
+
+from cnn_course.labs import Lab
+
+from .records import Status, SubmissionResult
+
+__all__ = ["feedback_html", "fill_gradebook", "grades_csv", "write_reports", "write_text"]
+
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("cnn_course_instructor", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+)
+
+STATUS_HELP = {
+    Status.INVALID: "The file could not be read as a notebook of this lab, so nothing in it ran. "
+    "Your instructor has been told; check that you submitted the right file.",
+    Status.TIMEOUT: "Your notebook ran longer than the grader allows. Your work is safe; your "
+    "instructor will look at it.",
+    Status.CRASHED: "Your notebook's kernel stopped before the grader could record your answers. "
+    "This may be the grader's failure rather than yours: your work is safe and your instructor "
+    "will look at it.",
+    Status.OUT_OF_MEMORY: "Your notebook ran out of memory. Your work is safe; your instructor "
+    "will look at it.",
+}
+
+
+def grades_csv(results: list[SubmissionResult], lab: Lab) -> str:
+    """One row per student: a column per question id, then total, max and status."""
+    buffer = io.StringIO()
+    columns = ["student", *lab.questions, "total", "max", "status"]
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for result in results:
+        row = {"student": result.student, **{q: result.scores.get(q, 0.0) for q in lab.questions}}
+        row.update(total=result.total, max=result.max, status=result.status.value)
+        writer.writerow(row)
+    return buffer.getvalue()
+
+
+def feedback_html(result: SubmissionResult, lab: Lab) -> str:
+    """A student's page: what to fix first, then each exercise's tests and messages (no test code)."""
+    ordered = sorted(lab.questions.values(), key=lambda q: (q.exercise is None, q.exercise or 0))
+    sections, to_fix = [], []
+    for question in ordered:
+        tests = [test for test in result.tests if test.question == question.id]
+        sections.append((question, tests, result.scores.get(question.id, 0.0)))
+        to_fix += [(question, test) for test in tests if not test.passed]
+    return _TEMPLATES.get_template("feedback.html.j2").render(
+        result=result,
+        lab=lab,
+        sections=sections,
+        to_fix=to_fix,
+        status_help=STATUS_HELP.get(result.status, ""),
+    )
+
+
+def write_reports(folder: Path, results: list[SubmissionResult], lab: Lab, gradebook: Path) -> None:
+    """``folder/grades.csv``, ``folder/feedback/<student>.html`` and the gradebook entries."""
+    write_text(folder / "grades.csv", grades_csv(results, lab))
+    (folder / "feedback").mkdir(exist_ok=True)
+    for result in results:
+        write_text(folder / "feedback" / f"{result.student}.html", feedback_html(result, lab))
+    fill_gradebook(gradebook, lab, results)
+
+
+def fill_gradebook(db_path: Path, lab: Lab, results: list[SubmissionResult]) -> None:
+    """Record every score in nbgrader's gradebook, so formgrader lists them."""
+    from nbgrader.api import Gradebook
+    from sqlalchemy.exc import SAWarning
+
+    bin_dir = str(Path(sys.executable).parent)  # nbgrader runs `alembic` when it creates a database
+    os.environ["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
+    with (
+        warnings.catch_warnings(),
+        Gradebook(f"sqlite:///{db_path}", course_id="cnn-course") as gradebook,
+    ):
+        warnings.simplefilter("ignore", SAWarning)  # nbgrader's own autoflush noise
+        gradebook.update_or_create_assignment(lab.id)
+        if lab.id not in [nb.name for nb in gradebook.find_assignment(lab.id).notebooks]:
+            gradebook.add_notebook(lab.id, lab.id)
+        for question in lab.questions.values():
+            gradebook.update_or_create_grade_cell(
+                question.id, lab.id, lab.id, max_score=question.points, cell_type="code"
+            )
+        for result in results:
+            gradebook.update_or_create_student(result.student)
+            gradebook.update_or_create_submission(lab.id, result.student)
+            for question in lab.questions:
+                grade = gradebook.find_grade(question, lab.id, lab.id, result.student)
+                grade.auto_score = result.scores.get(question, 0.0)
+            gradebook.db.commit()
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` whole or not at all (a temporary file moved into place)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
