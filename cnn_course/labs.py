@@ -24,6 +24,7 @@ class Question:
     exercise: int | None
     title: str
     points: float
+    manual: bool = False  # graded by a person (a written answer), not by hidden tests
 
     @property
     def label(self) -> str:
@@ -78,8 +79,9 @@ class Lab:
     training: dict[str, Schedule] = field(default_factory=dict)
 
     @property
-    def max_score(self) -> float:
-        return sum(question.points for question in self.questions.values())
+    def graded(self) -> dict[str, Question]:
+        """The questions the hidden tests grade (all but those graded by hand)."""
+        return {key: q for key, q in self.questions.items() if not q.manual}
 
     def to_dict(self) -> dict[str, Any]:
         """The front-matter form (``Lab.from_dict(lab.to_dict()) == lab``)."""
@@ -88,6 +90,8 @@ class Lab:
             values = asdict(record)
             for key in ("id", "name"):
                 values.pop(key, None)
+            if values.get("manual") is False:
+                del values["manual"]
             return values
 
         return {
@@ -118,6 +122,7 @@ class Lab:
                 _integer(spec, "exercise", where, key, optional=True),
                 _text(spec, "title", where, key),
                 _number(spec, "points", where, key),
+                _flag(spec, "manual", where, key),
             )
             for key, spec in _table(config, "questions", where).items()
         }
@@ -220,6 +225,13 @@ def _integer(
         raise CourseError(
             f"{where}: {name} needs `{key}:` as a whole number >= {minimum}; found {value!r}."
         )
+    return value
+
+
+def _flag(spec: dict, key: str, where: str, name: str) -> bool:
+    value = spec.get(key, False)
+    if not isinstance(value, bool):
+        raise CourseError(f"{where}: {name}: `{key}:` must be true or false; found {value!r}.")
     return value
 
 

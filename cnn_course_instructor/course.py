@@ -2,7 +2,7 @@
 
 A course holds ``source/<lab>.md`` (each lab's text, with its facts in the front matter) and
 ``autograder/<lab>/`` (its hidden tests, probe plan and reference solutions). The tools are
-installed; the course is data they load, by path, never through ``sys.path``.
+installed; the course is data they load from its folder, never by editing the import path.
 """
 
 from __future__ import annotations

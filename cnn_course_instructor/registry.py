@@ -73,12 +73,12 @@ class Registry:
         problems = []
         totals = self.points()
         for question in totals:
-            if question not in lab.questions:
+            if question not in lab.graded:
                 problems.append(
                     f"tests are registered for {question!r}, which the lab does not declare "
-                    f"(declared: {', '.join(lab.questions)})"
+                    f"as automatically graded (graded: {', '.join(lab.graded)})"
                 )
-        for question, declared in lab.questions.items():
+        for question, declared in lab.graded.items():
             found = totals.get(question, 0.0)
             if abs(found - declared.points) > 1e-9:
                 problems.append(

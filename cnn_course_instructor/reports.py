@@ -40,11 +40,11 @@ STATUS_HELP = {
 def grades_csv(results: list[SubmissionResult], lab: Lab) -> str:
     """One row per student: a column per question id, then total, max and status."""
     buffer = io.StringIO()
-    columns = ["student", *lab.questions, "total", "max", "status"]
+    columns = ["student", *lab.graded, "total", "max", "status"]
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for result in results:
-        row = {"student": result.student, **{q: result.scores.get(q, 0.0) for q in lab.questions}}
+        row = {"student": result.student, **{q: result.scores.get(q, 0.0) for q in lab.graded}}
         row.update(total=result.total, max=result.max, status=result.status.value)
         writer.writerow(row)
     return buffer.getvalue()
@@ -52,7 +52,7 @@ def grades_csv(results: list[SubmissionResult], lab: Lab) -> str:
 
 def feedback_html(result: SubmissionResult, lab: Lab) -> str:
     """A student's page: what to fix first, then each exercise's tests and messages (no test code)."""
-    ordered = sorted(lab.questions.values(), key=lambda q: (q.exercise is None, q.exercise or 0))
+    ordered = sorted(lab.graded.values(), key=lambda q: (q.exercise is None, q.exercise or 0))
     sections, to_fix = [], []
     for question in ordered:
         tests = [test for test in result.tests if test.question == question.id]
@@ -91,14 +91,14 @@ def fill_gradebook(db_path: Path, lab: Lab, results: list[SubmissionResult]) -> 
         gradebook.update_or_create_assignment(lab.id)
         if lab.id not in [nb.name for nb in gradebook.find_assignment(lab.id).notebooks]:
             gradebook.add_notebook(lab.id, lab.id)
-        for question in lab.questions.values():
+        for question in lab.graded.values():
             gradebook.update_or_create_grade_cell(
                 question.id, lab.id, lab.id, max_score=question.points, cell_type="code"
             )
         for result in results:
             gradebook.update_or_create_student(result.student)
             gradebook.update_or_create_submission(lab.id, result.student)
-            for question in lab.questions:
+            for question in lab.graded:
                 grade = gradebook.find_grade(question, lab.id, lab.id, result.student)
                 grade.auto_score = result.scores.get(question, 0.0)
             gradebook.db.commit()

@@ -212,7 +212,7 @@ def _run_worker(
     course: Course,
 ) -> SubmissionResult:
     started = time.perf_counter()
-    points = {qid: q.points for qid, q in course.lab(lab).questions.items()}
+    points = {qid: q.points for qid, q in course.lab(lab).graded.items()}
     local = Path(tempfile.mkdtemp(prefix=f"grade-{submission.student}-"))
     # The grader's pid in the name lets a later run remove what a killed run left behind.
     scratch = Path(

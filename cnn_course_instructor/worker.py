@@ -62,7 +62,7 @@ def grade_notebook(job: Job) -> SubmissionResult:
     """Execute one submission with the probe appended, then judge the plain record it leaves."""
     started = time.perf_counter()
     content = Course(Path(job.course)).content(job.lab)
-    points = {qid: question.points for qid, question in content.lab.questions.items()}
+    points = {qid: question.points for qid, question in content.lab.graded.items()}
 
     def outcome(status: Status, reason: str, tests=()) -> SubmissionResult:
         return SubmissionResult.from_tests(

@@ -1,4 +1,4 @@
-"""Tests of cnn_course.build: markers, nbgrader metadata, goldens, drift check and leaks."""
+"""Tests of cnn_course_instructor.build: markers, facts, nbgrader metadata, goldens, drift, leaks."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import nbformat
 import pytest
 from conftest import REPO
 
-from cnn_course import build
 from cnn_course.errors import CourseError
+from cnn_course_instructor import build
 
 SAMPLE = Path(__file__).parent / "samples" / "build_repo"
 GOLDENS = Path(__file__).parent / "goldens" / "build"
@@ -21,7 +21,7 @@ GOLDENS = Path(__file__).parent / "goldens" / "build"
 def sample_repo(tmp_path_factory) -> Path:
     """A copy of the sample course repository, built once for the module."""
     repo = tmp_path_factory.mktemp("repo")
-    shutil.copytree(SAMPLE / "source", repo / "source")
+    shutil.copytree(SAMPLE, repo, dirs_exist_ok=True)
     build.build(repo)
     return repo
 
@@ -72,8 +72,9 @@ def test_marking_unlocks_answers_and_locks_everything_else():
     }
     locked = [m for m in meta if not m["solution"]]
     assert locked and all(m["locked"] for m in locked)
-    assert [cell["id"] for cell in marked.cells][:3] == ["cell-01", "cell-02", "q1-double"]
-    assert "question" not in marked.cells[2].metadata
+    ids = [cell["id"] for cell in marked.cells]
+    assert ids[:6] == ["cell-01", "cell-02", "cell-03", "cell-04", "cell-05", "q1-double"]
+    assert "question" not in marked.cells[5].metadata
 
 
 def _notebook(cells, questions) -> nbformat.NotebookNode:
@@ -105,7 +106,7 @@ def test_front_matter_without_questions_is_explained(tmp_path):
     """Is a source without the questions table refused with an example of what to write?"""
     path = tmp_path / "lab.md"
     path.write_text("---\njupytext:\n  text_representation:\n    format_name: myst\n---\n\n# Lab\n")
-    with pytest.raises(CourseError, match="cnn_course: questions:"):
+    with pytest.raises(CourseError, match="no `cnn_course:` table"):
         build.read_source(path)
 
 
@@ -186,7 +187,7 @@ def test_building_twice_gives_identical_bytes(sample_repo):
 
 def test_check_reports_edited_missing_and_stale_files(tmp_path):
     """Does --check name a hand-edited, a deleted and a stale generated file?"""
-    shutil.copytree(SAMPLE / "source", tmp_path / "source")
+    shutil.copytree(SAMPLE, tmp_path, dirs_exist_ok=True)
     build.build(tmp_path)
     student = tmp_path / "notebooks/student/sample_lab.md"
     student.write_text(student.read_text().replace("A sample lab", "An edited lab"))
@@ -201,13 +202,14 @@ def test_check_reports_edited_missing_and_stale_files(tmp_path):
 
 def test_a_broken_source_writes_nothing(tmp_path):
     """When one source is broken, is no notebook written at all?"""
-    shutil.copytree(SAMPLE / "source", tmp_path / "source")
+    shutil.copytree(SAMPLE, tmp_path, dirs_exist_ok=True)
     (tmp_path / "source" / "zz_broken.md").write_text(
         (SAMPLE / "source/sample_lab.md")
         .read_text()
         .replace("    # --- END CODE HERE\n    return", "    return", 1)
+        .replace("assignment: sample_lab", "assignment: zz_broken")
     )
-    with pytest.raises(CourseError, match="zz_broken.md, cell 3, line 3: START marker with no END"):
+    with pytest.raises(CourseError, match="zz_broken.md, cell 6, line 3: START marker with no END"):
         build.build(tmp_path)
     assert not (tmp_path / "notebooks").exists()
 

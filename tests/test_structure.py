@@ -1,0 +1,236 @@
+"""The two sides and the lab facts: what students import, and every fact stated once."""
+
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+from conftest import REPO
+
+from cnn_course import judging
+from cnn_course.errors import CourseError
+from cnn_course_instructor import build
+from cnn_course_instructor.course import Course
+from cnn_course_instructor.registry import Context
+
+SAMPLE = Path(__file__).parent / "samples" / "build_repo"
+RUNTIME = REPO / "cnn_course"
+INSTRUCTOR = REPO / "cnn_course_instructor"
+INSTRUCTOR_ONLY = ("cnn_course_instructor", "nbgrader", "jupytext", "nbclient", "jinja2")
+
+
+def test_student_modules_import_nothing_of_the_instructor_side():
+    """Does importing every student module load no instructor module (checked on sys.modules)?"""
+    modules = sorted(p.stem for p in RUNTIME.glob("*.py") if p.stem != "__init__")
+    code = (
+        "import sys, importlib\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module('cnn_course.' + name)\n"
+        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {INSTRUCTOR_ONLY!r}"
+        " or 'autograder' in m or '_cnn_course_content' in m)\n"
+        "print(bad)\n"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/"
+    )
+    assert found.stdout.strip() == "[]", found.stdout
+    assert {"checks", "data", "judging", "labs", "training", "widgets"} <= set(modules)
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_dependencies_point_one_way_and_no_code_edits_sys_path():
+    """Does the runtime never import the instructor side, and does no product code touch sys.path?"""
+    for path in RUNTIME.rglob("*.py"):
+        wrong = {name for name in _imports(path) if name.split(".")[0] in INSTRUCTOR_ONLY}
+        assert not wrong, f"{path.relative_to(REPO)} imports {wrong}"
+    product = [
+        *RUNTIME.rglob("*.py"),
+        *INSTRUCTOR.rglob("*.py"),
+        *(REPO / "autograder").rglob("*.py"),
+    ]
+    assert len(product) > 20
+    for path in product:
+        assert "sys.path" not in path.read_text(encoding="utf-8"), path.relative_to(REPO)
+
+
+def test_package_metadata_keeps_instructor_dependencies_in_an_extra():
+    """Are nbgrader and the build tools an `instructor` extra, not what students install?"""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    student = " ".join(project["dependencies"])
+    for name in ("nbgrader", "jupytext", "nbclient", "jinja2"):
+        assert name not in student
+        assert any(dep.startswith(name) for dep in project["optional-dependencies"]["instructor"])
+    assert project["scripts"]["cnn-course"].startswith("cnn_course_instructor.")
+
+
+def test_every_lab_has_hidden_tests_that_agree_with_its_front_matter():
+    """Does each lab of the course load its hidden tests, with the declared points per question?"""
+    course = Course(REPO)
+    assert "cnn_lab" in course.labs
+    for lab_id, lab in course.labs.items():
+        content = course.content(lab_id)
+        assert content.tests.points() == {q: question.points for q, question in lab.graded.items()}
+
+
+def test_built_notebooks_carry_the_front_matter_facts():
+    """Do the built notebooks' settings cell and metadata hold exactly the source's facts?"""
+    lab = build.read_lab(REPO / "source" / "cnn_lab.md")
+    for kind in ("student", "solution"):
+        notebook = nbformat.read(REPO / "notebooks" / kind / "cnn_lab.ipynb", as_version=4)
+        (cell,) = [c for c in notebook.cells if c.source.startswith("# The lab's settings")]
+        namespace: dict = {}
+        exec("from cnn_course import labs\n" + cell.source, namespace)
+        assert namespace["lab"] == lab
+        assert notebook.metadata["cnn_course"]["subsets"] == lab.to_dict()["subsets"]
+
+
+@pytest.fixture
+def course_copy(tmp_path) -> Path:
+    """A copy of the course's sources and grading content, to edit."""
+    for folder in ("source", "autograder"):
+        shutil.copytree(REPO / folder, tmp_path / folder)
+    return tmp_path
+
+
+def test_changing_a_subset_or_an_epoch_count_changes_every_consumer(course_copy):
+    """Does one edit of the front matter reach the notebook, its prose, the grader's unseen
+    images and the hidden tests' expectations?"""
+    source = course_copy / "source" / "cnn_lab.md"
+    text = source.read_text()
+    text = text.replace(
+        "mnist_train: {dataset: mnist, split: train, size: 1000, seed: 0}",
+        "mnist_train: {dataset: mnist, split: train, size: 1500, seed: 3}",
+    ).replace("mnist: {epochs: 10, fast_epochs: 2,", "mnist: {epochs: 10, fast_epochs: 3,")
+    source.write_text(text)
+    build.build(course_copy)
+    solution = nbformat.read(course_copy / "notebooks/solution/cnn_lab.ipynb", as_version=4)
+    everything = "\n".join(cell.source for cell in solution.cells)
+    assert "'size': 1500, 'seed': 3" in everything and "'fast_epochs': 3" in everything
+    assert "random sample of 1,500 of MNIST" in everything
+
+    course = Course(course_copy)
+    lab = course.lab("cnn_lab")
+    context = Context(lab, {}, None)
+    unseen = context.unseen_indices("mnist", 60000)
+    from cnn_course import data
+
+    trained, _ = data.split_indices(60000, 1500, seed=3)
+    assert len(unseen) == 60000 - 1500
+    assert not set(trained.tolist()) & set(unseen.tolist())
+
+    content = course.content("cnn_lab")
+    (history_test,) = [
+        case
+        for case in content.tests.cases
+        if case.question == "q5_mnist_training" and "per epoch" in case.name
+    ]
+    two_epochs = {"mnist_history": {"loss": [1.0, 0.5], "accuracy": [0.5, 0.8]}}
+    verdict = history_test.function(two_epochs, context)
+    assert not verdict.passed and "expected 3 epochs" in verdict.message
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            ('"q1_double", points=1, name="random', '"q1_dubble", points=1, name="random'),
+            "q1_dubble",
+        ),
+        (('points=1, name="whole', 'points=2, name="whole'), "add up to 3"),
+    ],
+    ids=["typo", "points"],
+)
+def test_hidden_tests_that_disagree_with_the_lab_are_refused_by_build_and_grade(
+    tmp_path, edit, message
+):
+    """Is a registry typo or a points mismatch refused at build and grading start, by name?"""
+    shutil.copytree(SAMPLE, tmp_path, dirs_exist_ok=True)
+    tests = tmp_path / "autograder" / "sample_lab" / "__init__.py"
+    tests.write_text(tests.read_text().replace(*edit))
+    with pytest.raises(CourseError, match=message):
+        build.build(tmp_path)
+    from cnn_course_instructor.scheduler import grade_class
+
+    with pytest.raises(CourseError, match=message):
+        grade_class(tmp_path, tmp_path / "out", course=Course(tmp_path), sandbox=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_test_that_raises_fails_alone_with_the_reason():
+    """Does an exception inside one hidden test become that test's failure, not a crash?"""
+    from cnn_course_instructor.registry import Registry
+
+    registry = Registry()
+
+    @registry.case("q1", points=1, name="breaks")
+    def breaks(record, context):
+        raise IndexError("Target 9 is out of bounds")
+
+    @registry.case("q1", points=1, name="works")
+    def works(record, context):
+        return judging.Verdict(True)
+
+    results = registry.run({}, None)
+    assert [(r.name, r.score, r.error) for r in results] == [
+        ("breaks", 0.0, True),
+        ("works", 1.0, False),
+    ]
+    assert "Target 9" in results[0].message
+
+
+def test_results_cross_processes_as_typed_records():
+    """Does a result survive its JSON form with its status enum and measurements?"""
+    from cnn_course_instructor.records import Status, SubmissionResult, TestResult
+
+    result = SubmissionResult.from_tests(
+        Status.GRADED,
+        "",
+        [TestResult("q1", "accuracy", 2, 2, "ok", {"accuracy": 0.91})],
+        {"q1": 2, "q2": 1},
+        student="ada",
+        lab="cnn_lab",
+    )
+    again = SubmissionResult.from_json(result.to_json())
+    assert again == result and again.status is Status.GRADED
+    assert again.tests[0].measured == {"accuracy": 0.91} and again.total == 2
+    assert json.loads(result.to_json())["status"] == "graded"
+
+
+def test_probe_is_a_module_that_records_plain_data(tmp_path):
+    """Does the probe cell, run apart from the student's names, record plain data only?"""
+    from torch import nn
+
+    from cnn_course_instructor.probe import probe_cell
+
+    plan = [
+        {"key": "model", "kind": "model", "name": "net", "input_shape": (1, 4, 4)},
+        {"key": "calls", "kind": "calls", "name": "double", "inputs": "numbers"},
+        {"key": "missing", "kind": "history", "name": "nowhere"},
+    ]
+    torch.save({"plan": plan, "inputs": {"numbers": [(torch.arange(3),)]}}, tmp_path / "plan.pt")
+    namespace = {"net": nn.Sequential(nn.Flatten(), nn.Linear(16, 2)), "double": lambda x: 2 * x}
+    exec(probe_cell(str(tmp_path / "plan.pt"), str(tmp_path / "out.pt")), namespace)
+    record = torch.load(tmp_path / "out.pt", weights_only=True)
+    assert [layer["kind"] for layer in record["model"]["layers"]] == ["Flatten", "Linear"]
+    assert torch.equal(record["calls"][0]["tensor"], torch.tensor([0, 2, 4]))
+    assert "`nowhere` is not defined" in record["missing"]["error"]
+    assert set(namespace) == {"net", "double", "__builtins__"}
