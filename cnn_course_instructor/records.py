@@ -31,6 +31,8 @@ class TestResult:
     read them without parsing messages; ``error`` marks a test that raised instead of judging.
     """
 
+    __test__ = False  # not a pytest test class, whatever its name
+
     question: str
     name: str
     points: float

@@ -6,6 +6,7 @@ import gzip
 import os
 import pickle
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -139,3 +140,83 @@ def write_tiny_pack(root: Path, arrays: dict[str, np.ndarray], name: str = "tiny
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, **arrays)
     return path
+
+
+# --- one class graded once per session ------------------------------------------------------
+
+
+@dataclass
+class GradedClass:
+    """A class graded once per test session, whose outputs several tests read."""
+
+    out: Path
+    submissions: Path
+    results: dict  # student -> SubmissionResult
+    corpus: list  # the corpus samples graded
+    hostile: list  # the hostile samples graded (empty where the machine cannot sandbox)
+    canary: Path
+    connections: int  # connections the host listener received while grading
+    sandboxed: bool
+
+
+@pytest.fixture(scope="session")
+def graded_class(real_root: Path, real_cache: Path, tmp_path_factory) -> GradedClass:
+    """The corpus's CI subset, a broken file and, where the machine can sandbox, the hostile
+    corpus, graded together once (2 jobs, sandboxed where possible)."""
+    import shutil
+
+    import nbformat
+    from corpus import SAMPLES
+    from hostile import samples as hostile_samples
+    from listener import Listener
+
+    from cnn_course_instructor.course import Course
+    from cnn_course_instructor.sandbox import sandbox_available
+    from cnn_course_instructor.scheduler import grade_class
+
+    work = tmp_path_factory.mktemp("class")
+    submissions, out = work / "submitted", work / "out"
+    submissions.mkdir()
+    corpus = [sample for sample in SAMPLES if sample.fast]
+    for sample in corpus:
+        nbformat.write(sample.notebook(), submissions / f"{sample.name}.ipynb")
+    (submissions / "broken.ipynb").write_text("{not json")
+    sandboxed = sandbox_available() is None
+    canary_folder = Path("/var/lib/cnn-course-canary") if sandboxed else work / "canary"
+    canary_folder.mkdir(parents=True, exist_ok=True)
+    canary_folder.chmod(0o777)
+    canary = canary_folder / "owned"
+    listener = Listener()
+    hostile = hostile_samples(canary, listener.port, out, submissions) if sandboxed else []
+    for sample in hostile:
+        (submissions / f"{sample.name}.ipynb").write_text(sample.content)
+    saved = os.environ.get("CNN_COURSE_CACHE")
+    os.environ["CNN_COURSE_CACHE"] = str(real_cache)
+    try:
+        results = grade_class(
+            submissions,
+            out,
+            course=Course(REPO),
+            jobs=2,
+            data_root=real_root,
+            sandbox=sandboxed,
+            cell_timeout=60,
+            progress=lambda _: None,
+        )
+    finally:
+        listener.close()
+        if saved is None:
+            os.environ.pop("CNN_COURSE_CACHE", None)
+        else:
+            os.environ["CNN_COURSE_CACHE"] = saved
+    yield GradedClass(
+        out,
+        submissions,
+        {result.student: result for result in results},
+        corpus,
+        hostile,
+        canary,
+        listener.connections,
+        sandboxed,
+    )
+    shutil.rmtree(canary_folder, ignore_errors=True)

@@ -1,6 +1,6 @@
 """Grade the whole sample corpus and compare every score with its expected value.
 
-    CNN_COURSE_DATA=../shared/data .venv/bin/python tests/grade_corpus.py [--jobs 2] [--fast-only]
+    cd tests && CNN_COURSE_DATA=../../shared/data ../.venv/bin/python grade_corpus.py [--jobs 2] [--fast-only]
 
 Prints the score table (expected/got per question), seconds per submission, and exits 1
 when any score differs from the corpus's expectation or a lost question's feedback does not
@@ -18,12 +18,11 @@ from pathlib import Path
 
 import nbformat
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from corpus import REPO, SAMPLES, Sample
 
-from corpus import SAMPLES, Sample  # noqa: E402
-
-from autograder.grading import grade_class  # noqa: E402
+from cnn_course_instructor.course import Course
+from cnn_course_instructor.records import SubmissionResult
+from cnn_course_instructor.scheduler import grade_class
 
 
 def write_corpus(samples: list[Sample], folder: Path) -> None:
@@ -32,15 +31,15 @@ def write_corpus(samples: list[Sample], folder: Path) -> None:
         nbformat.write(sample.notebook(), folder / f"{sample.name}.ipynb")
 
 
-def compare(sample: Sample, result: dict) -> list[str]:
+def compare(sample: Sample, result: SubmissionResult) -> list[str]:
     """Every way the result differs from what the sample must get."""
     problems = [
-        f"{question}: expected {expected:g}, got {result['scores'][question]:g}"
+        f"{question}: expected {expected:g}, got {result.scores[question]:g}"
         for question, expected in sample.expected.items()
-        if abs(result["scores"][question] - expected) > 1e-6
+        if abs(result.scores[question] - expected) > 1e-6
     ]
     if sample.fault:
-        messages = " ".join(t["message"] for t in result["tests"]) + " " + result.get("reason", "")
+        messages = " ".join(t.message for t in result.tests) + " " + result.reason
         if sample.fault not in messages:
             problems.append(f"no feedback names the fault ({sample.fault!r})")
     return problems
@@ -57,20 +56,25 @@ def main() -> int:
     write_corpus(samples, work / "submissions")
     started = time.perf_counter()
     results = grade_class(
-        work / "submissions", args.out or work / "out", jobs=args.jobs, force=True
+        work / "submissions",
+        args.out or work / "out",
+        course=Course(REPO),
+        lab="cnn_lab",
+        jobs=args.jobs,
+        force=True,
     )
     wall = time.perf_counter() - started
-    by_name = {r["student"]: r for r in results}
+    by_name = {r.student: r for r in results}
     questions = list(samples[0].expected)
     print(f"\n{'sample':24} " + " ".join(f"{q[:2]:>9}" for q in questions) + "    total  seconds")
     failures = 0
     for sample in samples:
         result = by_name[sample.name]
         cells = [
-            f"{result['scores'][q]:g}"
+            f"{result.scores[q]:g}"
             + (
                 ""
-                if abs(result["scores"][q] - sample.expected[q]) < 1e-6
+                if abs(result.scores[q] - sample.expected[q]) < 1e-6
                 else f"≠{sample.expected[q]:g}"
             )
             for q in questions
@@ -78,12 +82,12 @@ def main() -> int:
         print(
             f"{sample.name:24} "
             + " ".join(f"{c:>9}" for c in cells)
-            + f"  {result['total']:>7g}  {result['seconds']:>7.1f}"
+            + f"  {result.total:>7g}  {result.seconds:>7.1f}"
         )
         for problem in compare(sample, result):
             failures += 1
             print(f"    MISMATCH {problem}")
-    seconds = [r["seconds"] for r in results]
+    seconds = [r.seconds for r in results]
     print(
         f"\n{len(results)} submissions in {wall:.0f} s with {args.jobs} job(s); per submission: "
         f"median {statistics.median(seconds):.1f} s, max {max(seconds):.1f} s"

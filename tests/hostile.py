@@ -39,7 +39,8 @@ def attempts(canary: Path, port: int, out: Path, submissions: Path) -> str:
     return f"""
 import os, socket, subprocess
 targets = {{
-    "read hidden tests": "{REPO / "autograder" / "hidden_tests.py"}",
+    "read hidden tests": "{REPO / "autograder" / "cnn_lab" / "__init__.py"}",
+    "read the instructor tools": "{REPO / "cnn_course_instructor" / "worker.py"}",
     "read the lab source": "{REPO / "source" / "cnn_lab.md"}",
     "read the solution": "{REPO / "notebooks" / "solution" / "cnn_lab.ipynb"}",
     "read another submission": "{submissions / "solution.ipynb"}",
@@ -79,7 +80,7 @@ NOISE = [
 CHEATS = [
     # monkeypatch torch, replace the grader's helpers, lie about types: on an unanswered notebook
     "import torch\ntorch.argmax = lambda *a, **k: torch.tensor([1])\ntorch.Tensor.__eq__ = lambda self, other: torch.ones_like(self, dtype=torch.bool)",
-    "import cnn_course.checks as c\nc.layer_records = lambda *a, **k: {'layers': [], 'error': None}",
+    "import cnn_course.judging as j\nj.layer_records = lambda *a, **k: {'layers': [], 'error': None}",
     "class Liar(torch.Tensor):\n    def __eq__(self, other): return True\nvector_to_class = lambda x: Liar(torch.zeros(len(x)))\ncnn_accuracy = lambda p, l: float('nan')",
     "print('All tests passed!')",
 ]
@@ -121,10 +122,10 @@ def _delete(cells) -> None:
 def samples(canary: Path, port: int, out: Path, submissions: Path) -> list[Hostile]:
     probe = attempts(canary, port, out, submissions)
     return [
-        Hostile("invalid_json", "{not json", "invalid notebook", 0),
-        Hostile("not_a_notebook", json.dumps({"hello": "world"}), "invalid notebook", 0),
+        Hostile("invalid_json", "{not json", "invalid", 0),
+        Hostile("not_a_notebook", json.dumps({"hello": "world"}), "invalid", 0),
         Hostile(
-            "empty_notebook", nbformat.writes(nbformat.v4.new_notebook()), "invalid notebook", 0
+            "empty_notebook", nbformat.writes(nbformat.v4.new_notebook()), "invalid", 0
         ),
         Hostile("escape_attempts", _notebook([probe]), "graded", 0),
         Hostile("noisy_solution", _notebook([probe, *NOISE], SOLUTION), "graded", 18),

@@ -1,12 +1,366 @@
-"""Tests of how cnn_course.checks reports render: an HTML table in Jupyter, text elsewhere."""
+"""Tests of cnn_course.checks: each typical mistake named in the feedback, and how reports render."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from html.parser import HTMLParser
 
+import numpy as np
+import pytest
+import torch
 from IPython.core.formatters import DisplayFormatter
+from torch import nn
 
+from cnn_course import checks, training
 from cnn_course.checks import CheckReport
+
+LEARNING_RATE = 0.001
+N_EPOCHS = 3
+
+# --- the references, and the mistakes students make ------------------------------------------
+
+
+def mnist_layers() -> list[nn.Module]:
+    """The MNIST table, layer by layer (``padding="same"`` as the solution spells it)."""
+    return [
+        nn.Conv2d(1, 32, kernel_size=3, stride=1, padding="same"),
+        nn.ReLU(),
+        nn.Conv2d(32, 32, kernel_size=3, stride=1, padding="same"),
+        nn.ReLU(),
+        nn.MaxPool2d(kernel_size=2, stride=2),
+        nn.Flatten(),
+        nn.Linear(32 * 14 * 14, 10),
+    ]
+
+
+def cifar_layers() -> list[nn.Module]:
+    """The CIFAR-10 table, layer by layer."""
+    return [
+        nn.Conv2d(3, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(32, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * 8 * 8, 256),
+        nn.ReLU(),
+        nn.Linear(256, 10),
+    ]
+
+
+def mnist_model(edit: Callable[[list[nn.Module]], object] | None = None) -> nn.Sequential:
+    """The reference MNIST model, or a copy with ``edit`` applied to its list of layers."""
+    layers = mnist_layers()
+    if edit is not None:
+        edit(layers)
+    return nn.Sequential(*layers)
+
+
+def cifar_model(edit: Callable[[list[nn.Module]], object] | None = None) -> nn.Sequential:
+    """The reference CIFAR-10 model, or a copy with ``edit`` applied to its list of layers."""
+    layers = cifar_layers()
+    if edit is not None:
+        edit(layers)
+    return nn.Sequential(*layers)
+
+
+def q2(criterion=None, optimizer=None, learning_rate: float = LEARNING_RATE) -> CheckReport:
+    """``q2_loss_optimizer`` on the reference model, with the reference loss or optimiser swapped."""
+    model = mnist_model()
+    criterion = nn.CrossEntropyLoss() if criterion is None else criterion
+    optimizer = (optimizer or torch.optim.Adam)(model.parameters(), lr=learning_rate)
+    return checks.q2_loss_optimizer(criterion, optimizer, model, LEARNING_RATE)
+
+
+def q6(model: nn.Module, optimizer_over: nn.Module | None = None) -> CheckReport:
+    """``q6_cifar_model`` with the reference loss and an Adam over ``optimizer_over`` (or the model)."""
+    optimizer = torch.optim.Adam((optimizer_over or model).parameters(), lr=LEARNING_RATE)
+    return checks.q6_cifar_model(model, nn.CrossEntropyLoss(), optimizer, LEARNING_RATE)
+
+
+def history(losses: list[float], accuracies: list[float] | None = None) -> training.History:
+    """A training history as the lab's loop records it, one ``add`` per epoch."""
+    record = training.History()
+    for loss, accuracy in zip(losses, accuracies or [0.5] * len(losses), strict=True):
+        record.add(loss=loss, accuracy=accuracy)
+    return record
+
+
+def not_implemented(*args):
+    """The student stub, as the notebook hands it out."""
+    raise NotImplementedError
+
+
+def vector_to_class(x: torch.Tensor) -> torch.Tensor:
+    probabilities = torch.softmax(x, dim=1)
+    return torch.argmax(probabilities, dim=1)
+
+
+def cnn_accuracy(predict: torch.Tensor, labels: torch.Tensor) -> float:
+    return (predict == labels).float().mean().item()
+
+
+def failures(report: CheckReport) -> str:
+    """The messages of the failed rows, one per line."""
+    return "\n".join(f"{name}: {message}" for name, ok, message in report.rows if not ok)
+
+
+MISTAKES = [
+    # q1: the MNIST architecture
+    pytest.param(
+        lambda: checks.q1_mnist_model(mnist_model(lambda layers: layers.pop(1))),
+        "expected ReLU()",
+        id="q1-missing-relu",
+    ),
+    pytest.param(
+        lambda: checks.q1_mnist_model(
+            mnist_model(lambda layers: layers.__setitem__(6, nn.Linear(32 * 28 * 28, 10)))
+        ),
+        "Linear(25088, 10)) whose input was (N, 6272)",
+        id="q1-wrong-linear-input-size",
+    ),
+    pytest.param(
+        lambda: checks.q1_mnist_model(mnist_model(lambda layers: layers.append(nn.Softmax(dim=1)))),
+        "ends with Softmax: nn.CrossEntropyLoss applies the softmax itself",
+        id="q1-trailing-softmax",
+    ),
+    pytest.param(
+        lambda: checks.q1_mnist_model(mnist_layers),
+        "is a torch.nn.Module: got function",
+        id="q1-not-a-module",
+    ),
+    # q2: loss and optimiser
+    pytest.param(
+        lambda: q2(criterion=nn.BCELoss()),
+        "BCELoss is for yes/no (binary) targets",
+        id="q2-bce-loss",
+    ),
+    pytest.param(
+        lambda: q2(criterion=nn.CrossEntropyLoss),
+        "call it, nn.CrossEntropyLoss()",
+        id="q2-loss-class-not-called",
+    ),
+    pytest.param(
+        lambda: q2(optimizer=torch.optim.SGD),
+        "expected torch.optim.Adam, got SGD",
+        id="q2-sgd",
+    ),
+    pytest.param(
+        lambda: checks.q2_loss_optimizer(
+            nn.CrossEntropyLoss(),
+            torch.optim.Adam(mnist_model().parameters(), lr=LEARNING_RATE),
+            mnist_model(),
+            LEARNING_RATE,
+        ),
+        "does not hold mnist_model's parameters",
+        id="q2-optimizer-over-another-model",
+    ),
+    pytest.param(
+        lambda: q2(learning_rate=0.01),
+        "learning rate learning_rate = 0.001, got 0.01",
+        id="q2-learning-rate-0.01",
+    ),
+    pytest.param(
+        lambda: checks.q2_loss_optimizer(
+            nn.CrossEntropyLoss(), torch.optim.Adam, mnist_model(), LEARNING_RATE
+        ),
+        "optimizer is the class Adam itself",
+        id="q2-optimizer-class-not-called",
+    ),
+    # q3: vector_to_class
+    pytest.param(
+        lambda: checks.q3_vector_to_class(lambda x: torch.argmax(x, dim=0)),
+        "argmax over dim=0 gives one value per class",
+        id="q3-argmax-dim-0",
+    ),
+    pytest.param(
+        lambda: checks.q3_vector_to_class(lambda x: torch.argmax(x)),
+        "argmax without dim= flattens the whole batch",
+        id="q3-argmax-without-dim",
+    ),
+    pytest.param(
+        lambda: checks.q3_vector_to_class(lambda x: torch.max(x, 1)),
+        "returned a max, expected a tensor",  # torch.return_types.max, a (values, indices) tuple
+        id="q3-torch-max-namedtuple",
+    ),
+    pytest.param(
+        lambda: checks.q3_vector_to_class(lambda x: torch.argmax(x, dim=1).float()),
+        "expected integer classes, got dtype torch.float32",
+        id="q3-float-classes",
+    ),
+    pytest.param(
+        lambda: checks.q3_vector_to_class(lambda x: torch.argmax(x, dim=1, keepdim=True)),
+        "keepdim=True leaves a column",
+        id="q3-keepdim-column",
+    ),
+    pytest.param(
+        lambda: checks.q3_vector_to_class(lambda x: torch.argmin(x, dim=1)),
+        "rows wrong; e.g. row 0: got class 0, the largest score is at 1",
+        id="q3-argmin",
+    ),
+    pytest.param(
+        lambda: checks.q3_vector_to_class(not_implemented),
+        "not implemented yet",
+        id="q3-stub",
+    ),
+    pytest.param(
+        lambda: checks.q3_vector_to_class(lambda x: None),
+        "returned a NoneType",
+        id="q3-no-return",
+    ),
+    # q4: cnn_accuracy
+    pytest.param(
+        lambda: checks.q4_cnn_accuracy(not_implemented),
+        "not implemented yet",
+        id="q4-stub",
+    ),
+    pytest.param(
+        lambda: checks.q4_cnn_accuracy(lambda p, y: (p == y).sum().item()),
+        "count of right predictions, 3: divide by N",
+        id="q4-count",
+    ),
+    pytest.param(
+        lambda: checks.q4_cnn_accuracy(lambda p, y: (p == y).float().mean()),
+        "returned a tensor: use .item()",
+        id="q4-tensor-not-number",
+    ),
+    pytest.param(
+        lambda: checks.q4_cnn_accuracy(lambda p, y: 100 * (p == y).float().mean().item()),
+        "a percentage: return a fraction between 0 and 1",
+        id="q4-percentage",
+    ),
+    pytest.param(
+        lambda: checks.q4_cnn_accuracy(lambda p, y: (p != y).float().mean().item()),
+        "the fraction of wrong predictions",
+        id="q4-fraction-wrong",
+    ),
+    pytest.param(
+        lambda: checks.q4_cnn_accuracy(lambda p, y: (p.view(-1, 1) == y).float()),
+        "comparing shapes (4, 1) and (4,) broadcasts to an N x N table",
+        id="q4-broadcast-table",
+    ),
+    pytest.param(
+        lambda: checks.q4_cnn_accuracy(lambda p, y: (p.view(-1, 1) == y).float().mean().item()),
+        "broadcast",
+        id="q4-broadcast-then-mean",
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="judging.fraction_verdict only explains (N, 1) vs (N,) when the N x N table "
+            "itself is returned; after .mean() the message is 'expected 0.7500, got 0.1875'",
+        ),
+    ),
+    # q5 and q7: the training runs' histories
+    pytest.param(
+        lambda: checks.q5_mnist_training(mnist_model(), history([1.0, 0.5]), N_EPOCHS),
+        "expected 3 epochs recorded, got 2 losses",
+        id="q5-wrong-number-of-epochs",
+    ),
+    pytest.param(
+        lambda: checks.q5_mnist_training(mnist_model(), history([1.0, 1.2, 1.0]), N_EPOCHS),
+        "the mean loss did not go down",
+        id="q5-loss-not-going-down",
+    ),
+    pytest.param(
+        lambda: checks.q5_mnist_training(
+            mnist_model(), history([1.0, 0.5, 0.2], [50.0, 80.0, 90.0]), N_EPOCHS
+        ),
+        "accuracies must be fractions between 0 and 1",
+        id="q5-accuracy-as-percentage",
+    ),
+    pytest.param(
+        lambda: checks.q5_mnist_training(mnist_model(), {"loss": [1.0, 0.5, 0.2]}, N_EPOCHS),
+        "expected a training.History, got dict",
+        id="q5-history-not-a-history",
+    ),
+    pytest.param(
+        lambda: checks.q7_cifar_training(
+            cifar_model(), history([2.0, float("nan"), float("nan")]), N_EPOCHS
+        ),
+        "NaN or infinite values: the training diverged",
+        id="q7-diverged",
+    ),
+    # q6: the CIFAR-10 architecture with its loss and optimiser
+    pytest.param(
+        lambda: q6(cifar_model(lambda layers: layers.pop(10))),
+        "expected ReLU()",
+        id="q6-missing-relu-between-linears",
+    ),
+    pytest.param(
+        lambda: q6(mnist_model()),
+        "expected input[2, 3, 32, 32] to have 1 channels",
+        id="q6-mnist-model-given",
+    ),
+    pytest.param(
+        lambda: q6(cifar_model(), optimizer_over=mnist_model()),
+        "does not hold cifar_model's parameters: pass cifar_model.parameters()",
+        id="q6-optimizer-over-mnist-model",
+    ),
+]
+
+
+@pytest.mark.parametrize(("run_check", "keyword"), MISTAKES)
+def test_typical_mistake_fails_with_a_message_naming_it(run_check, keyword):
+    """Does each typical mistake fail its visible check, with a message that names the fault?"""
+    report = run_check()
+    assert not report.passed
+    assert "All tests passed!" not in str(report)
+    assert keyword in failures(report), str(report)
+
+
+REFERENCES = [
+    pytest.param(lambda: checks.q1_mnist_model(mnist_model()), id="q1_mnist_model"),
+    pytest.param(lambda: q2(), id="q2_loss_optimizer"),
+    pytest.param(lambda: checks.q3_vector_to_class(vector_to_class), id="q3_vector_to_class"),
+    pytest.param(lambda: checks.q4_cnn_accuracy(cnn_accuracy), id="q4_cnn_accuracy"),
+    pytest.param(
+        lambda: checks.q5_mnist_training(mnist_model(), history([0.4, 0.2, 0.1]), N_EPOCHS),
+        id="q5_mnist_training",
+    ),
+    pytest.param(lambda: q6(cifar_model()), id="q6_cifar_model"),
+    pytest.param(
+        lambda: checks.q7_cifar_training(cifar_model(), history([1.8, 1.4, 1.2]), N_EPOCHS),
+        id="q7_cifar_training",
+    ),
+]
+
+
+@pytest.mark.parametrize("run_check", REFERENCES)
+def test_reference_answer_passes(run_check, request):
+    """Does each question's reference answer pass its check, titled with the question id?"""
+    report = run_check()
+    assert report.passed, str(report)
+    assert str(report).endswith("All tests passed!")
+    assert report.title == request.node.callspec.id
+
+
+@pytest.mark.parametrize(
+    "accuracy",
+    [
+        pytest.param(lambda p, y: np.float64(cnn_accuracy(p, y)), id="numpy-float64"),
+        pytest.param(lambda p, y: np.float32(cnn_accuracy(p, y)), id="numpy-float32"),
+    ],
+)
+def test_any_real_number_is_accepted_as_the_accuracy(accuracy):
+    """Is a NumPy scalar (from ``np.mean``) accepted as a number, like a Python float?"""
+    report = checks.q4_cnn_accuracy(accuracy)
+    assert report.passed and "All tests passed!" in str(report), str(report)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="judging._output_value says 'expected a tensor' for q4, whose answer is a number",
+)
+def test_accuracy_feedback_never_asks_for_a_tensor():
+    """When cnn_accuracy returns nothing, does no row of its check ask for a tensor?"""
+    report = checks.q4_cnn_accuracy(lambda predict, labels: None)
+    assert not report.passed
+    assert "expected a tensor" not in failures(report), str(report)
+
+
+# --- how reports render ----------------------------------------------------------------------
 
 
 class Cells(HTMLParser):

@@ -14,7 +14,7 @@ import torchvision
 from conftest import tiny_cifar_arrays, write_tiny_cifar_batches, write_tiny_mnist, write_tiny_pack
 
 from cnn_course import data
-from cnn_course.cli import main
+from cnn_course_instructor.cli import main
 
 
 def run(capsys: pytest.CaptureFixture, *argv: str | Path) -> tuple[int, str, str]:

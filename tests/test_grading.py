@@ -1,43 +1,51 @@
-"""Tests of the autograder: hidden tests on plain records (unit) and grading real submissions (slow)."""
+"""Tests of grading: hidden tests on plain records (unit), submissions, reports, a class (slow)."""
 
 from __future__ import annotations
 
 import csv
-import json
+import shutil
 from pathlib import Path
 
 import nbformat
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, tiny_cifar_arrays, write_tiny_mnist, write_tiny_pack
 from corpus import SAMPLES
 from torch import nn
 
-from autograder import hidden_tests
-from autograder.grading import feedback_html, find_submissions, grade_class
-from autograder.probe import probe_source
-from autograder.rebuild import RebuildError, rebuild
-from autograder.reference import cifar_model, mnist_model
-from autograder.sandbox import sandbox_available
-from cnn_course import checks
+from cnn_course import judging
 from cnn_course.errors import CourseError
+from cnn_course_instructor.course import Course
+from cnn_course_instructor.rebuild import RebuildError, rebuild
+from cnn_course_instructor.records import Status, SubmissionResult, TestResult
+from cnn_course_instructor.registry import Context
+from cnn_course_instructor.reports import feedback_html
+from cnn_course_instructor.sandbox import sandbox_available
+from cnn_course_instructor.scheduler import grade_class
+from cnn_course_instructor.submissions import Submission, find_submissions, lab_of
 
-INPUTS = hidden_tests.grading_inputs(seed=7)
-SANDBOX = sandbox_available() is None  # tests/test_sandbox.py covers the sandbox itself
+COURSE = Course(REPO)
+CONTENT = COURSE.content("cnn_lab")
+REFERENCE = CONTENT.module.reference
+INPUTS = CONTENT.grading_inputs(seed=7)
+SAMPLE_COURSE = Path(__file__).parent / "samples" / "build_repo"
 
 
-def by_name(results) -> dict[str, hidden_tests.TestResult]:
+def judge(record: dict, question: str) -> dict[str, TestResult]:
+    """The hidden tests of one question on ``record``, by test name."""
+    context = Context(CONTENT.lab, INPUTS)
+    results = [r for r in CONTENT.tests.run(record, context) if r.question == question]
     return {r.name: r for r in results}
 
 
-# --- rebuilding and probing -----------------------------------------------------------------
+# --- rebuilding -------------------------------------------------------------------------------
 
 
 def test_rebuilt_model_computes_exactly_what_the_original_did():
     """Does a model rebuilt from plain records give the same outputs as the student's object?"""
     torch.manual_seed(0)
-    original = cifar_model()
-    records = checks.layer_records(original, (3, 32, 32))
+    original = REFERENCE.cifar_model()
+    records = judging.layer_records(original, (3, 32, 32))
     copy = rebuild(records)
     images = torch.rand(4, 3, 32, 32)
     original.eval()
@@ -48,228 +56,248 @@ def test_rebuilt_model_computes_exactly_what_the_original_did():
 
 def test_rebuild_refuses_unknown_layers_and_wrong_tensors():
     """Are layer types outside the whitelist and tensors of the wrong shape refused?"""
-    records = checks.layer_records(mnist_model(), (1, 28, 28))
+    records = judging.layer_records(REFERENCE.mnist_model(), (1, 28, 28))
     records["layers"][0]["kind"] = "EvilLayer"
     with pytest.raises(RebuildError, match="does not rebuild EvilLayer"):
         rebuild(records)
-    records = checks.layer_records(mnist_model(), (1, 28, 28))
+    records = judging.layer_records(REFERENCE.mnist_model(), (1, 28, 28))
     records["layers"][-1]["tensors"]["weight"] = torch.zeros(3, 3)
     with pytest.raises(RebuildError, match="tensor weight has the wrong shape"):
         rebuild(records)
 
 
-def test_probe_records_plain_data_readable_without_running_code(tmp_path):
-    """Does the probe cell, run in a notebook-like namespace, save a weights_only-loadable record?"""
-    inputs_path, output_path = tmp_path / "in.pt", tmp_path / "out.pt"
-    torch.save(INPUTS, inputs_path)
-    namespace = {
-        "mnist_model": mnist_model(),
-        "vector_to_class": lambda x: x.argmax(dim=1),
-        "cnn_accuracy": lambda p, y: (p == y).float().mean().item(),
+def test_reference_models_follow_the_tables_students_are_given():
+    """Do the reference networks match, layer by layer, the specs the visible checks use?"""
+    for model, spec, shape in (
+        (REFERENCE.mnist_model(), judging.MNIST_LAYERS, (1, 28, 28)),
+        (REFERENCE.cifar_model(), judging.CIFAR_LAYERS, (3, 32, 32)),
+    ):
+        layers, error = judging.describe_model(model, shape)
+        assert error is None and judging.compare_layers(layers, spec) == []
+
+
+# --- hidden tests on plain records ------------------------------------------------------------
+
+
+def calls(function, key: str) -> dict:
+    return {
+        key: judging.call_record(
+            function, INPUTS["scores" if key == "vector_to_class" else "predictions"]
+        )
     }
-    exec(probe_source(str(inputs_path), str(output_path)), namespace)
-    record = torch.load(output_path, weights_only=True)
-    assert len(record["mnist_model"]["layers"]) == 7
-    assert record["cifar_model"] == {
-        "error": "NameError: `cifar_model` is not defined (did its cell run without error?)"
-    }
-    assert record["cnn_accuracy"][1] == {"type": "float", "value": 1.0}
-    assert "_cnn_course_probe" not in namespace
-
-
-# --- hidden tests on plain records -------------------------------------------------------------
-
-
-def _function_record(function, cases):
-    outputs = []
-    for args in cases:
-        try:
-            value = function(*args)
-            if isinstance(value, torch.Tensor):
-                outputs.append({"tensor": value})
-            else:
-                outputs.append({"type": type(value).__name__, "value": float(value)})
-        except Exception as exc:
-            outputs.append({"error": f"{type(exc).__name__}: {exc}"})
-    return outputs
 
 
 def test_vector_to_class_right_answers_score_full_marks_even_on_ties():
     """Does a correct vector_to_class get every case, either tied index being accepted?"""
-    record = _function_record(lambda x: torch.argmax(x, dim=1), INPUTS["vector_to_class"])
-    results = hidden_tests._vector_to_class_tests("q3", record, INPUTS["vector_to_class"], 2.0)
-    assert sum(r.score for r in results) == 2.0
-    last_index = _function_record(
-        lambda x: 9 - torch.argmax(x.flip(1), dim=1), INPUTS["vector_to_class"]
-    )
-    results = by_name(
-        hidden_tests._vector_to_class_tests("q3", last_index, INPUTS["vector_to_class"], 2.0)
-    )
-    assert results["rows with tied maxima"].passed
+    for function in (lambda x: torch.argmax(x, dim=1), lambda x: x.max(1).indices):
+        results = judge(calls(function, "vector_to_class"), "q3_vector_to_class")
+        assert all(r.passed for r in results.values()), results
 
 
-def test_vector_to_class_mistakes_are_named():
-    """Are the batch-axis argmax, float classes and overflowing exp caught with specific messages?"""
-    cases = INPUTS["vector_to_class"]
-    over_batch = by_name(
-        hidden_tests._vector_to_class_tests(
-            "q3", _function_record(lambda x: x.argmax(0), cases), cases, 2
-        )
-    )
-    assert "argmax over dim=0" in over_batch["random scores (64, 10)"].message
-    floats = _function_record(lambda x: x.argmax(1).float(), cases)
-    assert (
-        "integer classes"
-        in by_name(hidden_tests._vector_to_class_tests("q3", floats, cases, 2))[
-            "random scores (64, 10)"
-        ].message
-    )
-
-    def manual_softmax(x):
-        e = torch.exp(x)
-        return torch.argmax(e / e.sum(dim=1, keepdim=True), dim=1)
-
-    results = by_name(
-        hidden_tests._vector_to_class_tests("q3", _function_record(manual_softmax, cases), cases, 2)
-    )
-    assert results["random scores (64, 10)"].passed and not results["very large scores"].passed
+@pytest.mark.parametrize(
+    ("function", "keyword"),
+    [
+        (lambda x: torch.argmax(x, dim=0), "dim=0"),
+        (lambda x: torch.argmax(x), "without dim="),
+        (lambda x: torch.max(x, 1), "returned a max"),
+        (lambda x: x.argmax(dim=1).float(), "integer classes"),
+        (lambda x: torch.softmax(x, 1).argmax(1, keepdim=True), "keepdim"),
+        (lambda x: x.argmin(dim=1), "rows wrong"),
+    ],
+    ids=["dim0", "no-dim", "max-tuple", "float", "keepdim", "argmin"],
+)
+def test_vector_to_class_mistakes_are_named(function, keyword):
+    """Does each typical vector_to_class mistake lose points with a message naming it?"""
+    results = judge(calls(function, "vector_to_class"), "q3_vector_to_class")
+    failed = [r for r in results.values() if not r.passed]
+    assert failed and all(keyword in r.message for r in failed[:1]), results
 
 
-def test_cnn_accuracy_count_and_tensor_mistakes():
-    """Is a count caught with a hint, and a tensor result costing only the 'number' case?"""
-    cases = INPUTS["cnn_accuracy"]
-    count = by_name(
-        hidden_tests._cnn_accuracy_tests(
-            "q4", _function_record(lambda p, y: (p == y).sum().item(), cases), cases, 2
-        )
-    )
-    assert "divide by N" in count["fraction of right predictions"].message
-    assert count["no prediction right"].passed and count["returns a Python number"].passed
-    tensor = hidden_tests._cnn_accuracy_tests(
-        "q4", _function_record(lambda p, y: (p == y).float().mean(), cases), cases, 2
-    )
-    assert [r.passed for r in tensor] == [True, True, True, False]
-    assert "use .item()" in tensor[-1].message
+@pytest.mark.parametrize(
+    ("function", "passed", "keyword"),
+    [
+        (lambda p, y: (p == y).float().mean().item(), True, ""),
+        (lambda p, y: float((p == y).sum()) / len(y), True, ""),
+        (lambda p, y: __import__("numpy").mean(p.numpy() == y.numpy()), True, ""),
+        (lambda p, y: int((p == y).sum()), False, "divide by N"),
+        (lambda p, y: (p == y).float().mean(), False, ".item()"),
+        (lambda p, y: 100 * (p == y).float().mean().item(), False, "percentage"),
+        (lambda p, y: (p.view(-1, 1) == y).float().mean().item(), False, "expected"),
+    ],
+    ids=["item", "sum-len", "numpy-float64", "count", "tensor", "percent", "broadcast"],
+)
+def test_cnn_accuracy_spellings_and_mistakes(function, passed, keyword):
+    """Do right spellings (NumPy numbers included) pass, and each mistake name its fault?"""
+    results = judge(calls(function, "cnn_accuracy"), "q4_cnn_accuracy")
+    if passed:
+        assert all(r.passed for r in results.values()), results
+    else:
+        failed = [r for r in results.values() if not r.passed]
+        assert failed and keyword in " ".join(r.message for r in failed), results
 
 
 def test_architecture_tests_accept_spellings_and_name_the_first_fault():
     """Is padding=1 accepted like 'same', and a missing ReLU named at its layer?"""
-    weights = {
-        "convolutions": 1.0,
-        "activations and pooling in order": 1.0,
-        "classifier output": 1.0,
-    }
     same = nn.Sequential(
         nn.Conv2d(1, 32, 3, 1, 1), nn.ReLU(), nn.Conv2d(32, 32, (3, 3), padding=(1, 1)), nn.ReLU(),
         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(6272, 10),
     )  # fmt: skip
-    results = hidden_tests._architecture_tests(
-        "q1", checks.layer_records(same, (1, 28, 28)), checks.MNIST_LAYERS, weights
-    )
-    assert all(r.passed for r in results)
+    record = {"mnist_model": judging.layer_records(same, (1, 28, 28))}
+    assert all(r.passed for r in judge(record, "q1_mnist_model").values())
     del same[3]
-    results = by_name(
-        hidden_tests._architecture_tests(
-            "q1", checks.layer_records(same, (1, 28, 28)), checks.MNIST_LAYERS, weights
-        )
-    )
+    results = judge({"mnist_model": judging.layer_records(same, (1, 28, 28))}, "q1_mnist_model")
     assert results["convolutions"].passed and results["classifier output"].passed
     assert "layer 3: expected ReLU()" in results["activations and pooling in order"].message
-    softmax = nn.Sequential(*mnist_model(), nn.Softmax(dim=1))
-    records = checks.layer_records(softmax, (1, 28, 28))
-    results = by_name(hidden_tests._architecture_tests("q1", records, checks.MNIST_LAYERS, weights))
+    softmax = nn.Sequential(*REFERENCE.mnist_model(), nn.Softmax(dim=1))
+    results = judge({"mnist_model": judging.layer_records(softmax, (1, 28, 28))}, "q1_mnist_model")
     assert [r.passed for r in results.values()] == [True, True, False]
     assert "applies the softmax itself" in results["classifier output"].message
-    missing = hidden_tests._architecture_tests(
-        "q1", {"error": "NameError: x"}, checks.MNIST_LAYERS, weights
-    )
-    assert [r.message for r in missing] == ["NameError: x"] * 3
+    missing = judge({"mnist_model": {"error": "NameError: x"}}, "q1_mnist_model")
+    assert [r.message for r in missing.values()] == ["NameError: x"] * 3
 
 
-# --- finding submissions and reports ---------------------------------------------------------
+@pytest.mark.parametrize(
+    ("make", "keyword"),
+    [
+        (lambda m: (nn.CrossEntropyLoss(), torch.optim.Adam(m.parameters(), lr=1e-3)), ""),
+        (lambda m: (nn.BCELoss(), torch.optim.Adam(m.parameters(), lr=1e-3)), "BCELoss"),
+        (lambda m: (nn.CrossEntropyLoss, torch.optim.Adam(m.parameters(), lr=1e-3)), "call it"),
+        (lambda m: (nn.CrossEntropyLoss(), torch.optim.SGD(m.parameters(), lr=1e-3)), "Adam"),
+        (lambda m: (nn.CrossEntropyLoss(), torch.optim.Adam(m.parameters(), lr=0.01)), "0.001"),
+        (
+            lambda m: (nn.CrossEntropyLoss(), torch.optim.Adam(nn.Linear(2, 2).parameters())),
+            "parameters()",
+        ),
+    ],
+    ids=["right", "bce", "class", "sgd", "lr", "other-parameters"],
+)
+def test_loss_and_optimiser_faults_are_named(make, keyword):
+    """Does each loss or optimiser fault lose points with a message naming it?"""
+    model = REFERENCE.mnist_model()
+    criterion, optimizer = make(model)
+    record = {"mnist_optim": judging.optimizer_record(criterion, optimizer, model)}
+    results = judge(record, "q2_loss_optimizer")
+    if not keyword:
+        assert all(r.passed for r in results.values())
+    else:
+        failed = [r for r in results.values() if not r.passed]
+        assert len(failed) == 1 and keyword in failed[0].message, results
 
 
-def test_submissions_are_found_in_both_layouts(tmp_path):
-    """Are nbgrader's submitted/<student>/<assignment>/ and a flat <student>.ipynb folder both read?"""
+# --- finding submissions and reports ----------------------------------------------------------
+
+
+def test_submissions_are_found_in_both_layouts_and_given_their_lab(tmp_path):
+    """Are nbgrader's submitted/<student>/<lab>/ and flat <student>.ipynb folders both read,
+    each submission's lab told from its folder, its metadata or --lab?"""
     for student in ("ann", "bo"):
         folder = tmp_path / "course" / "submitted" / student / "cnn_lab"
         folder.mkdir(parents=True)
         (folder / "cnn_lab.ipynb").write_text("{}")
-    found = find_submissions(tmp_path / "course", "cnn_lab", "cnn_lab")
-    assert [(s.student, s.path.parent.parent.name) for s in found] == [("ann", "ann"), ("bo", "bo")]
-    (tmp_path / "flat").mkdir()
-    (tmp_path / "flat" / "cy.ipynb").write_text("{}")
-    assert [s.student for s in find_submissions(tmp_path / "flat", "cnn_lab", "cnn_lab")] == ["cy"]
-    (tmp_path / "flat" / "bad name.ipynb").write_text("{}")
+    found = find_submissions(tmp_path / "course", ["cnn_lab", "sample_lab"])
+    assert [(s.student, s.folder_lab) for s in found] == [("ann", "cnn_lab"), ("bo", "cnn_lab")]
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    student = nbformat.read(REPO / "notebooks/student/cnn_lab.ipynb", as_version=4)
+    nbformat.write(student, flat / "cy.ipynb")
+    (flat / "dee.ipynb").write_text("{not json")
+    cy, dee = find_submissions(flat, ["cnn_lab", "sample_lab"])
+    assert lab_of(cy, ["cnn_lab", "sample_lab"]) == "cnn_lab"  # from its metadata
+    assert lab_of(dee, ["cnn_lab", "sample_lab"]) is None
+    assert lab_of(dee, ["cnn_lab"]) == "cnn_lab"  # one lab: no guess needed
+    assert lab_of(dee, ["cnn_lab", "sample_lab"], forced="sample_lab") == "sample_lab"
+    (flat / "bad name.ipynb").write_text("{}")
     with pytest.raises(CourseError, match="Unusable student ids"):
-        find_submissions(tmp_path / "flat", "cnn_lab", "cnn_lab")
+        find_submissions(flat, ["cnn_lab"])
     (tmp_path / "empty").mkdir()
     with pytest.raises(CourseError, match="No submissions found"):
-        find_submissions(tmp_path / "empty", "cnn_lab", "cnn_lab")
+        find_submissions(tmp_path / "empty", ["cnn_lab"])
+    assert Submission("x", Path("x")).folder_lab is None
 
 
-def test_feedback_is_escaped_and_holds_results_only():
-    """Does the feedback page escape student text and show scores and messages per question?"""
-    result = {
-        "student": "ann",
-        "status": "graded",
-        "reason": "<script>alert(1)</script>",
-        "scores": {"q1": 1.0},
-        "total": 1.0,
-        "max": 2.0,
-        "tests": [
-            {
-                "question": "q1",
-                "name": "conv",
-                "points": 2.0,
-                "score": 1.0,
-                "passed": False,
-                "message": "got <b>",
-            }
-        ],
-    }
-    page = feedback_html(result, {"q1": 2.0})
+def test_feedback_opens_with_what_to_fix_escaped_and_holds_results_only():
+    """Does the page list the failed tests first, by exercise, escape student text, and show
+    an infrastructure failure as such?"""
+    lab = CONTENT.lab
+    points = {q: question.points for q, question in lab.graded.items()}
+    result = SubmissionResult.from_tests(
+        Status.GRADED,
+        "cell 3: <script>alert(1)</script>",
+        [TestResult("q1_mnist_model", "convolutions", 1, 0, "got <b>")],
+        points,
+        student="ann",
+        lab="cnn_lab",
+    )
+    page = feedback_html(result, lab)
     assert "<script>" not in page and "&lt;script&gt;" in page and "got &lt;b&gt;" in page
-    assert "1 / 2" in page
+    assert page.index("What to fix") < page.index(
+        "Exercise 1: the MNIST model (q1_mnist_model): 0 / 3"
+    )
+    crashed = SubmissionResult.from_tests(Status.CRASHED, "kernel died", [], points, student="bo")
+    assert "your work is safe" in feedback_html(crashed, lab)
 
 
-# --- grading real submissions ------------------------------------------------------------------
+# --- grading for real -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_root(tmp_path, monkeypatch) -> Path:
+    root = tmp_path / "data"
+    write_tiny_mnist(root, n_train=60)
+    write_tiny_pack(root, tiny_cifar_arrays())
+    monkeypatch.setenv("CNN_COURSE_CACHE", str(tmp_path / "cache"))
+    return root
+
+
+@pytest.mark.slow
+def test_a_second_lab_is_graded_end_to_end_with_its_own_tests(tiny_root, tmp_path):
+    """Does the sample course's lab grade with its own hidden tests: solution full, stub zero,
+    in nbgrader's layout, with its own grades.csv?"""
+    from cnn_course_instructor import build
+
+    course_root = tmp_path / "course"
+    shutil.copytree(SAMPLE_COURSE, course_root)
+    build.build(course_root)
+    for student, kind in (("ann", "solution"), ("bo", "student")):
+        folder = tmp_path / "class" / "submitted" / student / "sample_lab"
+        folder.mkdir(parents=True)
+        shutil.copy(course_root / f"notebooks/{kind}/sample_lab.ipynb", folder)
+    results = grade_class(
+        tmp_path / "class",
+        tmp_path / "out",
+        course=Course(course_root),
+        data_root=tiny_root,
+        sandbox=sandbox_available() is None,
+        progress=lambda _: None,
+    )
+    by_student = {r.student: r for r in results}
+    assert by_student["ann"].status is Status.GRADED and by_student["ann"].total == 2
+    assert by_student["bo"].total == 0 and "not implemented" in by_student["bo"].tests[0].message
+    rows = list(csv.DictReader((tmp_path / "out/sample_lab/grades.csv").open()))
+    assert [row["student"] for row in rows] == ["ann", "bo"]
+    assert list(rows[0]) == ["student", "q1_double", "total", "max", "status"]
 
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_fast_corpus_grades_as_expected(real_root, real_cache, tmp_path, monkeypatch):
+def test_fast_corpus_grades_as_expected(graded_class):
     """Do the CI subset's submissions get their expected scores, with feedback naming each fault?"""
-    from grade_corpus import compare, write_corpus
+    from grade_corpus import compare
 
-    monkeypatch.setenv("CNN_COURSE_CACHE", str(real_cache))
-    samples = [s for s in SAMPLES if s.fast]
-    write_corpus(samples, tmp_path / "submitted")
-    (tmp_path / "submitted" / "broken.ipynb").write_text("{not json")
-    out = tmp_path / "out"
-    results = {
-        r["student"]: r
-        for r in grade_class(
-            tmp_path / "submitted",
-            out,
-            jobs=2,
-            data_root=real_root,
-            sandbox=SANDBOX,
-            progress=lambda _: None,
-        )
-    }
-    for sample in samples:
+    results = graded_class.results
+    for sample in graded_class.corpus:
         assert compare(sample, results[sample.name]) == [], sample.name
-    assert results["broken"]["status"] == "invalid notebook" and results["broken"]["total"] == 0
+    assert results["broken"].status is Status.INVALID and results["broken"].total == 0
 
+    out = graded_class.out / "cnn_lab"
     rows = list(csv.DictReader((out / "grades.csv").open()))
     assert [row["student"] for row in rows] == sorted(results)
     assert rows[0].keys() >= {"q1_mnist_model", "q7_cifar_training", "total", "max", "status"}
-    assert json.loads((out / "results" / "solution.json").read_text())["total"] == 18
+    assert SubmissionResult.read(out / "results" / "solution.json").total == 18
 
     hidden = {
         line.strip()
-        for path in (REPO / "autograder").glob("*.py")
+        for path in (REPO / "autograder").rglob("*.py")
         for line in path.read_text().splitlines()
         if len(line.strip()) > 25 and not line.strip().startswith(("#", '"""', "import", "from"))
     }
@@ -279,16 +307,33 @@ def test_fast_corpus_grades_as_expected(real_root, real_cache, tmp_path, monkeyp
 
     from nbgrader.api import Gradebook
 
-    with Gradebook(f"sqlite:///{out / 'gradebook.db'}", course_id="cnn-course") as gradebook:
-        assert gradebook.find_submission("cnn_lab", "solution").score == 18
-        assert gradebook.find_submission("cnn_lab", "untouched_stub").score == 0
+    with Gradebook(
+        f"sqlite:///{graded_class.out / 'gradebook.db'}", course_id="cnn-course"
+    ) as book:
+        assert book.find_submission("cnn_lab", "solution").score == 18
+        assert book.find_submission("cnn_lab", "untouched_stub").score == 0
 
-    # A rerun resumes: nothing is regraded, nothing is lost or duplicated.
-    again = grade_class(
-        tmp_path / "submitted", out, data_root=real_root, sandbox=SANDBOX, progress=lambda _: None
-    )
-    assert [r["student"] for r in again] == [r["student"] for r in results.values()]
-    assert len(list(csv.DictReader((out / "grades.csv").open()))) == len(results)
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_the_executed_solution_ran_clean_and_the_stub_stopped_at_its_first_exercise(graded_class):
+    """Did the solution run without an error or stderr (13 figures), and the stub stop at q1?"""
+    executed = graded_class.out / "cnn_lab" / "executed"
+    solution = nbformat.read(executed / "solution.ipynb", as_version=4)
+    outputs = [o for cell in solution.cells for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert not [o for o in outputs if o.output_type == "stream" and o.name == "stderr"]
+    figures = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(figures) >= 13
+    stub = nbformat.read(executed / "untouched_stub.ipynb", as_version=4)
+    errors = [
+        (index, o.ename)
+        for index, cell in enumerate(stub.cells)
+        for o in cell.get("outputs", [])
+        if o.output_type == "error"
+    ]
+    assert errors and errors[0][1] == "NotImplementedError"
+    assert "q1-mnist-model" == stub.cells[errors[0][0]].get("id")
 
 
 def test_corpus_edits_still_apply_to_the_lab():

@@ -1,10 +1,12 @@
-"""Tests of cnn_course.publish: the student-only nbhosting tree, its leaks, its writes, its use."""
+"""Tests of cnn_course_instructor.publish: the student-only nbhosting tree, its leaks, its writes, its use."""
 
 from __future__ import annotations
 
 import fnmatch
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -15,14 +17,26 @@ import jupytext
 import nbformat
 import pytest
 import yaml
+
+import cnn_course
+from cnn_course.errors import CourseError
+from cnn_course_instructor import build, publish
+from cnn_course_instructor.cli import main
 from conftest import REPO
 
-from cnn_course import build, publish
-from cnn_course.cli import main
-from cnn_course.errors import CourseError
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the instructor extra installs tomli
+    import tomli as tomllib
 
 SAMPLE = Path(__file__).parent / "samples" / "build_repo"
-INSTRUCTOR_FILE_NAMES = {"build.py", "_instructor.py", "publish.py", "cli.py"}
+INSTRUCTOR_PACKAGE = "cnn_course_instructor"
+TEMPLATES = (
+    "nbhosting.yaml.j2",
+    "Dockerfile.j2",
+    "nbhosting-README.md.j2",
+    "nbhosting-gitignore.j2",
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +49,12 @@ def published(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def sample_repo(tmp_path_factory) -> Path:
-    """A small course repository: the sample lab, built, with this package and pyproject.toml."""
+    """A small course repository: the sample course, built, with the repository's pyproject.toml.
+
+    It holds no copy of cnn_course: publish takes the student package from the installed one.
+    """
     repo = tmp_path_factory.mktemp("sample") / "course"
-    shutil.copytree(SAMPLE / "source", repo / "source")
-    shutil.copytree(
-        REPO / "cnn_course", repo / "cnn_course", ignore=shutil.ignore_patterns("__pycache__")
-    )
+    shutil.copytree(SAMPLE, repo, ignore=shutil.ignore_patterns("__pycache__", "notebooks"))
     shutil.copy(REPO / "pyproject.toml", repo / "pyproject.toml")
     build.build(repo)
     return repo
@@ -55,20 +69,49 @@ def _files(tree: Path) -> dict[str, bytes]:
     }
 
 
-def _student_modules() -> list[str]:
-    return sorted(
-        path.name
-        for path in (REPO / "cnn_course").glob("*.py")
-        if path.name not in INSTRUCTOR_FILE_NAMES
-    )
+def _installed_student_package() -> dict[str, bytes]:
+    """Every file of the installed ``cnn_course`` package, bytecode aside, by relative path."""
+    package = Path(cnn_course.__file__).parent
+    files = {}
+    for folder, subfolders, names in os.walk(package):
+        subfolders[:] = [name for name in subfolders if name != "__pycache__"]
+        for name in names:
+            if not name.endswith(".pyc"):
+                path = Path(folder) / name
+                files[path.relative_to(package).as_posix()] = path.read_bytes()
+    return files
+
+
+def _name(requirement: str) -> str:
+    """The project name a requirement names (``torch>=2.2`` -> ``torch``)."""
+    return re.match(r"[A-Za-z0-9._-]+", requirement.strip()).group(0).lower()
+
+
+def _lab_title(source: Path) -> str:
+    return jupytext.read(source).metadata["cnn_course"]["title"]
+
+
+def _track(tree: Path) -> tuple[dict, list[str]]:
+    """nbhosting.yaml's only track, and the published notebooks its sections list, in order."""
+    config = yaml.safe_load((tree / ".nbhosting/nbhosting.yaml").read_text())
+    [track] = config["tracks"]
+    listed = [
+        path.relative_to(tree).as_posix()
+        for section in track["sections"]
+        for pattern in section["notebooks"]
+        for path in sorted(tree.glob(pattern))
+    ]
+    return track, listed
 
 
 # --- what the tree holds ---------------------------------------------------------------------
 
 
 def test_tree_holds_the_notebooks_modules_and_nbhosting_files(published):
-    """Does the tree hold exactly the student notebooks, the student modules and .nbhosting/?"""
+    """Does the tree hold exactly the student notebooks, the student package and .nbhosting/?"""
     files = _files(published)
+    labs = [source.stem for source in sorted((REPO / "source").glob("*.md"))]
+    assert "cnn_lab" in labs
     assert sorted(files) == sorted(
         [
             ".gitignore",
@@ -76,68 +119,146 @@ def test_tree_holds_the_notebooks_modules_and_nbhosting_files(published):
             ".nbhosting/cnn-course-manifest.txt",
             ".nbhosting/nbhosting.yaml",
             "README.md",
-            "notebooks/cnn_lab.md",
-            *(f"modules/cnn_course/{name}" for name in _student_modules()),
+            *(f"notebooks/{lab}.md" for lab in labs),
+            *(f"modules/cnn_course/{name}" for name in _installed_student_package()),
         ]
     )
-    assert "modules/cnn_course/data.py" in files and "modules/cnn_course/checks.py" in files
-    assert files["notebooks/cnn_lab.md"] == (REPO / "notebooks/student/cnn_lab.md").read_bytes()
+    for lab in labs:
+        built = (REPO / f"notebooks/student/{lab}.md").read_bytes()
+        assert files[f"notebooks/{lab}.md"] == built
     manifest = publish.read_manifest(published)
     assert sorted(manifest) == sorted(set(files) - {publish.MANIFEST})
 
 
+def test_published_package_is_the_installed_student_package(published, sample_repo, tmp_path):
+    """Is modules/cnn_course/ the installed cnn_course, every file of it, even from a repository
+    without a cnn_course/ folder?"""
+    installed = _installed_student_package()
+    assert {"__init__.py", "checks.py", "data.py", "judging.py", "labs.py"} <= set(installed)
+    for tree in (published, None):
+        if tree is None:
+            assert not (sample_repo / "cnn_course").exists()
+            tree = tmp_path / "sample-tree"
+            publish.publish_nbhosting(sample_repo, tree)
+        modules = {
+            relative.removeprefix("modules/cnn_course/"): content
+            for relative, content in _files(tree).items()
+            if relative.startswith("modules/")
+        }
+        assert modules == installed
+
+
+def test_no_published_file_imports_or_names_the_instructor_package(published):
+    """Does no published file import, or even name, cnn_course_instructor (nor the autograder)?"""
+    naming = []
+    for relative, content in _files(published).items():
+        text = content.decode("utf-8", errors="replace")
+        if INSTRUCTOR_PACKAGE in text:
+            naming.append(relative)
+        if relative.startswith("modules/") and "autograder" in text.lower():
+            naming.append(relative)
+    assert naming == []
+
+
 def test_nbhosting_yaml_lists_every_notebook_with_its_title(published):
-    """Does nbhosting.yaml parse, and list each published notebook, titled as nbhosting shows it?"""
+    """Does nbhosting.yaml parse, and list each lab's notebook, titled as nbhosting shows it?"""
     config = yaml.safe_load((published / ".nbhosting/nbhosting.yaml").read_text())
-    [track] = config["tracks"]
+    track, listed = _track(published)
     assert {"name", "description", "id", "sections"} <= set(track)
-    listed = sorted(
-        path.relative_to(published).as_posix()
-        for section in track["sections"]
-        for pattern in section["notebooks"]
-        for path in published.glob(pattern)
-    )
-    assert listed == ["notebooks/cnn_lab.md"]
-    for relative in listed:
+    sources = sorted((REPO / "source").glob("*.md"))
+    assert listed == [f"notebooks/{source.stem}.md" for source in sources]
+    for relative, source in zip(listed, sources, strict=True):
         # nbhosting reads a notebook's title with jupytext, from its `nbhosting` metadata.
         title = jupytext.read(published / relative).metadata["nbhosting"]["title"]
-        source = jupytext.read(REPO / "source" / Path(relative).name).metadata["nbhosting"]
-        assert title == source["title"] == "Convolutional neural networks in PyTorch"
+        assert title == _lab_title(source)
         assert title in track["description"]
+    cnn_lab = jupytext.read(published / "notebooks/cnn_lab.md").metadata["nbhosting"]["title"]
+    assert cnn_lab == "Convolutional neural networks in PyTorch"
     assert config["static-mappings"] == [{"source": "data", "destination": "data"}]
 
 
-def test_dockerfile_installs_the_runtime_dependencies_and_points_at_the_data(published):
-    """Does the Dockerfile install pyproject's dependencies (nbgrader aside) and set the data root?"""
+def test_templates_list_every_lab_in_source_order(sample_repo, tmp_path):
+    """With two labs, do the rendered nbhosting.yaml and README list both, in source order,
+    each with the title of its front matter (a colon and an ampersand kept as they are)?"""
+    repo = shutil.copytree(sample_repo, tmp_path / "repo")
+    source = (repo / "source/sample_lab.md").read_text()
+    title = _lab_title(repo / "source/sample_lab.md")
+    front, body = source.split("\ncnn_course:\n", 1)
+    body = re.sub(r"^  assignment: .*$", "  assignment: another_lab", body, count=1, flags=re.M)
+    body = re.sub(
+        r"^  title: .*$", '  title: "Another lab: a colon & more"', body, count=1, flags=re.M
+    )
+    other = f"{front}\ncnn_course:\n{body}"
+    assert "another_lab" in other and "Another lab" in other
+    (repo / "source/another_lab.md").write_text(other)
+    shutil.copytree(repo / "autograder/sample_lab", repo / "autograder/another_lab")
+    build.build(repo)
+
+    out = tmp_path / "out"
+    publish.publish_nbhosting(repo, out)
+    track, listed = _track(out)
+    assert listed == ["notebooks/another_lab.md", "notebooks/sample_lab.md"]  # source order
+    titles = [jupytext.read(out / path).metadata["nbhosting"]["title"] for path in listed]
+    assert titles == ["Another lab: a colon & more", title]
+    assert track["description"] == "; ".join(titles)
+    readme = (out / "README.md").read_text()
+    for path, shown in zip(listed, titles, strict=True):
+        assert f"| `{path}` | {shown}" in readme
+
+
+def test_templates_are_package_data():
+    """Are the templates publish renders files of the instructor package, shipped as its data?"""
+    templates = Path(publish.__file__).parent / "templates"
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    shipped = pyproject["tool"]["setuptools"]["package-data"][INSTRUCTOR_PACKAGE]
+    for name in TEMPLATES:
+        assert (templates / name).is_file(), name
+        assert any(fnmatch.fnmatch(f"templates/{name}", pattern) for pattern in shipped), name
+
+
+def test_dockerfile_installs_exactly_the_student_dependencies(published):
+    """Does the Dockerfile pip-install exactly pyproject's [project] dependencies (torch from the
+    CPU wheel index), none of the instructor extra, and set the data root?"""
     text = (published / ".nbhosting/Dockerfile").read_text()
     instructions = [line for line in text.splitlines() if line and not line.startswith("#")]
     assert instructions[0] == "FROM nbhosting/scipy-notebook"
-    tomllib = pytest.importorskip("tomllib")
-    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    for dependency in dependencies:
-        if dependency.startswith(publish.INSTRUCTOR_ONLY_DEPENDENCIES):
-            assert dependency not in text
-        else:
-            assert f"'{dependency}'" in text, f"{dependency} is not installed by the Dockerfile"
-    torch_install = text.split("RUN pip install")[1]
-    assert "--index-url https://download.pytorch.org/whl/cpu" in torch_install
-    assert "'torch>=" in torch_install and "'torchvision>=" in torch_install
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    runs = [
+        shlex.split(line.removeprefix("RUN "))
+        for line in text.replace("\\\n", " ").split("\n")
+        if line.startswith("RUN ")
+    ]
+    assert [run[:3] for run in runs] == [["pip", "install", "--no-cache-dir"]] * 2
+    torch, others = (run[3:] for run in runs)
+    assert torch[:2] == ["--index-url", publish.TORCH_CPU_INDEX]
+    assert [_name(requirement) for requirement in torch[2:]] == ["torch", "torchvision"]
+    assert sorted(torch[2:] + others) == sorted(project["dependencies"])
+    assert len(torch[2:] + others) == len(project["dependencies"])
+    instructor = {
+        _name(requirement) for requirement in project["optional-dependencies"]["instructor"]
+    }
+    assert {"nbgrader", "jinja2"} <= instructor
+    assert not instructor & {_name(requirement) for requirement in others}
     config = yaml.safe_load((published / ".nbhosting/nbhosting.yaml").read_text())
     destination = config["static-mappings"][0]["destination"]
     assert f"CNN_COURSE_DATA=/home/jovyan/static/{destination}" in text
 
 
 def test_modules_import_from_the_tree_alone(published, tmp_path):
-    """Does every published module import from modules/ alone, without the instructor's modules?"""
+    """Does every published module import from modules/ alone, with no instructor package there?"""
     tree = shutil.copytree(published, tmp_path / "tree")
-    names = [name.removesuffix(".py") for name in _student_modules() if name != "__init__.py"]
+    names = sorted(
+        name.removesuffix(".py")
+        for name in _installed_student_package()
+        if name.endswith(".py") and name != "__init__.py" and "/" not in name
+    )
+    assert {"checks", "data", "judging", "labs"} <= set(names)
     script = (
         "import importlib, importlib.util, sys\n"
         f"for name in {names!r}:\n"
         "    module = importlib.import_module('cnn_course.' + name)\n"
         "    print(module.__file__)\n"
-        "for name in ('build', 'cli', 'publish', '_instructor'):\n"
-        "    assert importlib.util.find_spec('cnn_course.' + name) is None, name\n"
+        f"assert importlib.util.find_spec({INSTRUCTOR_PACKAGE!r}) is None\n"
     )
     # -S: no site-packages processing, so the editable install of cnn-course is not visible;
     # the dependencies come from the site-packages folder put on the path by hand.
@@ -179,13 +300,24 @@ def _lines(path: Path) -> set[str]:
     return lines
 
 
+def _code_lines(folder: Path) -> set[str]:
+    """The distinctive lines of the Python files under ``folder``: long, not imports or comments."""
+    return {
+        line.strip()
+        for path in folder.rglob("*.py")
+        for line in path.read_text().split("\n")
+        if len(line.strip()) >= 30 and not line.strip().startswith(("import ", "from ", "#", '"""'))
+    }
+
+
 @pytest.fixture(scope="module")
 def secrets() -> dict[str, set[str]]:
     """What must never be published, as stripped lines, by kind."""
     given: set[str] = set()
     solution_lines: set[str] = set()
     for source in sorted((REPO / "source").glob("*.md")):
-        marked = build.mark_cells(build.read_source(source), source.name)
+        relative = f"source/{source.name}"
+        marked = build.mark_cells(build.fill_facts(build.read_source(source), relative), relative)
         given |= {line.strip() for line in build.shown_lines(marked)}
         solution_lines |= {
             line.strip() for line in build.solution_lines(marked) if len(line.strip()) > 3
@@ -198,24 +330,27 @@ def secrets() -> dict[str, set[str]]:
         for line in _lines(path)
         if len(line) > 3
     } - student
-    autograder = {
-        line.strip()
-        for path in (REPO / "autograder").rglob("*.py")
-        for line in path.read_text().split("\n")
-        if len(line.strip()) >= 30 and not line.strip().startswith(("import ", "from ", "#", '"""'))
+    # Lines the students are given anyway: the lab's code outside the regions, and the student
+    # package, which by convention never holds hidden tests or instructor tooling. Few lines
+    # may be shared with it (the same idiom written twice).
+    package = "\n".join(
+        content.decode("utf-8", errors="replace")
+        for content in _installed_student_package().values()
+    )
+    given_text = "\n".join(given)
+    kinds = {
+        "autograder": (_code_lines(REPO / "autograder"), 10, 100),
+        "instructor": (_code_lines(REPO / INSTRUCTOR_PACKAGE), 20, 500),
     }
-    # Lines the students are given anyway: the lab's code outside the regions, and the helper
-    # package, which by convention never holds hidden tests. Few lines may be shared with it.
-    modules = "\n".join((REPO / "cnn_course" / name).read_text() for name in _student_modules())
-    shared = {line for line in autograder if line in modules}
-    assert len(shared) <= 10, f"autograder/ and the student package share many lines: {shared}"
-    autograder -= given | shared
-    assert len(solution_lines) > 20 and len(solution_notebook) > 20 and len(autograder) > 100
-    return {
-        "solution": solution_lines,
-        "solution notebook": solution_notebook,
-        "autograder": autograder,
-    }
+    found = {"solution": solution_lines, "solution notebook": solution_notebook}
+    for kind, (lines, most_shared, least_kept) in kinds.items():
+        shared = {line for line in lines if line in package}
+        assert len(shared) <= most_shared, f"{kind} and cnn_course share many lines: {shared}"
+        shown = {line for line in lines if line in given_text}  # e.g. with a comment added
+        found[kind] = lines - shared - shown
+        assert len(found[kind]) > least_kept, kind
+    assert len(solution_lines) > 20 and len(solution_notebook) > 20
+    return found
 
 
 def _leaks(tree: Path, secrets: dict[str, set[str]]) -> list[str]:
@@ -223,51 +358,78 @@ def _leaks(tree: Path, secrets: dict[str, set[str]]) -> list[str]:
     leaks = []
     instructor_files = {
         path.read_bytes()
-        for folder in ("source", "autograder")
+        for folder in ("source", "autograder", INSTRUCTOR_PACKAGE)
         for path in (REPO / folder).rglob("*")
-        if path.is_file()
+        if path.is_file() and "__pycache__" not in path.parts
     }
     for path in sorted(p for p in tree.rglob("*") if p.is_file()):
         relative = path.relative_to(tree).as_posix()
         content = path.read_bytes()
         text = content.decode("utf-8", errors="replace")
         lines = _lines(path)
-        if path.name in INSTRUCTOR_FILE_NAMES:
-            leaks.append(f"{relative}: an instructor-only module")
         if content in instructor_files:
-            leaks.append(f"{relative}: a copy of a file of source/ or autograder/")
+            leaks.append(
+                f"{relative}: a copy of a file of source/, autograder/ or {INSTRUCTOR_PACKAGE}/"
+            )
+        if INSTRUCTOR_PACKAGE in text:
+            leaks.append(f"{relative}: names {INSTRUCTOR_PACKAGE}")
         if relative.startswith("modules/") and "autograder" in text.lower():
             leaks.append(f"{relative}: mentions the autograder")
         for kind in ("solution", "solution notebook"):
             found = sorted(secrets[kind] & lines)
             if found:
                 leaks.append(f"{relative}: {len(found)} {kind} lines, e.g. {found[0]!r}")
-        found = sorted(line for line in secrets["autograder"] if line in text)
-        if found:
-            leaks.append(f"{relative}: {len(found)} autograder lines, e.g. {found[0]!r}")
+        for kind in ("autograder", "instructor"):
+            found = sorted(line for line in secrets[kind] if line in text)
+            if found:
+                leaks.append(f"{relative}: {len(found)} {kind} lines, e.g. {found[0]!r}")
     return leaks
 
 
-def test_no_solution_or_grading_code_reaches_the_published_tree(published, secrets):
-    """Does no file of the tree hold a solution line, autograder code or a source/ file?"""
+def test_no_solution_or_instructor_code_reaches_the_published_tree(published, secrets):
+    """Does no file of the tree hold a solution line, hidden-test or instructor code, or a source?"""
     assert _leaks(published, secrets) == []
 
 
+def _disguised(path: Path) -> bytes:
+    """``path``'s text, no longer byte-identical to it and no longer naming the instructor package."""
+    text = path.read_text().replace(INSTRUCTOR_PACKAGE, "helpers")
+    return f"# copied here by mistake\n{text}".encode()
+
+
 def test_the_leak_search_finds_what_it_looks_for(published, secrets, tmp_path):
-    """Does the same search find solution lines, hidden tests and instructor modules when present?"""
+    """Does the same search find solution lines, hidden tests, instructor code and sources when
+    planted, each by the rule meant for it?"""
     solution = REPO / "notebooks/solution/cnn_lab.ipynb"
     assert secrets["solution"] <= _lines(solution)
+    hidden_tests = REPO / "autograder/cnn_lab/__init__.py"
     plants = {
-        "notebooks/cnn_lab_solution.ipynb": solution,
-        "modules/cnn_course/hidden.py": REPO / "autograder/hidden_tests.py",
-        "modules/cnn_course/build.py": REPO / "cnn_course/build.py",
-        "notebooks/lab_source.md": REPO / "source/cnn_lab.md",
+        "notebooks/cnn_lab_solution.ipynb": (solution.read_bytes(), "solution lines"),
+        "modules/cnn_course/hidden.py": (_disguised(hidden_tests), "autograder lines"),
+        "modules/cnn_course/grading.py": (
+            _disguised(REPO / INSTRUCTOR_PACKAGE / "registry.py"),
+            "instructor lines",
+        ),
+        "modules/cnn_course/tools.py": (
+            _disguised(REPO / INSTRUCTOR_PACKAGE / "build.py"),
+            "instructor lines",
+        ),
+        "modules/cnn_course/extra.py": (
+            f"from {INSTRUCTOR_PACKAGE} import build\n".encode(),
+            f"names {INSTRUCTOR_PACKAGE}",
+        ),
+        "modules/cnn_course/publish.py": (
+            (REPO / INSTRUCTOR_PACKAGE / "publish.py").read_bytes(),
+            "a copy of a file",
+        ),
+        "notebooks/lab_source.md": ((REPO / "source/cnn_lab.md").read_bytes(), "a copy of a file"),
     }
-    for number, (relative, planted) in enumerate(plants.items()):
+    for number, (relative, (content, rule)) in enumerate(plants.items()):
         tree = shutil.copytree(published, tmp_path / f"tree{number}")
-        shutil.copy(planted, tree / relative)
+        (tree / relative).write_bytes(content)
         leaks = _leaks(tree, secrets)
-        assert leaks and all(leak.startswith(relative) for leak in leaks), (relative, leaks)
+        assert leaks and all(leak.startswith(f"{relative}: ") for leak in leaks), (relative, leaks)
+        assert any(rule in leak for leak in leaks), (relative, rule, leaks)
 
 
 # --- writing --------------------------------------------------------------------------------
@@ -383,6 +545,7 @@ DEV_INSTALL = (
     "cnn_course*.egg-info",
     "cnn_course.egg-link",
     "cnn_course",
+    INSTRUCTOR_PACKAGE,
 )
 
 RUN_SETUP = """\
@@ -402,8 +565,10 @@ notebook.cells = notebook.cells[: first_plot + 1]
 notebook.cells.append(
     nbformat.v4.new_code_cell(
         "import cnn_course, importlib.util\\n"
+        "from cnn_course import checks, data, judging, labs\\n"
         "print('imported from', cnn_course.__file__)\\n"
-        "print('build importable:', importlib.util.find_spec('cnn_course.build') is not None)"
+        "print('instructor importable:', "
+        "importlib.util.find_spec('cnn_course_instructor') is not None)"
     )
 )
 client = NotebookClient(
@@ -461,9 +626,10 @@ def test_published_notebook_runs_as_deployed(published, real_root, tmp_path):
             (linked / entry.name).symlink_to(entry)
     (site / "dependencies.pth").write_text(f"{linked}\n")
 
-    missing = run(python, "-c", "import cnn_course")
-    assert missing.returncode != 0 and "No module named 'cnn_course'" in missing.stderr
-    assert run(python, "-c", "import torch, nbclient, jupytext").returncode == 0
+    for package in ("cnn_course", INSTRUCTOR_PACKAGE):
+        missing = run(python, "-c", f"import {package}")
+        assert missing.returncode != 0 and f"No module named '{package}'" in missing.stderr
+    assert run(python, "-c", "import torch, yaml, nbclient, jupytext").returncode == 0
 
     kernel = "cnn-course-deployed"
     installed = run(python, "-m", "ipykernel", "install", "--prefix", venv, "--name", kernel)
@@ -493,4 +659,4 @@ def test_published_notebook_runs_as_deployed(published, real_root, tmp_path):
     assert any("image/png" in output.get("data", {}) for output in outputs)
     probe = "".join(output.get("text", "") for output in executed.cells[-1].outputs)
     assert f"imported from {tree / 'modules' / 'cnn_course' / '__init__.py'}" in probe
-    assert "build importable: False" in probe
+    assert "instructor importable: False" in probe
