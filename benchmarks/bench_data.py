@@ -48,7 +48,7 @@ class Lab:
     name: str
     n_train: int
     epochs: int
-    model_name: str  # a function of autograder/reference.py
+    model_name: str  # a function of autograder/cnn_lab/reference.py
 
 
 LABS = {
@@ -323,8 +323,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    sys.path.insert(0, str(REPO))  # autograder/ is not installed with the package
-    reference = importlib.import_module("autograder.reference")
+    from cnn_course_instructor.course import Course
+
+    reference = Course(REPO).content("cnn_lab").module.reference
     from cnn_course import data
     from cnn_course.errors import CourseError
 

@@ -1,6 +1,6 @@
 """Grading throughput: a class of N copies of real submissions, serial against parallel, in one run.
 
-    CNN_COURSE_DATA=../shared/data .venv/bin/python benchmarks/bench_grading.py [--copies 6] [--jobs 2]
+    CNN_COURSE_DATA=../shared/data PYTHONPATH=tests .venv/bin/python benchmarks/bench_grading.py [--copies 6] [--jobs 2]
 
 Both runs grade the same notebooks with the same secret inputs, in sandboxes. Prints the wall
 time of each, the throughput ratio, the median seconds per submission, and whether every
@@ -20,17 +20,16 @@ from pathlib import Path
 
 import nbformat
 
+from cnn_course_instructor.course import Course
+from cnn_course_instructor.scheduler import grade_class
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
-
-from corpus import SAMPLES  # noqa: E402
-
-from autograder.grading import grade_class  # noqa: E402
 
 
 def make_class(folder: Path, copies: int) -> None:
     """``copies`` submissions cycling through the solution and a few typical mistakes."""
+    from corpus import SAMPLES  # the sample corpus of tests/ (run from there: see the docstring)
+
     kinds = [
         s
         for s in SAMPLES
@@ -42,9 +41,11 @@ def make_class(folder: Path, copies: int) -> None:
         nbformat.write(sample.notebook(), folder / f"student{number:02d}_{sample.name}.ipynb")
 
 
-def timed(submissions: Path, out: Path, jobs: int) -> tuple[float, list[dict]]:
+def timed(submissions: Path, out: Path, jobs: int) -> tuple[float, list]:
     started = time.perf_counter()
-    results = grade_class(submissions, out, jobs=jobs, force=True, progress=lambda _: None)
+    results = grade_class(
+        submissions, out, course=Course(REPO), jobs=jobs, force=True, progress=lambda _: None
+    )
     return time.perf_counter() - started, results
 
 
@@ -63,9 +64,7 @@ def main() -> int:
         parallel_time, parallel = timed(work / "submitted", parallel_out, args.jobs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    same = [(r["scores"], r["status"]) for r in serial] == [
-        (r["scores"], r["status"]) for r in parallel
-    ]
+    same = [(r.scores, r.status) for r in serial] == [(r.scores, r.status) for r in parallel]
     print(f"{args.copies} submissions on {os.cpu_count()} cores, sandboxed, shortened mode")
     print(
         f"{'run':10} {'jobs':>4} {'wall s':>8} {'s/submission (median)':>22} {'submissions/min':>16}"
@@ -74,7 +73,7 @@ def main() -> int:
         ("serial", 1, serial_time, serial),
         ("parallel", args.jobs, parallel_time, parallel),
     ):
-        median = statistics.median(r["seconds"] for r in results)
+        median = statistics.median(r.seconds for r in results)
         print(f"{name:10} {jobs:>4} {wall:>8.1f} {median:>22.1f} {60 * len(results) / wall:>16.2f}")
     print(f"throughput ratio parallel/serial: {serial_time / parallel_time:.2f}x")
     print(f"grades identical: {'yes' if same else 'NO'}")

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import nbformat
-
 from corpus import REPO, SAMPLES, Sample
 
 from cnn_course_instructor.course import Course

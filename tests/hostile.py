@@ -124,9 +124,7 @@ def samples(canary: Path, port: int, out: Path, submissions: Path) -> list[Hosti
     return [
         Hostile("invalid_json", "{not json", "invalid", 0),
         Hostile("not_a_notebook", json.dumps({"hello": "world"}), "invalid", 0),
-        Hostile(
-            "empty_notebook", nbformat.writes(nbformat.v4.new_notebook()), "invalid", 0
-        ),
+        Hostile("empty_notebook", nbformat.writes(nbformat.v4.new_notebook()), "invalid", 0),
         Hostile("escape_attempts", _notebook([probe]), "graded", 0),
         Hostile("noisy_solution", _notebook([probe, *NOISE], SOLUTION), "graded", 18),
         Hostile("cheating_stub", _notebook(CHEATS, STUDENT, at_end=False), "graded", 0),

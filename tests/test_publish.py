@@ -17,12 +17,12 @@ import jupytext
 import nbformat
 import pytest
 import yaml
+from conftest import REPO
 
 import cnn_course
 from cnn_course.errors import CourseError
 from cnn_course_instructor import build, publish
 from cnn_course_instructor.cli import main
-from conftest import REPO
 
 try:
     import tomllib

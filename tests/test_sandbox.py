@@ -3,58 +3,28 @@
 from __future__ import annotations
 
 import csv
-import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import nbformat
 import pytest
 from conftest import REPO
-from corpus import SOLUTION, STUDENT
-from hostile import samples
+from corpus import STUDENT
 
-from autograder.grading import grade_class
-from autograder.sandbox import sandbox_available
+from cnn_course_instructor.course import Course
+from cnn_course_instructor.sandbox import sandbox_available
+from cnn_course_instructor.scheduler import grade_class
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.realdata,
     pytest.mark.skipif(sandbox_available() is not None, reason=f"{sandbox_available()}"),
 ]
-
-
-class Listener:
-    """A TCP server on the host's loopback that records every connection it accepts."""
-
-    def __init__(self):
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.server.settimeout(0.2)
-        self.port = self.server.getsockname()[1]
-        self.connections = 0
-        self.running = True
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self):
-        while self.running:
-            try:
-                connection, _ = self.server.accept()
-                self.connections += 1
-                connection.close()
-            except OSError:
-                continue
-
-    def close(self):
-        self.running = False
-        self.thread.join()
-        self.server.close()
 
 
 def _sandbox_processes() -> list[str]:
@@ -71,52 +41,27 @@ def _sandbox_processes() -> list[str]:
     return found
 
 
-@pytest.fixture
-def canary():
-    """A world-writable folder outside any scratch: nothing may appear in it."""
-    folder = Path("/var/lib/cnn-course-canary")
-    folder.mkdir(parents=True, exist_ok=True)
-    folder.chmod(0o777)
-    yield folder / "owned"
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-def test_hostile_corpus_grades_to_its_expected_outcomes(
-    real_root, real_cache, tmp_path, canary, monkeypatch
-):
+def test_hostile_corpus_grades_to_its_expected_outcomes(graded_class):
     """Does every hostile or broken submission end with its expected row, no escape, no harm to others?"""
-    monkeypatch.setenv("CNN_COURSE_CACHE", str(real_cache))
-    submissions, out = tmp_path / "submitted", tmp_path / "out"
-    submissions.mkdir()
-    shutil.copy(SOLUTION, submissions / "solution.ipynb")
-    listener = Listener()
-    corpus = samples(canary, listener.port, out, submissions)
-    for sample in corpus:
-        (submissions / f"{sample.name}.ipynb").write_text(sample.content)
-    try:
-        results = grade_class(
-            submissions, out, jobs=2, data_root=real_root, cell_timeout=45, progress=lambda _: None
-        )
-    finally:
-        listener.close()
+    out = graded_class.out / "cnn_lab"
     rows = {row["student"]: row for row in csv.DictReader((out / "grades.csv").open())}
-    assert len(rows) == len(results) == len(corpus) + 1
+    assert graded_class.hostile and len(rows) == len(graded_class.results)
     assert float(rows["solution"]["total"]) == 18, "a hostile neighbour changed an honest grade"
-    for sample in corpus:
+    for sample in graded_class.hostile:
         row = rows[sample.name]
         if sample.status is not None:
             assert row["status"] == sample.status, (sample.name, row)
         assert float(row["total"]) == sample.total, (sample.name, row)
 
-    assert listener.connections == 0
-    assert not canary.exists() and not (REPO / "owned").exists()
+    assert graded_class.connections == 0
+    assert not graded_class.canary.exists() and not (REPO / "owned").exists()
     assert _sandbox_processes() == []
     executed = nbformat.read(out / "executed" / "escape_attempts.ipynb", as_version=4)
     printed = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
-    assert "ESCAPED" not in printed and printed.count("blocked:") == 10, printed
+    assert "ESCAPED" not in printed and printed.count("blocked:") == 11, printed
     assert "processes visible: [1]" in printed and "uid 6100" in printed
-    noisy = json.loads((out / "results" / "noisy_solution.json").read_text())
-    assert "output over" in noisy["reason"] and "MemoryError" in noisy["reason"]
+    noisy = graded_class.results["noisy_solution"]
+    assert "output over" in noisy.reason and "MemoryError" in noisy.reason
 
 
 def _stub_variants(folder: Path, count: int) -> None:
@@ -137,7 +82,7 @@ def test_grading_resumes_after_kill_9_without_losing_or_repeating_rows(
     command = [
         sys.executable,
         "-m",
-        "cnn_course.cli",
+        "cnn_course_instructor.cli",
         "grade",
         str(submissions),
         "--out",
@@ -149,22 +94,23 @@ def test_grading_resumes_after_kill_9_without_losing_or_repeating_rows(
         command, env=env, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 240
-    while len(list((out / "results").glob("*.json"))) < 2 and time.monotonic() < deadline:
+    results = out / "cnn_lab" / "results"
+    while len(list(results.glob("*.json"))) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    done_before = {p.name: p.stat().st_mtime_ns for p in (out / "results").glob("*.json")}
+    done_before = {p.name: p.stat().st_mtime_ns for p in results.glob("*.json")}
     assert 2 <= len(done_before) < 6, "the kill came too late to test a resume"
-    assert not (out / "grades.csv").exists()
+    assert not (out / "cnn_lab" / "grades.csv").exists()
 
     rerun = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     assert f"{len(done_before)} already graded" in rerun.stdout
-    rows = list(csv.DictReader((out / "grades.csv").open()))
+    rows = list(csv.DictReader((out / "cnn_lab" / "grades.csv").open()))
     assert sorted(row["student"] for row in rows) == [f"s{n:02d}" for n in range(6)]
     assert all(row["status"] == "graded" and float(row["total"]) == 0 for row in rows)
     for name, mtime in done_before.items():  # graded once, never again
-        assert (out / "results" / name).stat().st_mtime_ns == mtime
+        assert (results / name).stat().st_mtime_ns == mtime
     orphans = list(Path("/var/lib/cnn-course/sandboxes").glob(f"{process.pid}-*"))
     assert orphans == [], "the rerun left the killed run's scratch folders behind"
     assert _sandbox_processes() == []
@@ -186,14 +132,13 @@ def test_parallel_grades_equal_serial_grades(real_root, real_cache, tmp_path, mo
             "    accuracy = (predict == labels).sum().item()\n    # --- END CODE HERE\n    return accuracy",
         )
     nbformat.write(notebook, submissions / "partial.ipynb")
-    quiet = {"data_root": real_root, "progress": lambda _: None}
+    quiet = {"data_root": real_root, "progress": lambda _: None, "course": Course(REPO)}
     serial = grade_class(submissions, tmp_path / "serial", jobs=1, **quiet)
     (tmp_path / "parallel").mkdir()  # the same secret inputs, so even the messages must agree
     shutil.copy(tmp_path / "serial" / ".grading-seed", tmp_path / "parallel" / ".grading-seed")
     parallel = grade_class(submissions, tmp_path / "parallel", jobs=2, **quiet)
-    strip = lambda results: [{k: v for k, v in r.items() if k != "seconds"} for r in results]  # noqa: E731
-    assert strip(serial) == strip(parallel)
-    partial = next(r for r in serial if r["student"] == "partial")
-    assert (
-        partial["scores"]["q3_vector_to_class"] == 2 and partial["scores"]["q4_cnn_accuracy"] == 1
-    )
+    for result in [*serial, *parallel]:
+        result.seconds = 0.0
+    assert serial == parallel
+    partial = next(r for r in serial if r.student == "partial")
+    assert partial.scores["q3_vector_to_class"] == 2 and partial.scores["q4_cnn_accuracy"] == 1
