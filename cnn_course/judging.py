@@ -293,9 +293,12 @@ def plain(value) -> dict:
         return {"type": "bool"}
     if isinstance(value, numbers.Real):  # int, float and NumPy's scalars alike
         return {"type": type(value).__name__, "value": float(value), "number": True}
-    if type(value).__name__ == "type":
-        return {"type": f"class {value.__name__}"}
-    return {"type": type(value).__name__}
+    return {"type": _type_name(value)}
+
+
+def _type_name(value) -> str:
+    """``CrossEntropyLoss`` for an object, ``class CrossEntropyLoss`` for the class itself."""
+    return f"class {value.__name__}" if isinstance(value, type) else type(value).__name__
 
 
 def failure(exc: BaseException) -> dict:
@@ -327,16 +330,8 @@ def optimizer_record(criterion, optimizer, model) -> dict:
     )
     learning_rate = groups[0].get("lr") if groups and isinstance(groups[0], dict) else None
     return {
-        "criterion": (
-            f"class {criterion.__name__}"
-            if isinstance(criterion, type)
-            else type(criterion).__name__
-        ),
-        "optimizer": (
-            f"class {optimizer.__name__}"
-            if isinstance(optimizer, type)
-            else type(optimizer).__name__
-        ),
+        "criterion": _type_name(criterion),
+        "optimizer": _type_name(optimizer),
         "lr": float(learning_rate) if isinstance(learning_rate, numbers.Real) else None,
         "covers_model": bool(owned) and all(id(p) in held for p in owned),
         "model_parameters": len(owned),
