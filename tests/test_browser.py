@@ -229,7 +229,22 @@ def start_running_all_cells(page) -> None:
 
 
 def wait_until_run_ends(page, timeout_s: float) -> None:
-    """Wait until the first cell has run and no cell is running or queued any more."""
+    """Wait until the first cell has run and no cell is running or queued any more.
+
+    On a timeout the page is saved to ``artifacts/browser/timeout.png`` and the message lists
+    the input prompts, so a stalled kernel can be told from a stalled page.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        _wait_for_prompts(page, timeout_s)
+    except PlaywrightTimeout:
+        page.screenshot(path=str(ARTIFACTS / "timeout.png"), full_page=True)
+        prompts = page.locator(f"{NOTEBOOK} .jp-CodeCell .jp-InputPrompt").all_inner_texts()
+        pytest.fail(f"the run did not end within {timeout_s:.0f} s; input prompts: {prompts}")
+
+
+def _wait_for_prompts(page, timeout_s: float) -> None:
     page.wait_for_function(
         """(selector) => {
             const prompts = [...document.querySelectorAll(selector + ' .jp-CodeCell .jp-InputPrompt')]
@@ -291,7 +306,7 @@ def check_student_run(notebook) -> None:
         == "[1]:"
     )
     printed = (
-        code_cell(notebook, "mnist_train = data.load_mnist").locator(".jp-OutputArea").inner_text()
+        code_cell(notebook, "mnist_train = lab.subsets").locator(".jp-OutputArea").inner_text()
     )
     assert "ImageSet('MNIST train" in printed
     widths = rendered_pngs(code_cell(notebook, MNIST_IMAGES))
