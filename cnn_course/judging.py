@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
@@ -152,21 +154,74 @@ def _shape_text(shape: tuple[int, ...] | None) -> str:
     return "(not reached)" if shape is None else "(N, " + ", ".join(map(str, shape)) + ")"
 
 
-def _trace(model: nn.Module, input_shape: tuple[int, ...]):
-    """Run a dummy batch through ``model``; return its leaf layers in execution order."""
+@dataclass(frozen=True)
+class _Step:
+    """One layer of a forward pass: a module, or a functional operation standing for one."""
+
+    kind: str
+    config: dict
+    module: nn.Module | None
+    output_shape: tuple[int, ...] | None
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        if self.module is None:
+            return {}
+        return {
+            name: tensor.detach().cpu().clone()
+            for name, tensor in [
+                *self.module.named_parameters(recurse=False),
+                *self.module.named_buffers(recurse=False),
+            ]
+            if isinstance(tensor, torch.Tensor)
+        }
+
+    def parameters(self) -> int:
+        if self.module is None:
+            return 0
+        return sum(p.numel() for p in self.module.parameters(recurse=False))
+
+
+def _module_step(module: nn.Module, shape) -> _Step:
+    return _Step(type(module).__name__, _layer_config(module), module, shape)
+
+
+def _trace(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[_Step], str | None]:
+    """The layers a forward pass on a dummy batch runs, in order, and a message if it failed.
+
+    A model whose ``forward`` uses functional operations (``F.relu``, ``F.max_pool2d``,
+    ``x.view(x.size(0), -1)``...) is traced with ``torch.fx``, and each such operation stands
+    for its layer, so that it is judged (and rebuilt) like its ``nn.Sequential`` equivalent.
+    """
+    graph = _functional_graph(model)
+    if graph is not None:
+        return _trace_graph(model, graph, input_shape)
+    return _trace_modules(model, input_shape)
+
+
+def _forward_failure(input_shape, where: str, exc: BaseException) -> str:
+    shape = ", ".join(map(str, input_shape))
+    return f"the forward pass on a batch of shape (N, {shape}) failed {where}: {exc}"
+
+
+def _trace_modules(model: nn.Module, input_shape: tuple[int, ...]):
     leaves = [m for m in model.modules() if not list(m.children())] or [model]
     order: list[nn.Module] = []
-    outputs: dict[int, tuple[int, ...]] = {}
+    outputs: list[tuple[int, ...] | None] = []
     inputs: dict[int, tuple[int, ...]] = {}
 
     def before(module, args):
         order.append(module)
+        outputs.append(None)
         if args and isinstance(args[0], torch.Tensor):
             inputs[id(module)] = tuple(args[0].shape[1:])
 
     def after(module, args, output):
         if isinstance(output, torch.Tensor):
-            outputs[id(module)] = tuple(output.shape[1:])
+            # the last call of this module still waiting for its output (calls may nest)
+            for index in range(len(order) - 1, -1, -1):
+                if order[index] is module and outputs[index] is None:
+                    outputs[index] = tuple(output.shape[1:])
+                    break
 
     handles = [m.register_forward_pre_hook(before) for m in leaves]
     handles += [m.register_forward_hook(after) for m in leaves]
@@ -184,14 +239,205 @@ def _trace(model: nn.Module, input_shape: tuple[int, ...]):
             if failing is not None
             else "before the first layer"
         )
-        shape = ", ".join(map(str, input_shape))
-        error = f"the forward pass on a batch of shape (N, {shape}) failed {where}: {exc}"
+        error = _forward_failure(input_shape, where, exc)
     finally:
         model.train(was_training)
         for handle in handles:
             handle.remove()
-    ran = order + [m for m in leaves if m not in order]
-    return ran, outputs, error
+    steps = [_module_step(m, shape) for m, shape in zip(order, outputs, strict=True)]
+    steps += [_module_step(m, None) for m in leaves if not any(m is o for o in order)]
+    return steps, error
+
+
+# Functional operations that stand for a layer: fx call targets and tensor method names.
+_FUNCTIONS = {
+    F.relu: "ReLU",
+    torch.relu: "ReLU",
+    F.max_pool2d: "MaxPool2d",
+    torch.max_pool2d: "MaxPool2d",
+    F.avg_pool2d: "AvgPool2d",
+    torch.flatten: "Flatten",
+    F.softmax: "Softmax",
+    torch.softmax: "Softmax",
+    F.log_softmax: "LogSoftmax",
+    torch.log_softmax: "LogSoftmax",
+    torch.sigmoid: "Sigmoid",
+    F.sigmoid: "Sigmoid",
+    torch.tanh: "Tanh",
+    F.tanh: "Tanh",
+    F.gelu: "GELU",
+    F.elu: "ELU",
+    F.leaky_relu: "LeakyReLU",
+    F.dropout: "Dropout",
+}
+_METHODS = {
+    "relu": "ReLU",
+    "relu_": "ReLU",
+    "flatten": "Flatten",
+    "view": "Flatten",
+    "reshape": "Flatten",
+    "softmax": "Softmax",
+    "log_softmax": "LogSoftmax",
+    "sigmoid": "Sigmoid",
+    "tanh": "Tanh",
+}
+
+
+def _functional_graph(model: nn.Module):
+    """The fx graph of ``model`` when its forward calls operations outside modules, else None."""
+    if isinstance(model, nn.Sequential) or not list(model.children()):
+        return None
+    try:
+        from torch import fx
+
+        graph = fx.symbolic_trace(model).graph
+    except Exception:  # control flow on values, unusual Python: judge the modules it runs
+        return None
+    if any(node.op in ("call_function", "call_method") for node in graph.nodes):
+        return graph
+    return None
+
+
+def _argument(node, position: int, name: str, default=None):
+    if len(node.args) > position:
+        return node.args[position]
+    return node.kwargs.get(name, default)
+
+
+_SYMBOLS = {
+    operator.add: "+",
+    operator.iadd: "+=",
+    operator.sub: "-",
+    operator.mul: "*",
+    operator.truediv: "/",
+    operator.matmul: "@",
+}
+
+
+def _operation_name(node) -> str:
+    """How the student spelt an fx node's operation: ``.view()``, ``the operator +``, ``F.relu``."""
+    if node.op == "call_method":
+        return f".{node.target}()"
+    if node.target in _SYMBOLS:
+        return f"the operator {_SYMBOLS[node.target]}"
+    name = getattr(node.target, "__name__", str(node.target))
+    module = getattr(node.target, "__module__", None) or ""
+    if module.startswith("torch.nn.functional"):
+        return f"F.{name}"
+    if module.startswith("torch") or module == "" and hasattr(torch, name):
+        return f"torch.{name}"
+    return name
+
+
+def _functional_step(node, kind: str, output: torch.Tensor, batch: int):
+    """The layer a functional call stands for, or a message saying why it stands for none."""
+    if kind == "Flatten":
+        if node.op == "call_function" or node.target == "flatten":
+            start = _argument(node, 1, "start_dim", 0)
+            end = _argument(node, 2, "end_dim", -1)
+            if start != 1 or end != -1:
+                return f"{_operation_name(node)} with start_dim={start}, end_dim={end}"
+        if output.dim() != 2 or output.shape[0] != batch:
+            return f"{_operation_name(node)} to the shape {tuple(output.shape)}"
+        return _Step("Flatten", {"start_dim": 1, "end_dim": -1}, None, tuple(output.shape[1:]))
+    shape = tuple(output.shape[1:])
+    if kind in ("MaxPool2d", "AvgPool2d"):
+        kernel = _pair(_argument(node, 1, "kernel_size"))
+        stride = _argument(node, 2, "stride")
+        stride = kernel if stride in (None, [], ()) else _pair(stride)
+        padding = _argument(node, 3, "padding", 0)
+        if _pair(padding) != (0, 0):
+            return f"{_operation_name(node)} with padding={padding}"
+        return _Step(kind, {"kernel": kernel, "stride": stride}, None, shape)
+    if kind in ("Softmax", "LogSoftmax"):
+        return _Step(kind, {"dim": _argument(node, 1, "dim")}, None, shape)
+    if kind == "LeakyReLU":
+        return _Step(
+            kind, {"negative_slope": _argument(node, 1, "negative_slope", 0.01)}, None, shape
+        )
+    if kind == "Dropout":
+        return _Step(kind, {"p": _argument(node, 1, "p", 0.5)}, None, shape)
+    return _Step(kind, {}, None, shape)
+
+
+def _trace_graph(model: nn.Module, graph, input_shape: tuple[int, ...]):
+    """Run ``graph`` node by node on a dummy batch; each node on the data path becomes a step."""
+    modules = dict(model.named_modules())
+    batch = 2
+    values: dict = {}
+    steps: list[_Step] = []
+    current = None  # the node whose output flows through the chain of layers
+    error = None
+    was_training = model.training
+
+    def load(argument):
+        return torch.fx.node.map_arg(argument, lambda node: values[node])
+
+    try:
+        model.eval()
+        with torch.no_grad():
+            for node in graph.nodes:
+                if node.op == "placeholder":
+                    if current is not None:
+                        raise _NotAChain(f"forward takes more than one input ({node.name})")
+                    values[node] = torch.zeros(batch, *input_shape)
+                    current = node
+                    continue
+                if node.op == "output":
+                    break
+                args, kwargs = load(node.args), load(node.kwargs)
+                try:
+                    if node.op == "call_module":
+                        output = modules[node.target](*args, **kwargs)
+                    elif node.op == "call_function":
+                        output = node.target(*args, **kwargs)
+                    elif node.op == "call_method":
+                        output = getattr(args[0], node.target)(*args[1:], **kwargs)
+                    else:  # get_attr: a tensor of the model used directly
+                        output = operator.attrgetter(node.target)(model)
+                except Exception as exc:
+                    what = (
+                        _describe(
+                            type(modules[node.target]).__name__, _layer_config(modules[node.target])
+                        )
+                        if node.op == "call_module"
+                        else _operation_name(node)
+                    )
+                    where = f"at layer {len(steps)} ({what}) whose input was "
+                    first = args[0] if args else None
+                    shape = tuple(first.shape[1:]) if isinstance(first, torch.Tensor) else None
+                    error = _forward_failure(input_shape, where + _shape_text(shape), exc)
+                    break
+                values[node] = output
+                if not isinstance(output, torch.Tensor) or node.op == "get_attr":
+                    continue  # sizes and other helpers feeding a layer's arguments
+                source = node.args[0] if node.args else None
+                name = node.target if node.op == "call_module" else _operation_name(node)
+                if source is not current:
+                    raise _NotAChain(f"{name} in forward does not take the previous layer's output")
+                if node.op == "call_module":
+                    step = _module_step(modules[node.target], tuple(output.shape[1:]))
+                else:
+                    kind = (_FUNCTIONS if node.op == "call_function" else _METHODS).get(node.target)
+                    if kind is None:
+                        raise _NotAChain(f"{name} in forward is not a layer it knows")
+                    step = _functional_step(node, kind, output, batch)
+                    if isinstance(step, str):
+                        raise _NotAChain(f"{step} in forward has no layer it can rebuild")
+                steps.append(step)
+                current = node
+    except _NotAChain as exc:
+        error = (
+            f"the grader judges and rebuilds a chain of standard layers: {exc}; build the model "
+            "from nn layers (nn.Sequential), or use F.relu, F.max_pool2d and torch.flatten in forward"
+        )
+    finally:
+        model.train(was_training)
+    return steps, error
+
+
+class _NotAChain(Exception):
+    """The forward pass is not a chain of layers the grader can rebuild."""
 
 
 def describe_model(
@@ -204,16 +450,8 @@ def describe_model(
     """
     if not isinstance(model, nn.Module):
         return [], f"expected a torch.nn.Module (e.g. nn.Sequential), got {type(model).__name__}"
-    modules, outputs, error = _trace(model, input_shape)
-    layers = [
-        LayerInfo(
-            type(m).__name__,
-            _layer_config(m),
-            outputs.get(id(m)),
-            sum(p.numel() for p in m.parameters(recurse=False)),
-        )
-        for m in modules
-    ]
+    steps, error = _trace(model, input_shape)
+    layers = [LayerInfo(s.kind, s.config, s.output_shape, s.parameters()) for s in steps]
     return layers, error
 
 
@@ -225,25 +463,16 @@ def layer_records(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
-    modules, outputs, error = _trace(model, input_shape)
-    layers = []
-    for module in modules:
-        tensors = {
-            name: tensor.detach().cpu().clone()
-            for name, tensor in [
-                *module.named_parameters(recurse=False),
-                *module.named_buffers(recurse=False),
-            ]
-            if isinstance(tensor, torch.Tensor)
+    steps, error = _trace(model, input_shape)
+    layers = [
+        {
+            "kind": step.kind,
+            "config": step.config,
+            "output_shape": step.output_shape,
+            "tensors": step.tensors(),
         }
-        layers.append(
-            {
-                "kind": type(module).__name__,
-                "config": _layer_config(module),
-                "output_shape": outputs.get(id(module)),
-                "tensors": tensors,
-            }
-        )
+        for step in steps
+    ]
     return {"layers": layers, "error": error}
 
 
@@ -297,8 +526,17 @@ def plain(value) -> dict:
 
 
 def _type_name(value) -> str:
-    """``CrossEntropyLoss`` for an object, ``class CrossEntropyLoss`` for the class itself."""
-    return f"class {value.__name__}" if isinstance(value, type) else type(value).__name__
+    """``CrossEntropyLoss`` for an object, ``class CrossEntropyLoss`` for the class itself.
+
+    The (values, indices) pairs that ``torch.max(x, dim)`` and its kin return keep their module,
+    ``torch.return_types.max``, so that a message can say what they are.
+    """
+    if isinstance(value, type):
+        return f"class {value.__name__}"
+    kind = type(value)
+    if kind.__module__ == "torch.return_types":
+        return f"torch.return_types.{kind.__name__}"
+    return kind.__name__
 
 
 def failure(exc: BaseException) -> dict:
@@ -453,7 +691,8 @@ def classifier_verdict(
     ]:
         found_text = ", ".join(x.describe() for x in found) or "none"
         wanted = ", ".join(s.describe() for s in expected)
-        return _fault(f"expected the linear layers {wanted}, got {found_text}")
+        why = f" ({forward_error})" if forward_error else ""
+        return _fault(f"expected the linear layers {wanted}, got {found_text}{why}")
     if not layers or layers[-1].output_shape != spec[-1].output_shape:
         return _fault(
             forward_error or f"the output for one image must have shape {spec[-1].output_shape}"
@@ -503,16 +742,27 @@ def optimizer_verdict(facts: dict, model_name: str, learning_rate: float) -> Ver
     return _ok()
 
 
-def _output_value(output: dict) -> tuple[object, str]:
+def _output_value(output: dict, expected: str) -> tuple[object, str]:
+    """The recorded value (a tensor or a number), or None and a message naming what came back.
+
+    ``expected`` says what the exercise asks for ("a tensor of shape (N,)", "a number").
+    """
     if "error" in output:
-        return None, f"raised {output['error']}" if not output["error"].startswith(
-            "not implemented"
-        ) else output["error"]
+        error = output["error"]
+        return None, error if error.startswith("not implemented") else f"raised {error}"
     if "tensor" in output:
         return output["tensor"], ""
     if output.get("number"):
         return output["value"], ""
-    return None, f"returned a {output.get('type', 'value')}, expected a tensor"
+    kind = output.get("type", "value")
+    if kind == "NoneType":
+        return None, f"returned None, expected {expected}: is the `return` statement missing?"
+    if kind.startswith("torch.return_types."):
+        return None, (
+            f"returned a {kind} (a pair of values and indices), expected {expected}: "
+            "take its .indices, or use torch.argmax"
+        )
+    return None, f"returned a {kind}, expected {expected}"
 
 
 def classes_verdict(output: dict, scores: torch.Tensor) -> Verdict:
@@ -520,10 +770,10 @@ def classes_verdict(output: dict, scores: torch.Tensor) -> Verdict:
 
     Any index of a row's maximum is right (ties).
     """
-    value, message = _output_value(output)
+    count = scores.shape[0]
+    value, message = _output_value(output, f"a tensor of shape ({count},)")
     if value is None:
         return _fault(message)
-    count = scores.shape[0]
     if not isinstance(value, torch.Tensor):
         return _fault(f"returned a {type(value).__name__}, expected a tensor of shape ({count},)")
     if value.dim() == 0:
@@ -558,7 +808,7 @@ def classes_verdict(output: dict, scores: torch.Tensor) -> Verdict:
 
 def fraction_verdict(output: dict, predict: torch.Tensor, labels: torch.Tensor) -> Verdict:
     """Is ``output`` the fraction of ``predict`` equal to ``labels`` (both (N,))?"""
-    value, message = _output_value(output)
+    value, message = _output_value(output, "a number between 0 and 1")
     if value is None:
         return _fault(message)
     if isinstance(value, torch.Tensor):
@@ -582,10 +832,20 @@ def fraction_verdict(output: dict, predict: torch.Tensor, labels: torch.Tensor) 
             hint = " (a percentage: return a fraction between 0 and 1)"
         elif math.isclose(value, 1 - expected, abs_tol=1e-6):
             hint = " (the fraction of wrong predictions: count where they are equal)"
+        elif math.isclose(value, _broadcast_mean(predict, labels), abs_tol=1e-6):
+            hint = (
+                f" (that is the mean of an N x N table: comparing shapes {(len(labels), 1)} and "
+                f"{(len(labels),)} broadcasts; make both tensors (N,) before comparing)"
+            )
         else:
             hint = ""
         return _fault(f"expected {expected:.4f}, got {value:.4f}{hint}", value=value)
     return _ok(value=value)
+
+
+def _broadcast_mean(predict: torch.Tensor, labels: torch.Tensor) -> float:
+    """What comparing an (N, 1) column with an (N,) row, then averaging, gives."""
+    return float((predict.view(-1, 1) == labels.view(1, -1)).float().mean())
 
 
 def number_verdict(output: dict) -> Verdict:
@@ -594,9 +854,7 @@ def number_verdict(output: dict) -> Verdict:
         return _ok()
     if "tensor" in output:
         return _fault("returned a tensor: use .item() to return a Python number")
-    if "error" in output:
-        return _fault(_output_value(output)[1])
-    return _fault(f"returned a {output.get('type')}, expected a number")
+    return _fault(_output_value(output, "a number")[1])
 
 
 def history_verdict(history: dict, epochs: int) -> Verdict:

@@ -29,6 +29,13 @@ CONTENT = COURSE.content("cnn_lab")
 REFERENCE = CONTENT.module.reference
 INPUTS = CONTENT.grading_inputs(seed=7)
 SAMPLE_COURSE = Path(__file__).parent / "samples" / "build_repo"
+OPTIM_FACTS = {
+    "criterion": "CrossEntropyLoss",
+    "optimizer": "Adam",
+    "lr": 1e-3,
+    "covers_model": True,
+    "model_parameters": 10,
+}
 
 
 def judge(record: dict, question: str) -> dict[str, TestResult]:
@@ -52,6 +59,31 @@ def test_rebuilt_model_computes_exactly_what_the_original_did():
     assert torch.equal(copy(images), original(images))
     fresh = rebuild(records, with_weights=False)
     assert not torch.equal(fresh[0].weight, original[0].weight)
+
+
+def test_model_written_with_functional_operations_is_graded_like_its_sequential_twin():
+    """Is an nn.Module using F.relu / F.max_pool2d / .view in forward judged and rebuilt exactly?"""
+    from test_checks import FunctionalCifar
+
+    torch.manual_seed(0)
+    original = FunctionalCifar()
+    records = judging.layer_records(original, (3, 32, 32))
+    assert records["error"] is None
+    results = judge({"cifar_model": records, "cifar_optim": OPTIM_FACTS}, "q6_cifar_model")
+    assert all(r.passed for r in results.values()), results
+    images = torch.rand(4, 3, 32, 32)
+    original.eval()
+    assert torch.allclose(rebuild(records)(images), original(images), atol=1e-6)
+
+
+def test_model_the_grader_cannot_rebuild_is_told_which_operation():
+    """Does a residual connection lose the architecture points with a message naming the +?"""
+    from test_checks import FunctionalCifar
+
+    records = judging.layer_records(FunctionalCifar(residual=True), (3, 32, 32))
+    results = judge({"cifar_model": records, "cifar_optim": OPTIM_FACTS}, "q6_cifar_model")
+    assert not results["classifier output"].passed
+    assert "the operator +" in results["classifier output"].message
 
 
 def test_rebuild_refuses_unknown_layers_and_wrong_tensors():
@@ -99,12 +131,13 @@ def test_vector_to_class_right_answers_score_full_marks_even_on_ties():
     [
         (lambda x: torch.argmax(x, dim=0), "dim=0"),
         (lambda x: torch.argmax(x), "without dim="),
-        (lambda x: torch.max(x, 1), "returned a max"),
+        (lambda x: torch.max(x, 1), "returned a torch.return_types.max"),
+        (lambda x: None, "`return` statement"),
         (lambda x: x.argmax(dim=1).float(), "integer classes"),
         (lambda x: torch.softmax(x, 1).argmax(1, keepdim=True), "keepdim"),
         (lambda x: x.argmin(dim=1), "rows wrong"),
     ],
-    ids=["dim0", "no-dim", "max-tuple", "float", "keepdim", "argmin"],
+    ids=["dim0", "no-dim", "max-tuple", "no-return", "float", "keepdim", "argmin"],
 )
 def test_vector_to_class_mistakes_are_named(function, keyword):
     """Does each typical vector_to_class mistake lose points with a message naming it?"""
@@ -122,9 +155,21 @@ def test_vector_to_class_mistakes_are_named(function, keyword):
         (lambda p, y: int((p == y).sum()), False, "divide by N"),
         (lambda p, y: (p == y).float().mean(), False, ".item()"),
         (lambda p, y: 100 * (p == y).float().mean().item(), False, "percentage"),
-        (lambda p, y: (p.view(-1, 1) == y).float().mean().item(), False, "expected"),
+        (lambda p, y: (p.view(-1, 1) == y).float().mean().item(), False, "N x N table"),
+        (lambda p, y: None, False, "`return` statement"),
+        (lambda p, y: torch.tensor(0.5).numpy(), False, ""),
     ],
-    ids=["item", "sum-len", "numpy-float64", "count", "tensor", "percent", "broadcast"],
+    ids=[
+        "item",
+        "sum-len",
+        "numpy-float64",
+        "count",
+        "tensor",
+        "percent",
+        "broadcast",
+        "none",
+        "numpy-0d",
+    ],
 )
 def test_cnn_accuracy_spellings_and_mistakes(function, passed, keyword):
     """Do right spellings (NumPy numbers included) pass, and each mistake name its fault?"""
@@ -341,3 +386,21 @@ def test_corpus_edits_still_apply_to_the_lab():
     for sample in SAMPLES:
         assert isinstance(sample.notebook(), nbformat.NotebookNode)
     assert Path(SAMPLES[0].base).is_file()
+
+
+@pytest.mark.realdata
+def test_trained_model_with_the_wrong_number_of_scores_loses_its_points_without_a_crash(
+    real_root, use_real_cache
+):
+    """Does a CIFAR model with 9 outputs fail the accuracy test with a message, not a crash?"""
+    torch.manual_seed(0)
+    model = REFERENCE.cifar_model()
+    model[-1] = nn.Linear(256, 9)
+    record = {"cifar_model": judging.layer_records(model, (3, 32, 32))}
+    context = Context(CONTENT.lab, INPUTS, real_root)
+    results = [r for r in CONTENT.tests.run(record, context) if r.question == "q7_cifar_training"]
+    accuracy = next(r for r in results if "accuracy" in r.name)
+    assert not accuracy.passed and not accuracy.error, accuracy
+    assert "the model gives 9 scores per image where the 10 classes need 10 scores" in (
+        accuracy.message
+    )

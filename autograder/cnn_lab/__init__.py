@@ -118,8 +118,21 @@ def _register_loss_optimizer(question, key, model_name, schedule, points: float)
 # --- training outcomes ------------------------------------------------------------------------
 
 
+def _scores_text(shape) -> str:
+    if shape is None:
+        return "no output (its forward pass fails)"
+    shape = tuple(shape)
+    return f"{shape[0]} scores" if len(shape) == 1 else f"an output of shape {shape}"
+
+
 def _accuracy_verdict(
-    record: dict, context: Context, key: str, dataset: str, subset: str, schedule: str
+    record: dict,
+    context: Context,
+    key: str,
+    dataset: str,
+    subset: str,
+    schedule: str,
+    classes: int,
 ) -> Verdict:
     records = need(record, key)
     threshold = THRESHOLDS[dataset]
@@ -134,6 +147,14 @@ def _accuracy_verdict(
     if accuracy >= threshold:
         return Verdict(True, f"accuracy {accuracy:.4f} on unseen images", {"accuracy": accuracy})
     # Tell a wrong model from a wrong training loop: train the same architecture ourselves.
+    scores = records["layers"][-1].get("output_shape") if records["layers"] else None
+    if scores is None or tuple(scores) != (classes,):
+        return Verdict(
+            False,
+            f"accuracy {accuracy:.4f} on unseen images, below {threshold:.2f}; the model gives "
+            f"{_scores_text(scores)} per image where the {classes} classes need {classes} scores",
+            {"accuracy": accuracy},
+        )
     plan = context.lab.training[schedule]
     try:
         fresh = rebuild(records, with_weights=False)
@@ -163,7 +184,7 @@ def _accuracy_verdict(
     )
 
 
-def _register_training(question, key, history_key, dataset, subset, schedule, points) -> None:
+def _register_training(question, key, history_key, dataset, subset, schedule, spec, points) -> None:
     accuracy_points, history_points = points
 
     @tests.case(
@@ -172,7 +193,8 @@ def _register_training(question, key, history_key, dataset, subset, schedule, po
         name=f"trained model reaches {THRESHOLDS[dataset]:.2f} accuracy on unseen images",
     )
     def accuracy(record: dict, context: Context) -> Verdict:
-        return _accuracy_verdict(record, context, key, dataset, subset, schedule)
+        classes = spec[-1].output_shape[0]
+        return _accuracy_verdict(record, context, key, dataset, subset, schedule, classes)
 
     @tests.case(
         question,
@@ -217,7 +239,14 @@ def _returns_number(record: dict, context: Context) -> Verdict:
 
 
 _register_training(
-    "q5_mnist_training", "mnist_model", "mnist_history", "mnist", "mnist_train", "mnist", (2, 1)
+    "q5_mnist_training",
+    "mnist_model",
+    "mnist_history",
+    "mnist",
+    "mnist_train",
+    "mnist",
+    MNIST_LAYERS,
+    (2, 1),
 )
 _register_architecture(
     "q6_cifar_model",
@@ -227,5 +256,12 @@ _register_architecture(
 )
 _register_loss_optimizer("q6_cifar_model", "cifar_optim", "cifar_model", "cifar", 0.5)
 _register_training(
-    "q7_cifar_training", "cifar_model", "cifar_history", "cifar10", "cifar_train", "cifar", (3, 1)
+    "q7_cifar_training",
+    "cifar_model",
+    "cifar_history",
+    "cifar10",
+    "cifar_train",
+    "cifar",
+    CIFAR_LAYERS,
+    (3, 1),
 )
