@@ -126,6 +126,30 @@ def _grade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .class_report import write_class_report
+    from .course import Course
+
+    out = Path(args.out)
+    course = Course(Path(args.repo))
+    labs = (
+        [args.lab]
+        if args.lab
+        else [p.parent.name for p in sorted(out.glob("*/results")) if p.is_dir()]
+    )
+    labs = [lab for lab in labs if args.lab or lab in course.labs]
+    if not labs:
+        raise CourseError(
+            f"no graded lab in {out}: expected {out}/<lab>/results/*.json, written by "
+            "`cnn-course grade --out OUT`. Give the OUT folder of a grading run."
+        )
+    for lab in labs:
+        print(f"wrote {write_class_report(out / lab, course.lab(lab))}")
+    return 0
+
+
 def _calibrate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -218,6 +242,14 @@ def _parser() -> argparse.ArgumentParser:
         "--no-sandbox", action="store_true", help="run student code unsandboxed (trusted code only)"
     )
     grade.set_defaults(run=_grade)
+
+    report = commands.add_parser(
+        "report", help="write the class report of a grading run: histograms, faults, who to look at"
+    )
+    report.add_argument("out", help="the --out folder of `cnn-course grade`")
+    report.add_argument("--lab", help="only this lab (default: every lab graded in OUT)")
+    report.add_argument("--repo", default=".", help="course repository (default: .)")
+    report.set_defaults(run=_report)
 
     calibrate = commands.add_parser(
         "calibrate", help="measure the solution's trained accuracies over seeds (instructors)"

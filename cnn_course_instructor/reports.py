@@ -15,7 +15,14 @@ from cnn_course.labs import Lab
 
 from .records import Status, SubmissionResult
 
-__all__ = ["feedback_html", "fill_gradebook", "grades_csv", "write_reports", "write_text"]
+__all__ = [
+    "feedback_html",
+    "fill_gradebook",
+    "grades_csv",
+    "render",
+    "write_reports",
+    "write_text",
+]
 
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("cnn_course_instructor", "templates"),
@@ -35,6 +42,11 @@ STATUS_HELP = {
     Status.OUT_OF_MEMORY: "Your notebook ran out of memory. Your work is safe; your instructor "
     "will look at it.",
 }
+
+
+def render(template: str, **values) -> str:
+    """One of the package's Jinja templates, filled (HTML escaped)."""
+    return _TEMPLATES.get_template(template).render(**values)
 
 
 def grades_csv(results: list[SubmissionResult], lab: Lab) -> str:
@@ -58,7 +70,8 @@ def feedback_html(result: SubmissionResult, lab: Lab) -> str:
         tests = [test for test in result.tests if test.question == question.id]
         sections.append((question, tests, result.scores.get(question.id, 0.0)))
         to_fix += [(question, test) for test in tests if not test.passed]
-    return _TEMPLATES.get_template("feedback.html.j2").render(
+    return render(
+        "feedback.html.j2",
         result=result,
         lab=lab,
         sections=sections,
@@ -68,12 +81,16 @@ def feedback_html(result: SubmissionResult, lab: Lab) -> str:
 
 
 def write_reports(folder: Path, results: list[SubmissionResult], lab: Lab, gradebook: Path) -> None:
-    """``folder/grades.csv``, ``folder/feedback/<student>.html`` and the gradebook entries."""
+    """``folder/grades.csv``, ``folder/feedback/<student>.html``, the gradebook entries and the
+    class report ``folder/report/index.html``."""
+    from .class_report import write_class_report
+
     write_text(folder / "grades.csv", grades_csv(results, lab))
     (folder / "feedback").mkdir(exist_ok=True)
     for result in results:
         write_text(folder / "feedback" / f"{result.student}.html", feedback_html(result, lab))
     fill_gradebook(gradebook, lab, results)
+    write_class_report(folder, lab)
 
 
 def fill_gradebook(db_path: Path, lab: Lab, results: list[SubmissionResult]) -> None:

@@ -1,0 +1,201 @@
+"""The instructor's report on a graded lab: score histograms, frequent faults, who needs a look."""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cnn_course.errors import CourseError
+from cnn_course.labs import Lab, Question
+
+from .records import Status, SubmissionResult, TestResult
+
+__all__ = ["ClassSummary", "Fault", "summarise", "write_class_report"]
+
+# How many students a fault lists by name, and how many faults a question shows.
+EXAMPLES = 3
+TOP_FAULTS = 6
+# A results file larger than this was not written by the grader; it is skipped with a note.
+MAX_RESULT_BYTES = 4 * 1024 * 1024
+
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+
+
+@dataclass
+class Fault:
+    """One failure message, numbers blanked out, with how many students got it and a few names."""
+
+    pattern: str
+    example: str
+    test: str
+    count: int = 0
+    students: list[str] = field(default_factory=list)
+
+
+@dataclass
+class QuestionSummary:
+    question: Question
+    scores: list[float]
+    faults: list[Fault]
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.scores) if self.scores else 0.0
+
+    @property
+    def full_marks(self) -> int:
+        return sum(score >= self.question.points - 1e-9 for score in self.scores)
+
+
+@dataclass
+class Attention:
+    """A submission a person should look at, and why."""
+
+    student: str
+    status: str
+    why: str
+
+
+@dataclass
+class ClassSummary:
+    lab: Lab
+    results: list[SubmissionResult]
+    questions: list[QuestionSummary]
+    attention: list[Attention]
+    skipped: list[str]
+
+    @property
+    def totals(self) -> list[float]:
+        return [result.total for result in self.results]
+
+
+def _pattern(message: str) -> str:
+    """A message with its numbers blanked, so that faults differing only in values group."""
+    return _NUMBER.sub("#", message.strip())[:300]
+
+
+def _faults(results: list[SubmissionResult], question: str) -> list[Fault]:
+    found: dict[tuple[str, str], Fault] = {}
+    for result in results:
+        if result.status is not Status.GRADED:
+            continue  # its tests did not run; it is listed among those needing a look
+        seen: set[tuple[str, str]] = set()
+        for test in result.tests:
+            if test.question != question or test.passed:
+                continue
+            key = (test.name, _pattern(test.message))
+            fault = found.setdefault(key, Fault(key[1], test.message, test.name))
+            if key not in seen:  # one student counts once per fault
+                seen.add(key)
+                fault.count += 1
+                if len(fault.students) < EXAMPLES:
+                    fault.students.append(result.student)
+    return sorted(found.values(), key=lambda f: (-f.count, f.test, f.pattern))[:TOP_FAULTS]
+
+
+def _attention(result: SubmissionResult) -> Attention | None:
+    reasons = []
+    if result.status is not Status.GRADED:
+        reasons.append(result.reason or str(result.status))
+    broken: list[TestResult] = [test for test in result.tests if test.error]
+    if broken:
+        names = ", ".join(f"{test.question}: {test.name}" for test in broken[:3])
+        count = "1 hidden test" if len(broken) == 1 else f"{len(broken)} hidden tests"
+        reasons.append(f"{count} raised inside the grader ({names})")
+    changed = getattr(result, "changed_locked_cells", None)
+    if changed:
+        reasons.append(f"locked cells changed (restored before grading): {', '.join(changed)}")
+    if not reasons:
+        return None
+    return Attention(result.student, str(result.status), "; ".join(reasons))
+
+
+def _read_results(folder: Path) -> tuple[list[SubmissionResult], list[str]]:
+    results, skipped = [], []
+    for path in sorted((folder / "results").glob("*.json")):
+        try:
+            if not path.is_file() or path.is_symlink():
+                raise ValueError("not a regular file")
+            if path.stat().st_size > MAX_RESULT_BYTES:
+                raise ValueError(f"larger than {MAX_RESULT_BYTES:,} bytes")
+            results.append(SubmissionResult.read(path))
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            skipped.append(f"{path.name}: {exc}")
+    return results, skipped
+
+
+def summarise(folder: Path, lab: Lab) -> ClassSummary:
+    """What ``folder/results/*.json`` (one graded lab) says, question by question."""
+    results, skipped = _read_results(folder)
+    results = [result for result in results if result.lab in ("", lab.id)]
+    questions = [
+        QuestionSummary(
+            question,
+            [result.scores.get(question.id, 0.0) for result in results],
+            _faults(results, question.id),
+        )
+        for question in sorted(
+            lab.graded.values(), key=lambda q: (q.exercise is None, q.exercise or 0)
+        )
+    ]
+    attention = [a for a in map(_attention, results) if a is not None]
+    return ClassSummary(lab, results, questions, attention, skipped)
+
+
+def _histogram(path: Path, scores: list[float], points: float, title: str) -> None:
+    """A bar per score value reached, from 0 to ``points``, saved as a small PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    counts = Counter(round(score, 3) for score in scores)
+    values = sorted(set(counts) | {0.0, round(points, 3)})
+    figure = Figure(figsize=(4.2, 2.2), dpi=100, layout="constrained")
+    axes = figure.subplots()
+    width = min(0.8 * min((b - a for a, b in zip(values, values[1:], strict=False)), default=1), 1)
+    axes.bar(values, [counts.get(v, 0) for v in values], width=width, color="#4c72b0")
+    axes.set_xticks(values, [f"{v:g}" for v in values], fontsize=8)
+    axes.set_xlabel("score", fontsize=8)
+    axes.set_ylabel("students", fontsize=8)
+    axes.yaxis.get_major_locator().set_params(integer=True)
+    axes.set_title(title, fontsize=9)
+    axes.tick_params(axis="y", labelsize=8)
+    figure.savefig(path)
+
+
+def write_class_report(folder: Path, lab: Lab) -> Path:
+    """Write ``folder/report/index.html`` and its histograms; return the page's path."""
+    from .reports import render, write_text
+
+    if not (folder / "results").is_dir():
+        raise CourseError(
+            f"no graded results in {folder}: expected {folder / 'results'}/*.json, written by "
+            "`cnn-course grade`. Grade the class first, or give the OUT folder grade wrote."
+        )
+    summary = summarise(folder, lab)
+    report = folder / "report"
+    report.mkdir(exist_ok=True)
+    images = {}
+    for item in summary.questions:
+        name = f"{item.question.id}.png"
+        _histogram(report / name, item.scores, item.question.points, item.question.label)
+        images[item.question.id] = name
+    _histogram(
+        report / "total.png", summary.totals, sum(q.points for q in lab.graded.values()), "total"
+    )
+    page = report / "index.html"
+    write_text(
+        page,
+        render(
+            "class_report.html.j2",
+            summary=summary,
+            images=images,
+            statistics=statistics,
+            maximum=sum(q.points for q in lab.graded.values()),
+        ),
+    )
+    return page
