@@ -105,9 +105,9 @@ def _attention(result: SubmissionResult) -> Attention | None:
         names = ", ".join(f"{test.question}: {test.name}" for test in broken[:3])
         count = "1 hidden test" if len(broken) == 1 else f"{len(broken)} hidden tests"
         reasons.append(f"{count} raised inside the grader ({names})")
-    changed = getattr(result, "changed_locked_cells", None)
-    if changed:
-        reasons.append(f"locked cells changed (restored before grading): {', '.join(changed)}")
+    if result.changed_locked_cells:
+        changed = "; ".join(result.changed_locked_cells)
+        reasons.append(f"locked cells changed (the released ones ran instead): {changed}")
     if not reasons:
         return None
     return Attention(result.student, str(result.status), "; ".join(reasons))

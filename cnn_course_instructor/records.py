@@ -59,6 +59,8 @@ class SubmissionResult:
     max: float
     tests: list[TestResult] = field(default_factory=list)
     seconds: float = 0.0
+    # locked code cells the student had changed or deleted (the released ones ran instead)
+    changed_locked_cells: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> float:
@@ -76,6 +78,7 @@ class SubmissionResult:
         lab: str = "",
         notebook: str = "",
         seconds: float = 0.0,
+        changed_locked_cells: list[str] = (),
     ) -> SubmissionResult:
         """A result whose per-question scores add up its tests (zero where none ran)."""
         scores = dict.fromkeys(points, 0.0)
@@ -91,6 +94,7 @@ class SubmissionResult:
             sum(points.values()),
             list(tests),
             round(seconds, 1),
+            list(changed_locked_cells),
         )
 
     def to_json(self) -> str:

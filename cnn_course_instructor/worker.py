@@ -22,6 +22,7 @@ from cnn_course import data
 
 from .course import Course
 from .execute import OUTPUT_LIMIT, run_notebook
+from .locked import restore_locked_cells
 from .probe import probe_cell
 from .records import Status, SubmissionResult
 from .registry import Context
@@ -64,6 +65,8 @@ def grade_notebook(job: Job) -> SubmissionResult:
     content = Course(Path(job.course)).content(job.lab)
     points = {qid: question.points for qid, question in content.lab.graded.items()}
 
+    changed: list[str] = []
+
     def outcome(status: Status, reason: str, tests=()) -> SubmissionResult:
         return SubmissionResult.from_tests(
             status,
@@ -72,6 +75,7 @@ def grade_notebook(job: Job) -> SubmissionResult:
             points,
             lab=job.lab,
             seconds=time.perf_counter() - started,
+            changed_locked_cells=changed,
         )
 
     try:
@@ -83,6 +87,10 @@ def grade_notebook(job: Job) -> SubmissionResult:
         )
     if not any(cell.cell_type == "code" for cell in notebook.cells):
         return outcome(Status.INVALID, "the notebook has no code cells")
+    released = Path(job.course) / "notebooks" / "student" / f"{job.lab}.ipynb"
+    if released.is_file():  # grade on the released setup, as nbgrader does
+        restored = restore_locked_cells(notebook, nbformat.read(released, as_version=4))
+        notebook, changed[:] = restored.notebook, restored.changed
     scratch = Path(job.scratch)
     inputs = content.grading_inputs(job.seed)
     plan_path, record_path = scratch / "grader_plan.pt", scratch / "probe.pt"

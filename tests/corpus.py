@@ -56,6 +56,22 @@ def scores(**lost: float) -> dict[str, float]:
 MNIST_LINEAR = "    nn.Linear(n_h_2 * 14 * 14, nb_classes),\n)"
 MNIST_SECOND_RELU = '    nn.Conv2d(n_h_1, n_h_2, kernel_size=kernel_size, stride=1, padding="same"),\n    nn.ReLU(),\n'
 
+CIFAR_SEQUENTIAL = """cifar_model = nn.Sequential(
+    nn.Conv2d(n_h_0, n_h_1, kernel_size=kernel_size, padding="same"),
+    nn.ReLU(),
+    nn.Conv2d(n_h_1, n_h_2, kernel_size=kernel_size, padding="same"),
+    nn.ReLU(),
+    nn.MaxPool2d(pool_size, pool_size),
+    nn.Conv2d(n_h_2, n_h_3, kernel_size=kernel_size, padding="same"),
+    nn.ReLU(),
+    nn.MaxPool2d(pool_size, pool_size),
+    nn.Flatten(),
+    nn.Linear(n_h_3 * 8 * 8, n_hidden),
+    nn.ReLU(),
+    nn.Linear(n_hidden, nb_classes),
+)
+"""
+
 SAMPLES = [
     Sample("solution", (), scores(), fast=True),
     Sample(
@@ -126,6 +142,39 @@ SAMPLES = [
         # Softmax then CrossEntropyLoss learns too slowly: 2 epochs stay under the threshold.
         scores(q1_mnist_model=1.0, q5_mnist_training=2.0),
         "applies the softmax itself",
+    ),
+    Sample(
+        "locked_epochs_edited",
+        # n_epochs = 1 typed into the locked settings cell: the released cell runs instead
+        (('n_epochs = lab.training["mnist"].num_epochs', "n_epochs = 1"),),
+        scores(),
+        'learning_rate = lab.training["mnist"].learning_rate',
+        fast=True,
+    ),
+    Sample(
+        "functional_cifar_module",
+        # an nn.Module subclass with F.relu / F.max_pool2d / x.view in forward
+        (
+            (
+                CIFAR_SEQUENTIAL,
+                "import torch.nn.functional as F\n\n\n"
+                "class CifarNet(nn.Module):\n"
+                "    def __init__(self):\n"
+                "        super().__init__()\n"
+                "        self.conv1 = nn.Conv2d(3, 32, 3, padding=1)\n"
+                "        self.conv2 = nn.Conv2d(32, 32, 3, padding=1)\n"
+                "        self.conv3 = nn.Conv2d(32, 32, 3, padding=1)\n"
+                "        self.fc1 = nn.Linear(32 * 8 * 8, 256)\n"
+                "        self.fc2 = nn.Linear(256, 10)\n\n"
+                "    def forward(self, x):\n"
+                "        x = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)\n"
+                "        x = F.max_pool2d(F.relu(self.conv3(x)), 2)\n"
+                "        x = x.view(x.size(0), -1)\n"
+                "        return self.fc2(F.relu(self.fc1(x)))\n\n\n"
+                "cifar_model = CifarNet()\n",
+            ),
+        ),
+        scores(),
     ),
     Sample(
         "bce_loss",

@@ -38,7 +38,9 @@ def compare(sample: Sample, result: SubmissionResult) -> list[str]:
         if abs(result.scores[question] - expected) > 1e-6
     ]
     if sample.fault:
-        messages = " ".join(t.message for t in result.tests) + " " + result.reason
+        messages = " ".join(
+            [*(t.message for t in result.tests), result.reason, *result.changed_locked_cells]
+        )
         if sample.fault not in messages:
             problems.append(f"no feedback names the fault ({sample.fault!r})")
     return problems
