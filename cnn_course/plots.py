@@ -11,7 +11,7 @@ import torch
 from matplotlib.figure import Figure
 
 from .errors import CourseError
-from .training import History
+from .training import History, grading_mode
 
 __all__ = [
     "LabFigure",
@@ -33,7 +33,9 @@ class LabFigure(Figure):
     Jupyter shows one when it is the value of a cell, and ``savefig`` works headless.
     """
 
-    def _repr_png_(self) -> bytes:
+    def _repr_png_(self) -> bytes | None:
+        if grading_mode():  # built (so mistakes still raise), but no test reads the picture
+            return None
         buffer = io.BytesIO()
         self.savefig(buffer, format="png", dpi=90)
         return buffer.getvalue()

@@ -99,6 +99,7 @@ def grade_notebook(job: Job) -> SubmissionResult:
     notebook.cells.append(nbformat.v4.new_code_cell(probe_cell(str(plan_path), str(record_path))))
     env = {
         "CNN_COURSE_FAST": "1",
+        "CNN_COURSE_GRADING": "1",  # the helpers skip what no hidden test reads
         "CNN_COURSE_DATA": job.data_root,
         "CNN_COURSE_CACHE": str(data.cache_dir()),
         "MPLBACKEND": "Agg",

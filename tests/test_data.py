@@ -329,3 +329,18 @@ def test_real_cifar_later_loads_skip_the_lzma_pack(real_root, use_real_cache, mo
     monkeypatch.setattr(data, "_read_pack", refuse)
     subset = data.load_cifar10("train", root=real_root, n=2000)
     assert len(subset) == 2000 and subset.labels.dtype == torch.int64
+
+
+def test_grading_mode_loads_only_the_start_of_a_test_split(tmp_path, monkeypatch):
+    """While grading, does a whole test split hold only its first images, and train stay whole?"""
+    from cnn_course import data
+
+    write_tiny_mnist(tmp_path)  # 40 training and 20 test images
+    monkeypatch.setattr(data, "GRADING_TEST_IMAGES", 3)
+    whole = data.load_mnist("test", root=tmp_path)
+    monkeypatch.setenv("CNN_COURSE_GRADING", "1")
+    shrunk = data.load_mnist("test", root=tmp_path)
+    assert len(whole) == 20 and len(shrunk) == 3
+    assert torch.equal(shrunk.images, whole.images[:3])
+    assert len(data.load_mnist("train", root=tmp_path)) == 40
+    assert len(data.load_mnist("test", root=tmp_path, n=10)) == 10  # an asked-for sample stays

@@ -18,7 +18,21 @@ def grade_id(cell) -> str | None:
 
 
 def index_of(notebook, wanted: str) -> int:
+    """The index of the cell with nbgrader id ``wanted``."""
     return next(i for i, cell in enumerate(notebook.cells) if grade_id(cell) == wanted)
+
+
+def locked_id(starting: str) -> str:
+    """The nbgrader id of the released locked code cell whose source starts with ``starting``."""
+    return next(
+        grade_id(cell)
+        for cell in RELEASED.cells
+        if cell.cell_type == "code" and cell.source.startswith(starting)
+    )
+
+
+SETTINGS = locked_id('learning_rate = lab.training["mnist"]')  # the MNIST hyper-parameters
+DATA = locked_id('mnist_train = lab.subsets["mnist_train"]')  # the MNIST data cell
 
 
 @pytest.fixture
@@ -38,7 +52,7 @@ def test_untouched_locked_cells_are_left_as_they_are(submitted):
 
 def test_an_edited_hyper_parameter_cell_is_restored_and_reported(submitted):
     """Does `n_epochs = 1` typed into the locked settings cell give way to the released cell?"""
-    at = index_of(submitted, "cell_11")
+    at = index_of(submitted, SETTINGS)
     submitted.cells[at].source = "learning_rate = 0.001\nn_epochs = 1"
     submitted.cells[at].metadata["nbgrader"]["locked"] = False  # metadata edits change nothing
     restored = restore_locked_cells(submitted, RELEASED)
@@ -50,15 +64,15 @@ def test_an_edited_hyper_parameter_cell_is_restored_and_reported(submitted):
 
 def test_deleted_and_pasted_locked_cells_are_put_back_once(submitted):
     """Does a deleted locked cell come back in its place, and a pasted copy of one go away?"""
-    deleted = index_of(submitted, "cell_07")
-    pasted = copy.deepcopy(submitted.cells[index_of(submitted, "cell_11")])
+    deleted = index_of(submitted, DATA)
+    pasted = copy.deepcopy(submitted.cells[index_of(submitted, SETTINGS)])
     pasted.source = "n_epochs = 1"
     del submitted.cells[deleted]
     submitted.cells.insert(20, pasted)
     restored = restore_locked_cells(submitted, RELEASED)
     sources = [c.source for c in restored.notebook.cells]
     assert sources.count(RELEASED.cells[deleted].source) == 1
-    assert index_of(restored.notebook, "cell_07") == deleted
+    assert index_of(restored.notebook, DATA) == deleted
     assert "n_epochs = 1" not in sources
     assert any(text.endswith(": deleted") for text in restored.changed)
     assert any(text.endswith(": a copy was removed") for text in restored.changed)

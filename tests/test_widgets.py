@@ -471,3 +471,28 @@ def test_feature_map_viewer_follows_layer_and_image(model, images):
     assert viewer.filters.layout.display == "none"
     pixels(viewer.maps.value)
     assert WIDGET_VIEW in viewer._repr_mimebundle_()
+
+
+def test_grading_mode_skips_what_no_test_reads(monkeypatch):
+    """While grading, do views return at once without predicting, and figures not render?"""
+    from cnn_course import plots, widgets
+
+    class Exploding(torch.nn.Module):
+        def forward(self, x):
+            raise AssertionError("a view predicted while grading")
+
+    monkeypatch.setenv("CNN_COURSE_GRADING", "1")
+    images, labels = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
+    names = [str(i) for i in range(10)]
+    for view in (
+        widgets.image_browser(Exploding(), images, labels, names),
+        widgets.confusion_matrix(Exploding(), images, labels, names),
+        widgets.feature_maps(Exploding(), images),
+    ):
+        assert "not shown while grading" in repr(view)
+    figure = plots.show_images(images, labels, names)
+    assert figure._repr_png_() is None
+    with pytest.raises(CourseError):  # the student's mistakes still raise
+        widgets.image_browser(Exploding(), images, labels[:2], names)
+    monkeypatch.setenv("CNN_COURSE_GRADING", "0")
+    assert plots.show_images(images, labels, names)._repr_png_()[:4] == b"\x89PNG"
