@@ -216,8 +216,9 @@ def _returns_number(record: dict, context: Context) -> Verdict:
     return judging.number_verdict(need(record, "cnn_accuracy")[0])
 
 
+# A history is what the student's code says about itself: feedback, never points (issue 11).
 _register_training(
-    "q5_mnist_training", "mnist_model", "mnist_history", "mnist", "mnist_train", "mnist", (2, 1)
+    "q5_mnist_training", "mnist_model", "mnist_history", "mnist", "mnist_train", "mnist", (3, 0)
 )
 _register_architecture(
     "q6_cifar_model",
@@ -227,5 +228,5 @@ _register_architecture(
 )
 _register_loss_optimizer("q6_cifar_model", "cifar_optim", "cifar_model", "cifar", 0.5)
 _register_training(
-    "q7_cifar_training", "cifar_model", "cifar_history", "cifar10", "cifar_train", "cifar", (3, 1)
+    "q7_cifar_training", "cifar_model", "cifar_history", "cifar10", "cifar_train", "cifar", (4, 0)
 )
