@@ -193,6 +193,7 @@ def graded_class(real_root: Path, real_cache: Path, tmp_path_factory) -> GradedC
     (previous / "grades.csv").write_text("student,total\nalice,18\n")
     (previous / "grades.csv").chmod(0o644)
     linked_out = work / "linked-out"
+    out.mkdir()
     linked_out.symlink_to(out)
     unix_path = work / "host.sock"
     unix = socket.socket(socket.AF_UNIX)
