@@ -182,8 +182,8 @@ for top in (os.path.expanduser("~"), "/tmp"):
         os.mkdir("d")
         os.chdir("d")
     open("f", "w").write("deep")
-    os.chmod(".", 0o500)
     os.symlink("/", "root-link")
+    os.chmod(".", 0o500)
 os.chdir(os.path.expanduser("~"))
 """
 
