@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import copy
+import dataclasses
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,9 +19,21 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 
-__all__ = ["CellProblem", "Execution", "run_notebook"]
+from . import sandbox
+from .safefiles import UnsafeFile, read_regular
 
-OUTPUT_LIMIT = 2_000_000  # bytes of output kept per notebook; the rest is dropped with a note
+__all__ = [
+    "EXECUTED_LIMIT",
+    "OUTPUT_LIMIT",
+    "CellProblem",
+    "Execution",
+    "run_notebook",
+    "write_bounded",
+]
+
+OUTPUT_LIMIT = 2_000_000  # bytes of output kept per notebook, all message types together
+EXECUTED_LIMIT = 20_000_000  # bytes of the executed notebook kept; past it, outputs are dropped
+_ALWAYS = {"status", "execute_input", "execute_reply"}  # needed to follow execution: never dropped
 
 
 @dataclass(frozen=True)
@@ -31,37 +47,53 @@ class CellProblem:
 
 @dataclass
 class Execution:
-    """The executed notebook, the first error that stopped it (if any) and all problems seen."""
+    """The executed notebook, the first error that stopped it (if any) and all problems seen.
+
+    ``collected`` holds the files asked for with ``collect``, read from the sandbox before it
+    ended: their bytes, or the reason they could not be read.
+    """
 
     notebook: NotebookNode
     stopped_at: int | None = None
     error_name: str | None = None
     problems: list[CellProblem] = field(default_factory=list)
     truncated: bool = False
+    collected: dict[str, bytes | str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return self.stopped_at is None and not self.problems
 
 
+def _message_size(msg: dict) -> int:
+    size = len(json.dumps(msg.get("content", {}), default=str))
+    return size + sum(len(memoryview(b).cast("B")) for b in msg.get("buffers") or [])
+
+
 class _BoundedClient(NotebookClient):
-    """A NotebookClient that keeps at most OUTPUT_LIMIT bytes of outputs in memory."""
+    """A NotebookClient that keeps at most OUTPUT_LIMIT bytes of what the kernel sends.
+
+    Every message counts (streams, displays and their updates, results, errors, widget and
+    other comm messages, with their binary buffers); past the limit, each is dropped but the
+    ones that tell a cell has finished. Widget state is not kept in the notebook.
+    """
 
     kept_bytes = 0
     truncated = False
 
-    def output(self, outs, msg, display_id, cell_index):
-        size = len(json.dumps(msg.get("content", {}), default=str))
-        if self.kept_bytes + size > OUTPUT_LIMIT:
-            if not self.truncated:
-                self.truncated = True
-                note = nbformat.v4.new_output(
-                    "stream", name="stdout", text="[output truncated by the grader]\n"
-                )
-                outs.append(note)
-            return None
-        self.kept_bytes += size
-        return super().output(outs, msg, display_id, cell_index)
+    def process_message(self, msg, cell, cell_index):
+        if msg.get("msg_type") not in _ALWAYS:
+            size = _message_size(msg)
+            if self.kept_bytes + size > OUTPUT_LIMIT:
+                if not self.truncated:
+                    self.truncated = True
+                    note = nbformat.v4.new_output(
+                        "stream", name="stdout", text="[output truncated by the grader]\n"
+                    )
+                    cell.setdefault("outputs", []).append(note)
+                return None
+            self.kept_bytes += size
+        return super().process_message(msg, cell, cell_index)
 
 
 class _FixedSpecs(KernelSpecManager):
@@ -72,7 +104,37 @@ class _FixedSpecs(KernelSpecManager):
         self._argv = argv
 
     def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
-        return KernelSpec(argv=self._argv, display_name="Python 3 (sandbox)", language="python")
+        # Interrupts go as messages: the kernel interrupts itself, whatever stands between us.
+        return KernelSpec(
+            argv=self._argv,
+            display_name="Python 3 (sandbox)",
+            language="python",
+            interrupt_mode="message",
+        )
+
+
+class _SandboxKernelManager(AsyncKernelManager):
+    """A kernel manager for a kernel in a sandbox (see ``sandbox.launch_kernel``).
+
+    The kernel makes its sockets in the sandbox's own ``/run/kernel``; once it is started, this
+    manager talks to them through ``/proc/PID/root``, the sandbox's root seen from here.
+    """
+
+    spec_path = ""
+    sandbox_root: Path | None = None
+
+    async def _async_launch_kernel(self, kernel_cmd, **kw):
+        await super()._async_launch_kernel(kernel_cmd, **kw)
+        process = getattr(self.provisioner, "process", None)
+
+        def alive() -> bool:
+            return process is not None and process.poll() is None
+
+        pid = await asyncio.to_thread(sandbox.wait_for_pid, self.spec_path, alive)
+        if pid is None:
+            raise RuntimeError("the sandbox did not start (see the grader's log)")
+        self.sandbox_root = Path(f"/proc/{pid}/root")
+        self.ip = f"{self.sandbox_root}{sandbox.KERNEL_RUN}/k"
 
 
 def run_notebook(
@@ -82,26 +144,44 @@ def run_notebook(
     env: dict[str, str] | None = None,
     cell_timeout: int = 600,
     allow_errors: bool = False,
-    kernel_argv: list[str] | None = None,
+    sandboxed: sandbox.Sandbox | None = None,
+    collect: tuple[str, ...] = (),
+    collect_limit: int = 64_000_000,
 ) -> Execution:
     """Execute every code cell in order in a new kernel.
 
     By default the run stops at the first error; with ``allow_errors`` every cell runs (a cell
     that exceeds ``cell_timeout`` is interrupted) so later cells still produce their results.
-    ``env`` is added to this process's environment for the kernel. With ``kernel_argv`` (see
-    cnn_course_instructor.sandbox) the kernel is started by that command and talks over Unix sockets in
-    ``cwd``, so it needs no network.
+    ``env`` is added to this process's environment for the kernel, or, with ``sandboxed``, is
+    all of the sandboxed kernel's environment beside the sandbox's own. ``cwd`` is the kernel's
+    folder, or, sandboxed, where the connection file goes (the kernel works in its home).
+    ``collect`` names files the kernel leaves (paths inside the sandbox when sandboxed): each is
+    read, as a regular file of ``collect_limit`` bytes at most, before the kernel ends.
     """
     if not isinstance(notebook, NotebookNode):
         notebook = nbformat.read(notebook, as_version=4)
     kernel_manager = None
-    if kernel_argv is not None:
-        kernel_manager = AsyncKernelManager(
+    if sandboxed is not None:
+        spec_path = Path(cwd) / "sandbox.json"
+        spec_path.write_text(
+            dataclasses.replace(sandboxed, env={**sandboxed.env, **(env or {})}).to_json()
+        )
+        argv = [
+            sys.executable,
+            "-m",
+            "cnn_course_instructor.sandbox",
+            "kernel",
+            str(spec_path),
+            "{connection_file}",
+        ]
+        kernel_manager = _SandboxKernelManager(
             kernel_name="sandbox",
-            kernel_spec_manager=_FixedSpecs(kernel_argv),
+            kernel_spec_manager=_FixedSpecs(argv),
             transport="ipc",
+            ip=f"{sandbox.KERNEL_RUN}/k",
             connection_file=str(Path(cwd) / "kernel.json"),
         )
+        kernel_manager.spec_path = str(spec_path)
     client = _BoundedClient(
         notebook,
         km=kernel_manager,
@@ -109,6 +189,7 @@ def run_notebook(
         kernel_name="python3",
         allow_errors=allow_errors,
         interrupt_on_timeout=allow_errors,
+        store_widget_state=False,
         resources={"metadata": {"path": str(cwd)}},
     )
     result = Execution(notebook)
@@ -123,6 +204,15 @@ def run_notebook(
     except RuntimeError as error:  # e.g. the kernel died before it could answer
         result.error_name = f"RuntimeError: {error}"
     finally:
+        root = Path(cwd)
+        if kernel_manager is not None:
+            root = kernel_manager.sandbox_root or Path("/nonexistent")
+        for name in collect:
+            path = root / name.lstrip("/") if kernel_manager is not None else root / name
+            try:
+                result.collected[name] = read_regular(path, collect_limit, name)
+            except UnsafeFile as problem:
+                result.collected[name] = str(problem)
         if kernel_manager is not None:  # nbclient leaves a kernel it did not create running
             if client.kc is not None:
                 client.kc.stop_channels()
@@ -149,3 +239,24 @@ def run_notebook(
             len(notebook.cells),
         )
     return result
+
+
+def write_bounded(notebook: NotebookNode, path: Path, limit: int = EXECUTED_LIMIT) -> bool:
+    """Write ``notebook`` to ``path`` within ``limit`` bytes: whole, or with its outputs dropped
+    (a note says so); False when even that would not fit (nothing is written)."""
+    text = nbformat.writes(notebook)
+    if len(text.encode()) > limit:
+        notebook = copy.deepcopy(notebook)
+        notebook.metadata.pop("widgets", None)
+        for cell in notebook.cells:
+            if cell.cell_type == "code":
+                cell.outputs = []
+        note = f"[the executed notebook was over {limit:,} bytes: the grader dropped its outputs]"
+        notebook.cells.insert(0, nbformat.v4.new_markdown_cell(note))
+        text = nbformat.writes(notebook)
+        if len(text.encode()) > limit:
+            return False
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return True

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import queue
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,16 +21,20 @@ from cnn_course.errors import CourseError
 from .course import Course
 from .records import Status, SubmissionResult
 from .reports import write_reports, write_text
+from .safefiles import UnsafeFile, remove_tree
 from .sandbox import sandbox_available
-from .submissions import Submission, find_submissions, lab_of
+from .submissions import SUBMISSION_LIMIT, Submission, find_submissions, lab_of, read
 from .worker import CELL_TIMEOUT, Job
 
-__all__ = ["SANDBOX_UID", "SUBMISSION_TIMEOUT", "UNKNOWN_LAB", "grade_class"]
+__all__ = ["SUBMISSION_TIMEOUT", "UNKNOWN_LAB", "UnsandboxedWarning", "grade_class"]
 
-SANDBOX_UID = 61000  # student code runs as SANDBOX_UID + slot, an id no account uses
 SUBMISSION_TIMEOUT = 900
 UNKNOWN_LAB = "unknown-lab"  # where submissions go whose lab cannot be told
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # where the installed packages live
+WORK = ".work"  # OUT/.work: the grader's own folders, one per submission in progress
+
+
+class UnsandboxedWarning(UserWarning):
+    """Student code is about to run without a sandbox (``--no-sandbox``)."""
 
 
 def grade_class(
@@ -53,6 +58,9 @@ def grade_class(
     written to ``out/<lab>/results/<student>.json`` as soon as it is known, so an interrupted
     run, even by ``kill -9``, loses at most the submissions in progress. Then each lab's
     ``grades.csv``, feedback pages and the gradebook entries are rewritten from all results.
+    A file that cannot be graded (an unusable name, a link, not a regular file, too large) gets
+    its own ``invalid`` row. One run at a time may use ``out``: a second one refuses to start.
+    ``sandbox=False`` runs student code unsandboxed, with a warning: trusted code only.
     """
     labs = list(course.labs)
     if lab is not None:
@@ -63,17 +71,43 @@ def grade_class(
     submissions = find_submissions(submissions_folder, labs)
     if sandbox and (reason := sandbox_available()):
         raise CourseError(
-            f"Cannot sandbox student code: {reason}. Run as root, or pass --no-sandbox (trusted code only)."
+            f"Cannot sandbox student code: {reason}. Grading runs every kernel under bubblewrap; "
+            "--no-sandbox runs student code unprotected (trusted code only)."
         )
+    if not sandbox:
+        message = (
+            "grading WITHOUT a sandbox (--no-sandbox): student code runs as you, with your "
+            "files and network. Use it for trusted notebooks only."
+        )
+        warnings.warn(message, UnsandboxedWarning, stacklevel=2)
+        progress(f"WARNING: {message}")
     root = data.resolve_root(data_root)
     # Fail early if data is missing, and warm the cache the kernels read.
     for loader in (data.load_mnist, data.load_cifar10):
         loader("test", root=root.path)
-    if sandbox:
-        _share_read_only(data.cache_dir())
-        _remove_orphaned_scratch()
     out = Path(out).absolute()
     out.mkdir(parents=True, exist_ok=True)
+    with _exclusive(out):
+        remove_tree(out / WORK)  # what a killed run left: the lock says no run uses it now
+        (out / WORK).mkdir()
+        return _grade(
+            submissions,
+            out,
+            course,
+            labs,
+            lab,
+            jobs,
+            force,
+            root.path,
+            sandbox,
+            cell_timeout,
+            progress,
+        )
+
+
+def _grade(
+    submissions, out, course, labs, lab, jobs, force, data_root, sandbox, cell_timeout, progress
+) -> list[SubmissionResult]:
     assigned = [(s, lab_of(s, labs, lab) or UNKNOWN_LAB) for s in submissions]
     for lab_id in {lab_id for _, lab_id in assigned}:
         (out / lab_id / "results").mkdir(parents=True, exist_ok=True)
@@ -87,31 +121,38 @@ def grade_class(
     settings = {
         "course": str(course.root),
         "seed": _grading_seed(out),
-        "data_root": str(root.path),
+        "data_root": str(data_root.resolve()),
         "cell_timeout": cell_timeout,
-        "hide": tuple(str(p) for p in _hidden_paths(course.root, out, submissions_folder)),
-        "keep": tuple(str(p) for p in _kept_paths(root.path)),
+        "sandboxed": sandbox,
+        "cache_entries": tuple(str(p) for p in data.cache_entries(data_root)),
     }
     slots: queue.Queue[int] = queue.Queue()
     for slot in range(max(1, jobs)):
         slots.put(slot)
 
+    def invalid(reason: str) -> SubmissionResult:
+        return SubmissionResult.from_tests(Status.INVALID, reason, [], {})
+
     def work(item: tuple[Submission, str]) -> None:
         submission, lab_id = item
-        if lab_id == UNKNOWN_LAB:
-            result = SubmissionResult.from_tests(
-                Status.INVALID,
+        content = None
+        if submission.problem is not None:
+            result = invalid(submission.problem)
+        elif lab_id == UNKNOWN_LAB:
+            result = invalid(
                 f"cannot tell which lab this notebook is for (labs: {', '.join(labs)}); "
-                "grade it with --lab, or put it in submitted/<student>/<lab>/",
-                [],
-                {},
+                "grade it with --lab, or put it in submitted/<student>/<lab>/"
             )
         else:
+            try:
+                content = read(submission, SUBMISSION_LIMIT)
+            except UnsafeFile as problem:
+                result = invalid(f"{problem} (at most {SUBMISSION_LIMIT:,} bytes)")
+        if content is not None:
             slot = slots.get()
             try:
-                uid = SANDBOX_UID + slot if sandbox else None  # one uid per concurrent sandbox
                 threads = 1 if jobs > 1 else None
-                result = _run_worker(submission, lab_id, settings, uid, threads, out, course)
+                result = _run_worker(submission, content, lab_id, settings, threads, out, course)
             finally:
                 slots.put(slot)
         result.student, result.lab, result.notebook = (
@@ -135,41 +176,35 @@ def grade_class(
     return results
 
 
+class _exclusive:
+    """Hold ``out/.lock`` for the run: a second run on the same output folder refuses to start."""
+
+    def __init__(self, out: Path):
+        self.path = out / ".lock"
+        self.fd: int | None = None
+
+    def __enter__(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 100, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise CourseError(
+                f"Another `cnn-course grade` is using {self.path.parent} (pid {holder}). Wait "
+                "for it to finish, or grade into another --out folder."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+
+
 def _result_path(out: Path, lab: str, submission: Submission) -> Path:
     return out / lab / "results" / f"{submission.student}.json"
-
-
-def _share_read_only(folder: Path) -> None:
-    """Let the sandboxed kernels read the data cache (they cannot write to it)."""
-    if not folder.is_dir():
-        return
-    for path in [folder, *folder.rglob("*")]:
-        if path.stat().st_uid == os.geteuid():
-            path.chmod(path.stat().st_mode | (0o555 if path.is_dir() else 0o444))
-
-
-def _hidden_paths(course_root: Path, out: Path, submissions: Path) -> list[Path]:
-    """What student code must not see: the course repository and the folder the packages are
-    installed from (but the student runtime), the grading output, every submission, the home."""
-    roots = {course_root.resolve()}
-    installed = any(
-        PACKAGE_ROOT.is_relative_to(Path(p).resolve()) for p in (sys.prefix, sys.base_prefix)
-    )
-    if not installed:  # a development checkout (pip install -e): hide all of it but the runtime
-        roots.add(PACKAGE_ROOT)
-    hidden = [entry for root in roots for entry in root.iterdir() if entry.name != "cnn_course"]
-    return [*hidden, out, submissions, Path.home()]
-
-
-def _kept_paths(data_root: Path) -> list[Path]:
-    """What the kernel needs even where it lies inside a hidden tree."""
-    return [
-        PACKAGE_ROOT / "cnn_course",
-        Path(sys.prefix),
-        Path(sys.base_prefix),
-        data_root.resolve(),
-        data.cache_dir(),
-    ]
 
 
 def _grading_seed(out: Path) -> int:
@@ -180,60 +215,32 @@ def _grading_seed(out: Path) -> int:
     return int(path.read_text())
 
 
-def _sandbox_root() -> Path:
-    """Where scratch folders go: ``$CNN_COURSE_SANDBOX_ROOT``, else /var/lib/cnn-course/sandboxes.
-
-    Not under /tmp: world-writable folders are hidden from student code.
-    """
-    root = Path(os.environ.get("CNN_COURSE_SANDBOX_ROOT") or "/var/lib/cnn-course/sandboxes")
-    root.mkdir(parents=True, exist_ok=True)
-    for folder in (root, root.parent):
-        if folder.stat().st_uid == os.geteuid():
-            folder.chmod(0o711)  # traversable, not listable
-    return root
-
-
-def _remove_orphaned_scratch() -> None:
-    """Delete scratch folders of graders that no longer run (killed before they could clean up)."""
-    for folder in _sandbox_root().iterdir():
-        pid = folder.name.split("-", 1)[0]
-        if not pid.isdigit() or Path(f"/proc/{pid}").exists():
-            continue
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 def _run_worker(
     submission: Submission,
+    content: bytes,
     lab: str,
     settings: dict,
-    uid: int | None,
     threads: int | None,
     out: Path,
     course: Course,
 ) -> SubmissionResult:
     started = time.perf_counter()
     points = {qid: q.points for qid, q in course.lab(lab).graded.items()}
-    local = Path(tempfile.mkdtemp(prefix=f"grade-{submission.student}-"))
-    # The grader's pid in the name lets a later run remove what a killed run left behind.
-    scratch = Path(
-        tempfile.mkdtemp(prefix=f"{os.getpid()}-{submission.student}-", dir=_sandbox_root())
-    )
-    if uid is not None:
-        os.chown(scratch, uid, uid)
-    scratch.chmod(0o700)
+    local = Path(tempfile.mkdtemp(prefix=f"{submission.student}-", dir=out / WORK))
+    notebook = local / "submission.ipynb"
+    notebook.write_bytes(content)  # the grader's own copy: nothing reads the student's file again
     job = Job(
         lab=lab,
-        notebook=str(submission.path.absolute()),
+        notebook=str(notebook),
         result=str(local / "result.json"),
         executed=str(local / "executed.ipynb"),
-        scratch=str(scratch),
-        uid=uid,
+        work=str(local),
         **settings,
     )
     job.write(local / "job.json")
     env = dict(os.environ)
     if threads:
-        env["OMP_NUM_THREADS"] = str(threads)  # the kernel inherits it: one torch thread each
+        env["OMP_NUM_THREADS"] = str(threads)  # the kernel gets it too: one torch thread each
     command = [sys.executable, "-m", "cnn_course_instructor.worker", str(local / "job.json")]
     process = subprocess.Popen(
         command,
@@ -254,15 +261,14 @@ def _run_worker(
         _, stderr = process.communicate(timeout=SUBMISSION_TIMEOUT)
         if Path(job.executed).is_file():
             (out / lab / "executed").mkdir(exist_ok=True)
-            shutil.copy(job.executed, out / lab / "executed" / f"{submission.student}.ipynb")
+            os.replace(job.executed, out / lab / "executed" / f"{submission.student}.ipynb")
         if Path(job.result).is_file():
             return SubmissionResult.read(Path(job.result))
         tail = (stderr or "").strip().splitlines()[-1:] or [f"exit status {process.returncode}"]
         return failed(Status.CRASHED, f"the grading process failed: {tail[0][:300]}")
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)  # the worker, its kernel and all they started
+        os.killpg(process.pid, signal.SIGKILL)  # the worker and all it started in its session
         process.wait()
         return failed(Status.TIMEOUT, f"still running after {SUBMISSION_TIMEOUT} s")
     finally:
-        shutil.rmtree(local, ignore_errors=True)
-        shutil.rmtree(scratch, ignore_errors=True)
+        remove_tree(local)

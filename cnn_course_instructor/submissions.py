@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -9,10 +10,12 @@ from pathlib import Path
 
 from cnn_course.errors import CourseError
 
-__all__ = ["STUDENT_ID", "Submission", "find_submissions", "lab_of"]
+from .safefiles import UnsafeFile, read_under
 
-STUDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,99}")
-METADATA_READ_LIMIT = 50_000_000  # bytes read to find a notebook's lab
+__all__ = ["STUDENT_ID", "SUBMISSION_LIMIT", "Submission", "find_submissions", "lab_of", "read"]
+
+STUDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,99}")  # always used with fullmatch
+SUBMISSION_LIMIT = 20_000_000  # bytes: a submission over it is invalid (the lab's is ~100 KB)
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,27 @@ class Submission:
     student: str
     path: Path
     folder_lab: str | None = None
+    root: Path | None = None  # the submissions folder; nothing below it may be a link
+    problem: str | None = None  # why it cannot be graded (an unusable name): an invalid row
+
+    def relative(self) -> Path:
+        return self.path.relative_to(self.root) if self.root else Path(self.path.name)
+
+
+def read(submission: Submission, limit: int = SUBMISSION_LIMIT) -> bytes:
+    """The submission's bytes, read without following any link below the submissions folder;
+    UnsafeFile when it is a link, not a regular file, or over ``limit`` bytes."""
+    root = submission.root or submission.path.parent
+    return read_under(root, submission.relative(), limit, "the submitted file")
+
+
+def _unusable(name: str, path: Path, root: Path, lab: str | None) -> Submission:
+    digest = hashlib.sha1(name.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+    problem = (
+        f"the name {name!r} is not a usable student id (letters, digits and _.@+- only, "
+        "starting with a letter or digit, 100 at most): rename the file or folder"
+    )
+    return Submission(f"unusable-name-{digest}", path, lab, root, problem)
 
 
 def find_submissions(folder: Path, labs: list[str]) -> list[Submission]:
@@ -38,27 +62,29 @@ def find_submissions(folder: Path, labs: list[str]) -> list[Submission]:
         )
     if (folder / "submitted").is_dir():
         folder = folder / "submitted"
-    submissions = []
+    found: list[tuple[str, Path, str | None]] = []
     for lab in labs:
         for lab_folder in sorted(path for path in folder.glob(f"*/{lab}") if path.is_dir()):
             notebooks = sorted(lab_folder.glob("*.ipynb"))
             preferred = lab_folder / f"{lab}.ipynb"
             path = preferred if preferred.exists() else (notebooks[0] if notebooks else preferred)
-            submissions.append(Submission(lab_folder.parent.name, path, lab))
-    if not submissions:
-        submissions = [Submission(path.stem, path) for path in sorted(folder.glob("*.ipynb"))]
-    if not submissions:
+            found.append((lab_folder.parent.name, path, lab))
+    if not found:
+        found = [
+            (path.name[: -len(".ipynb")], path, None) for path in sorted(folder.glob("*.ipynb"))
+        ]
+    if not found:
         raise CourseError(
             f"No submissions found in {folder}: expected nbgrader's submitted/<student>/<lab>/"
             f"<lab>.ipynb layout (labs: {', '.join(labs)}) or a flat folder of <student>.ipynb "
             "files."
         )
-    bad = [s.student for s in submissions if not STUDENT_ID.fullmatch(s.student)]
-    if bad:
-        raise CourseError(
-            f"Unusable student ids (letters, digits and _.@+- only, 100 at most): "
-            f"{', '.join(repr(b) for b in bad[:5])}. Rename those files or folders."
-        )
+    submissions = []
+    for student, path, lab in found:
+        if STUDENT_ID.fullmatch(student):
+            submissions.append(Submission(student, path, lab, folder))
+        else:
+            submissions.append(_unusable(student, path, folder, lab))
     return submissions
 
 
@@ -73,10 +99,11 @@ def lab_of(submission: Submission, labs: list[str], forced: str | None = None) -
         return submission.folder_lab
     if len(labs) == 1:
         return labs[0]
+    if submission.problem is not None:
+        return None
     try:
-        with open(submission.path, "rb") as stream:
-            metadata = json.loads(stream.read(METADATA_READ_LIMIT)).get("metadata", {})
+        metadata = json.loads(read(submission)).get("metadata", {})
         lab = metadata.get("cnn_course", {}).get("assignment")
-    except (OSError, ValueError, AttributeError):
+    except (UnsafeFile, ValueError, AttributeError):
         return None
     return lab if lab in labs else None

@@ -2,14 +2,17 @@
 
     python -m cnn_course_instructor.worker JOB.json
 
-The student's code runs in a Jupyter kernel (sandboxed when the job names a uid); the hidden
-tests run here, on the plain record the probe left, never in the student's kernel.
+The student's code runs in a Jupyter kernel in a sandbox (see ``sandbox``); the probe leaves a
+plain record there, which this worker reads as a regular file of bounded size before the sandbox
+ends. The hidden tests run on that record in a process of their own (``judge``), with its own
+limits and sandbox, never in the student's kernel.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -20,17 +23,20 @@ import torch
 
 from cnn_course import data
 
+from . import sandbox
 from .course import Course
-from .execute import OUTPUT_LIMIT, run_notebook
+from .execute import EXECUTED_LIMIT, OUTPUT_LIMIT, run_notebook, write_bounded
 from .locked import restore_locked_cells
 from .probe import probe_cell
-from .records import Status, SubmissionResult
-from .registry import Context
-from .sandbox import Limits, kernel_argv
+from .records import Status, SubmissionResult, TestResult
 
-__all__ = ["CELL_TIMEOUT", "Job", "grade_notebook", "main"]
+__all__ = ["CELL_TIMEOUT", "JUDGE_LIMITS", "JUDGE_TIMEOUT", "RECORD_LIMIT", "Job", "main"]
 
 CELL_TIMEOUT = 300
+JUDGE_TIMEOUT = 900
+RECORD_LIMIT = 64_000_000  # bytes of the grading record (the lab's is about 2 MB)
+JUDGE_LIMITS = sandbox.Limits(memory_mb=8192, cpu_seconds=1800, processes=256)
+GRADER_RUN = "/run/grader"  # inside a sandbox: the grader's files, read-only
 
 
 @dataclass(frozen=True)
@@ -39,16 +45,15 @@ class Job:
 
     course: str  # the course repository: its lab sources and grading content
     lab: str
-    notebook: str
+    notebook: str  # the grader's own copy of the submission
     result: str
     executed: str
-    scratch: str
+    work: str  # a folder of the grader's own for this submission
     seed: int
     data_root: str
     cell_timeout: int = CELL_TIMEOUT
-    uid: int | None = None  # None: no sandbox (development only)
-    hide: tuple[str, ...] = ()
-    keep: tuple[str, ...] = ()
+    sandboxed: bool = True  # False: no sandbox (trusted code only)
+    cache_entries: tuple[str, ...] = ()  # the data cache folders the kernel reads
 
     def write(self, path: Path) -> None:
         Path(path).write_text(json.dumps(asdict(self)), encoding="utf-8")
@@ -56,7 +61,19 @@ class Job:
     @classmethod
     def read(cls, path: Path) -> Job:
         fields = json.loads(Path(path).read_text(encoding="utf-8"))
-        return cls(**{**fields, "hide": tuple(fields["hide"]), "keep": tuple(fields["keep"])})
+        return cls(**{**fields, "cache_entries": tuple(fields["cache_entries"])})
+
+
+def data_view(job: Job) -> tuple[tuple[sandbox.Mount, ...], dict[str, str]]:
+    """The data root at /data and each cache entry at /cache/<name>, and the env naming them."""
+    binds = [sandbox.Mount(job.data_root, "/data")]
+    binds += [sandbox.Mount(entry, f"/cache/{Path(entry).name}") for entry in job.cache_entries]
+    return tuple(binds), {"CNN_COURSE_DATA": "/data", "CNN_COURSE_CACHE": "/cache"}
+
+
+def _threads_env() -> dict[str, str]:
+    threads = os.environ.get("OMP_NUM_THREADS")
+    return {"OMP_NUM_THREADS": threads} if threads else {}
 
 
 def grade_notebook(job: Job) -> SubmissionResult:
@@ -91,44 +108,42 @@ def grade_notebook(job: Job) -> SubmissionResult:
     if released.is_file():  # grade on the released setup, as nbgrader does
         restored = restore_locked_cells(notebook, nbformat.read(released, as_version=4))
         notebook, changed[:] = restored.notebook, restored.changed
-    scratch = Path(job.scratch)
-    inputs = content.grading_inputs(job.seed)
-    plan_path, record_path = scratch / "grader_plan.pt", scratch / "probe.pt"
-    torch.save({"plan": content.probe_plan, "inputs": inputs}, plan_path)
-    plan_path.chmod(0o644)
-    notebook.cells.append(nbformat.v4.new_code_cell(probe_cell(str(plan_path), str(record_path))))
+    work = Path(job.work)
+    plan_path = work / "grader_plan.pt"
+    torch.save({"plan": content.probe_plan, "inputs": content.grading_inputs(job.seed)}, plan_path)
     env = {
         "CNN_COURSE_FAST": "1",
         "CNN_COURSE_GRADING": "1",  # the helpers skip what no hidden test reads
-        "CNN_COURSE_DATA": job.data_root,
-        "CNN_COURSE_CACHE": str(data.cache_dir()),
         "MPLBACKEND": "Agg",
+        **_threads_env(),
     }
-    kernel = None
-    if job.uid is not None:
-        for name in (
-            "HOME",
-            "MPLCONFIGDIR",
-            "IPYTHONDIR",
-            "TMPDIR",
-            "JUPYTER_RUNTIME_DIR",
-            "JUPYTER_DATA_DIR",
-        ):
-            env[name] = str(scratch)
-        env["TORCHINDUCTOR_CACHE_DIR"] = str(scratch / ".torchinductor")  # torch would use /tmp
-        env["USER"] = env["LOGNAME"] = "student"
-        hide, keep = [Path(p) for p in job.hide], [Path(p) for p in job.keep]
-        kernel = kernel_argv(job.uid, scratch, hide, keep, Limits())
+    if job.sandboxed:
+        binds, data_env = data_view(job)
+        box = sandbox.Sandbox(
+            binds=binds,
+            env={**env, **data_env},
+            files={f"{GRADER_RUN}/plan.pt": str(plan_path)},
+        )
+        plan, record, cwd = f"{GRADER_RUN}/plan.pt", f"{sandbox.KERNEL_RUN}/record.pt", work
+    else:
+        box = None
+        scratch = work / "scratch"
+        scratch.mkdir(exist_ok=True)
+        plan, record, cwd = str(plan_path), str(scratch / "record.pt"), scratch
+        env.update({"CNN_COURSE_DATA": job.data_root, "CNN_COURSE_CACHE": str(data.cache_dir())})
+    notebook.cells.append(nbformat.v4.new_code_cell(probe_cell(plan, record)))
     execution = run_notebook(
         notebook,
-        cwd=scratch,
+        cwd=cwd,
         env=env,
         cell_timeout=job.cell_timeout,
         allow_errors=True,
-        kernel_argv=kernel,
+        sandboxed=box,
+        collect=(record,),
+        collect_limit=RECORD_LIMIT,
     )
     notebook.cells.pop()  # the probe is the grader's, not part of the student's record
-    nbformat.write(notebook, job.executed)
+    kept = write_bounded(notebook, Path(job.executed), EXECUTED_LIMIT)
     errors = [
         (p.index, p.text.splitlines()[-1] if p.text.strip() else p.text)
         for p in execution.problems
@@ -137,20 +152,84 @@ def grade_notebook(job: Job) -> SubmissionResult:
     notes = "; ".join(dict.fromkeys(f"cell {index + 1}: {text}" for index, text in errors[:8]))
     if execution.truncated:
         notes = f"output over {OUTPUT_LIMIT:,} bytes was dropped; {notes}"
-    if not record_path.is_file():
+    if not kept:
+        notes = f"the executed notebook was over {EXECUTED_LIMIT:,} bytes and was not kept; {notes}"
+    found = execution.collected.get(record)
+    if not isinstance(found, bytes):
         status = Status.TIMEOUT if execution.error_name == "CellTimeoutError" else Status.CRASHED
         if any(text.startswith("MemoryError") for _, text in errors):
             status = Status.OUT_OF_MEMORY
         what = execution.error_name or "no grading record was written"
+        if found and "No such file" not in found:
+            what = f"the grading record was refused: {found}"
         return outcome(status, f"the kernel stopped before grading ({what}). {notes}".strip())
+    record_path = work / "record.pt"
+    record_path.write_bytes(found)
+    verdict = _judge(job, record_path)
+    if isinstance(verdict, str):
+        return outcome(Status.CRASHED, f"{verdict}. {notes}".strip())
+    return outcome(Status.GRADED, notes, verdict)
+
+
+def _judge(job: Job, record_path: Path) -> list[TestResult] | str:
+    """Run the hidden tests on the record in their own process: the results, or why not."""
+    work = Path(job.work)
+    request = {"course": job.course, "lab": job.lab, "seed": job.seed, "data_root": job.data_root}
+    module = ["-m", "cnn_course_instructor.judge"]
+    if job.sandboxed:
+        binds, data_env = data_view(job)
+        request["data_root"] = "/data"
+        request_path = work / "judge.json"
+        request_path.write_text(json.dumps(request), encoding="utf-8")
+        tools = Path(__file__).resolve().parent
+        course = Path(job.course).resolve()
+        view = [sandbox.Mount(str(course), str(course))]
+        if not tools.is_relative_to(course):
+            view.append(sandbox.Mount(str(tools), str(tools)))
+        box = sandbox.Sandbox(
+            binds=(*binds, *view),
+            env={"CNN_COURSE_FAST": "1", "MPLBACKEND": "Agg", **data_env, **_threads_env()},
+            limits=JUDGE_LIMITS,
+            files={
+                f"{GRADER_RUN}/judge.json": str(request_path),
+                f"{GRADER_RUN}/record.pt": str(record_path),
+            },
+        )
+        argv = [sys.executable, *module, f"{GRADER_RUN}/judge.json", f"{GRADER_RUN}/record.pt"]
+        try:
+            done = sandbox.run(box, argv, timeout=JUDGE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            return f"the grader's tests did not finish in {JUDGE_TIMEOUT} s"
+    else:
+        request_path = work / "judge.json"
+        request_path.write_text(json.dumps(request), encoding="utf-8")
+        try:
+            done = subprocess.run(
+                [sys.executable, *module, str(request_path), str(record_path)],
+                capture_output=True,
+                timeout=JUDGE_TIMEOUT,
+                preexec_fn=_judge_limits,
+            )
+        except subprocess.TimeoutExpired:
+            return f"the grader's tests did not finish in {JUDGE_TIMEOUT} s"
     try:
-        record = torch.load(record_path, weights_only=True)
-        if not isinstance(record, dict):
-            raise TypeError(f"expected a dict, found {type(record).__name__}")
-    except Exception as exc:  # a record the student's code tampered with is unusable
-        return outcome(Status.CRASHED, f"the grading record is unreadable: {exc}")
-    context = Context(content.lab, inputs, Path(job.data_root))
-    return outcome(Status.GRADED, notes, content.tests.run(record, context))
+        answer = json.loads(done.stdout.decode(errors="replace").strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [
+            f"exit status {done.returncode}"
+        ]
+        return f"the grader's tests failed on this record ({tail[0][:300]})"
+    if "unusable" in answer:
+        return answer["unusable"]
+    return [TestResult(**test) for test in answer["tests"]]
+
+
+def _judge_limits() -> None:
+    import resource
+
+    for name, value in JUDGE_LIMITS.rlimits().items():
+        if name != "RLIMIT_NPROC":  # counted per user outside a sandbox: not set there
+            resource.setrlimit(getattr(resource, name), (value, value))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m cnn_course_instructor.worker JOB.json", file=sys.stderr)
         return 2
+    sandbox.die_with_parent()  # a killed grader takes its workers, and their sandboxes, along
     job = Job.read(Path(argv[0]))
     result = grade_notebook(job)
     path = Path(job.result)

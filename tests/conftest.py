@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import socket
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,6 +176,7 @@ def graded_class(real_root: Path, real_cache: Path, tmp_path_factory) -> GradedC
     from cnn_course_instructor.scheduler import grade_class
 
     work = tmp_path_factory.mktemp("class")
+    work.chmod(0o755)  # as a normal user too, its folders stay private (mktemp makes them 0700)
     submissions, out = work / "submitted", work / "out"
     submissions.mkdir()
     corpus = [sample for sample in SAMPLES if sample.fast]
@@ -182,20 +184,33 @@ def graded_class(real_root: Path, real_cache: Path, tmp_path_factory) -> GradedC
         nbformat.write(sample.notebook(), submissions / f"{sample.name}.ipynb")
     (submissions / "broken.ipynb").write_text("{not json")
     sandboxed = sandbox_available() is None
-    canary_folder = Path("/var/lib/cnn-course-canary") if sandboxed else work / "canary"
+    canary_folder = work / "canary"
     canary_folder.mkdir(parents=True, exist_ok=True)
     canary_folder.chmod(0o777)
     canary = canary_folder / "owned"
+    previous = work / "previous-out"  # a previous run's output, readable by anyone
+    previous.mkdir()
+    (previous / "grades.csv").write_text("student,total\nalice,18\n")
+    (previous / "grades.csv").chmod(0o644)
+    linked_out = work / "linked-out"
+    out.mkdir()
+    linked_out.symlink_to(out)
+    unix_path = work / "host.sock"
+    unix = socket.socket(socket.AF_UNIX)
+    unix.bind(str(unix_path))
+    unix.listen()
+    unix_path.chmod(0o777)
+    host = {"previous": previous / "grades.csv", "linked_out": linked_out, "socket": unix_path}
     listener = Listener()
-    hostile = hostile_samples(canary, listener.port, out, submissions) if sandboxed else []
+    hostile = hostile_samples(canary, listener.port, out, submissions, host) if sandboxed else []
     for sample in hostile:
-        (submissions / f"{sample.name}.ipynb").write_text(sample.content)
+        sample.write(submissions)
     saved = os.environ.get("CNN_COURSE_CACHE")
     os.environ["CNN_COURSE_CACHE"] = str(real_cache)
     try:
         results = grade_class(
             submissions,
-            out,
+            linked_out,  # the output folder, given through a link
             course=Course(REPO),
             jobs=2,
             data_root=real_root,
@@ -205,6 +220,13 @@ def graded_class(real_root: Path, real_cache: Path, tmp_path_factory) -> GradedC
         )
     finally:
         listener.close()
+        unix.setblocking(False)
+        try:
+            unix.accept()
+            unix_connections = 1
+        except BlockingIOError:
+            unix_connections = 0
+        unix.close()
         if saved is None:
             os.environ.pop("CNN_COURSE_CACHE", None)
         else:
@@ -216,7 +238,7 @@ def graded_class(real_root: Path, real_cache: Path, tmp_path_factory) -> GradedC
         corpus,
         hostile,
         canary,
-        listener.connections,
+        listener.connections + unix_connections,
         sandboxed,
     )
     shutil.rmtree(canary_folder, ignore_errors=True)

@@ -133,14 +133,15 @@ SAMPLES = [
                 "accuracy = (predict == labels).sum().item()",
             ),
         ),
-        scores(q4_cnn_accuracy=1.0, q5_mnist_training=1.0, q7_cifar_training=1.0),
+        # The histories' accuracies over 1 cost no points: a history is feedback only.
+        scores(q4_cnn_accuracy=1.0),
         "divide by N",
     ),
     Sample(
         "softmax_before_loss",
         ((MNIST_LINEAR, "    nn.Linear(n_h_2 * 14 * 14, nb_classes),\n    nn.Softmax(dim=1),\n)"),),
         # Softmax then CrossEntropyLoss learns too slowly: 2 epochs stay under the threshold.
-        scores(q1_mnist_model=1.0, q5_mnist_training=2.0),
+        scores(q1_mnist_model=1.0, q5_mnist_training=3.0),
         "applies the softmax itself",
     ),
     Sample(

@@ -8,6 +8,7 @@ found, so a test can read the executed notebook and see that each attempt failed
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,12 +20,34 @@ REPO = Path(__file__).resolve().parents[1]
 
 @dataclass(frozen=True)
 class Hostile:
-    """A submission file's content, and the status and total its row must show."""
+    """A submission file's content, and the status and total its row must show.
+
+    ``kind`` says what file to write: ``file`` (the content), ``link`` (a symbolic link to the
+    path in ``content``, relative names inside the submissions folder), ``fifo`` or ``big``
+    (``content`` repeated past the size limit). ``total`` None: any total; ``words``: text the
+    row's reason or one of its test messages must hold.
+    """
 
     name: str
-    content: str  # the file's text
+    content: str  # the file's text (or a link's target)
     status: str | None  # None: any status (a fork bomb may or may not leave a kernel to answer)
-    total: float
+    total: float | None
+    kind: str = "file"
+    words: str = ""
+
+    def write(self, folder: Path) -> None:
+        path = folder / f"{self.name}.ipynb"
+        if self.kind == "link":
+            path.symlink_to(self.content)
+        elif self.kind == "fifo":
+            os.mkfifo(path)
+        elif self.kind == "big":
+            with path.open("w") as stream:
+                stream.write('{"cells": [], "padding": "')
+                stream.write(self.content * (21_000_000 // len(self.content) + 1))
+                stream.write('"}')
+        else:
+            path.write_text(self.content)
 
 
 def _notebook(cells: list[str], base: Path | None = None, at_end: bool = True) -> str:
@@ -34,10 +57,19 @@ def _notebook(cells: list[str], base: Path | None = None, at_end: bool = True) -
     return nbformat.writes(notebook)
 
 
-def attempts(canary: Path, port: int, out: Path, submissions: Path) -> str:
-    """One cell trying every escape; it prints ESCAPED <what> for each one that works."""
+# Each attempt prints "blocked: <what>" when it fails, "ESCAPED <what>" when it works.
+ATTEMPTS = 16
+
+
+def attempts(canary: Path, port: int, out: Path, submissions: Path, host: dict) -> str:
+    """One cell trying every escape; it prints ESCAPED <what> for each one that works.
+
+    ``host`` holds paths the test made on the host: ``previous`` (a world-readable file in a
+    previous run's output), ``linked_out`` (an output folder reached through a link) and
+    ``socket`` (a Unix socket a host process listens on).
+    """
     return f"""
-import os, socket, subprocess
+import ctypes, os, socket
 targets = {{
     "read hidden tests": "{REPO / "autograder" / "cnn_lab" / "__init__.py"}",
     "read the instructor tools": "{REPO / "cnn_course_instructor" / "worker.py"}",
@@ -46,6 +78,8 @@ targets = {{
     "read another submission": "{submissions / "solution.ipynb"}",
     "read the gradebook": "{out / "gradebook.db"}",
     "read the grading seed": "{out / ".grading-seed"}",
+    "read a previous run's output": "{host["previous"]}",
+    "read an output folder given through a link": "{host["linked_out"]}/.grading-seed",
 }}
 for what, path in targets.items():
     try:
@@ -53,17 +87,38 @@ for what, path in targets.items():
         print("ESCAPED", what)
     except OSError as exc:
         print("blocked:", what, type(exc).__name__)
-for what, path in {{"write canary": "{canary}", "write /tmp": "/tmp/owned", "write repo": "{REPO / "owned"}"}}.items():
+for what, path in {{"write canary": "{canary}", "write repo": "{REPO / "owned"}"}}.items():
     try:
         open(path, "w").write("owned")
         print("ESCAPED", what)
     except OSError as exc:
         print("blocked:", what, type(exc).__name__)
+open("/tmp/owned-by-student", "w").write("private /tmp: must not reach the host's")
 try:
     socket.create_connection(("127.0.0.1", {port}), timeout=3).sendall(b"owned")
     print("ESCAPED network")
 except OSError as exc:
     print("blocked: network", type(exc).__name__)
+try:
+    unix = socket.socket(socket.AF_UNIX)
+    unix.settimeout(3)
+    unix.connect("{host["socket"]}")
+    unix.sendall(b"owned")
+    print("ESCAPED host unix socket")
+except OSError as exc:
+    print("blocked: host unix socket", type(exc).__name__)
+mountinfo = open("/proc/self/mountinfo").read()
+shown = [p for p in ("{REPO / "autograder"}", "{out}", "{submissions}", "{host["previous"]}") if p in mountinfo]
+print("ESCAPED mountinfo lists " + repr(shown) if shown else "blocked: mountinfo lists no hidden path")
+if ctypes.CDLL(None).unshare(0x10000000) == 0:  # CLONE_NEWUSER
+    print("ESCAPED nested user namespace")
+else:
+    print("blocked: nested user namespace")
+try:
+    os.setuid(0)
+    print("ESCAPED setuid 0")
+except OSError as exc:
+    print("blocked: setuid 0", type(exc).__name__)
 print("processes visible:", sorted(int(p) for p in os.listdir("/proc") if p.isdigit()))
 print("uid", os.getuid())
 """
@@ -119,8 +174,85 @@ def _delete(cells) -> None:
     del cells[_index(cells, "q4_cnn_accuracy")]
 
 
-def samples(canary: Path, port: int, out: Path, submissions: Path) -> list[Hostile]:
-    probe = attempts(canary, port, out, submissions)
+DEEP_TREE = """
+import os
+for top in (os.path.expanduser("~"), "/tmp"):
+    os.chdir(top)
+    for _ in range(1500):
+        os.mkdir("d")
+        os.chdir("d")
+    open("f", "w").write("deep")
+    os.symlink("/", "root-link")
+    os.chmod(".", 0o500)
+os.chdir(os.path.expanduser("~"))
+"""
+
+DISK_FILLER = """
+import os
+written = 0
+for number in range(100000):
+    try:
+        with open(os.path.expanduser(f"~/fill{number}"), "wb") as stream:
+            stream.write(b"x" * 50_000_000)
+        written += 1
+    except OSError as exc:
+        print("stopped:", type(exc).__name__, written)
+        break
+"""
+
+PROCESS_HOLDER = """
+import os, time
+held = 0
+for _ in range(10000):
+    try:
+        if os.fork() == 0:
+            time.sleep(600)
+            os._exit(0)
+        held += 1
+    except OSError:
+        break
+print("holding", held, "processes")
+time.sleep(float(os.environ.get("HOLD_SECONDS", "90")))
+"""
+
+OUTPUT_FLOOD = """
+from IPython.display import display
+handle = display("start", display_id=True)
+for _ in range(400):
+    handle.update("u" * 250_000)
+import ipywidgets
+box = ipywidgets.Text()
+display(box)
+for _ in range(400):
+    box.value = "w" * 250_000
+"""
+
+RECORD_LINK = """
+import os
+def _swap(*args):
+    path = "/run/kernel/record.pt"
+    if os.path.lexists(path):
+        os.remove(path)
+        os.symlink("/etc/passwd", path)
+get_ipython().events.register("post_run_cell", _swap)
+"""
+
+HUGE_MODEL = """
+mnist_model = nn.Sequential(
+    nn.Conv2d(1, 32, kernel_size=1, padding=100), nn.MaxPool2d(2), nn.Flatten(),
+    nn.Linear(32 * 114 * 114, 10),
+)
+"""
+
+FAKE_HISTORY = """
+from cnn_course import training
+mnist_history = training.History({"loss": [2.0, 1.0], "accuracy": [0.5, 0.9]})
+cifar_history = training.History({"loss": [2.0, 1.5], "accuracy": [0.3, 0.45]})
+"""
+
+
+def samples(canary: Path, port: int, out: Path, submissions: Path, host: dict) -> list[Hostile]:
+    probe = attempts(canary, port, out, submissions, host)
     return [
         Hostile("invalid_json", "{not json", "invalid", 0),
         Hostile("not_a_notebook", json.dumps({"hello": "world"}), "invalid", 0),
@@ -133,7 +265,7 @@ def samples(canary: Path, port: int, out: Path, submissions: Path) -> list[Hosti
         Hostile(
             "kill_kernel",
             _notebook(["import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"]),
-            "graded",  # PID 1 of its namespace ignores signals it sends itself
+            "crashed",  # the kernel is not PID 1 of its namespace: it dies, alone
             0,
         ),
         Hostile(
@@ -158,4 +290,20 @@ def samples(canary: Path, port: int, out: Path, submissions: Path) -> list[Hosti
         Hostile("renamed_model", _edited_solution(_rename), "graded", 11),
         # Deleting cnn_accuracy loses q4 and both training loops, which call it.
         Hostile("deleted_cell", _edited_solution(_delete), "graded", 9),
+        # --- issue 11: one student must never stop the class or touch a neighbour ---
+        Hostile("deep_tree", _notebook([DEEP_TREE]), "graded", 0),
+        Hostile("disk_filler", _notebook([DISK_FILLER]), "graded", 0),
+        Hostile("process_holder", _notebook([PROCESS_HOLDER.replace("90", "20")]), None, 0),
+        Hostile(
+            "output_flood", _notebook([OUTPUT_FLOOD]), "graded", 0, words="output over 2,000,000"
+        ),
+        Hostile("record_link", _notebook([RECORD_LINK], SOLUTION), "crashed", 0, words="refused"),
+        Hostile("huge_model", _notebook([HUGE_MODEL], SOLUTION), "graded", None, words="budget"),
+        Hostile("fake_history", _notebook([FAKE_HISTORY], STUDENT), "graded", 0),
+        Hostile("eve", "solution.ipynb", "invalid", 0, kind="link", words="link"),
+        Hostile("root_only_link", "/etc/shadow", "invalid", 0, kind="link", words="link"),
+        Hostile("fifo", "", "invalid", 0, kind="fifo", words="not a regular file"),
+        Hostile("oversized", "x" * 1000, "invalid", 0, kind="big", words="over the limit"),
+        Hostile("bad name", _notebook(["x = 1"]), "invalid", 0, words="not a usable student id"),
+        Hostile("trailing\n", _notebook(["x = 1"]), "invalid", 0, words="usable student id"),
     ]
