@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -66,8 +67,12 @@ def test_dependencies_point_one_way_and_no_code_edits_sys_path():
         *(REPO / "autograder").rglob("*.py"),
     ]
     assert len(product) > 20
+    edits = re.compile(r"sys\.path\s*(\.\s*(insert|append|extend|remove|pop|clear)\b|\[|\+?=)")
     for path in product:
-        assert "sys.path" not in path.read_text(encoding="utf-8"), path.relative_to(REPO)
+        found = edits.search(path.read_text(encoding="utf-8"))
+        assert found is None, f"{path.relative_to(REPO)} edits sys.path: {found.group(0)!r}"
+    assert edits.search("sys.path.insert(0, x)") and edits.search("sys.path += [x]")
+    assert not edits.search("print(sys.path)")
 
 
 def test_package_metadata_keeps_instructor_dependencies_in_an_extra():
