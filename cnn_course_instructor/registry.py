@@ -115,6 +115,7 @@ class Registry:
                             :500
                         ],
                         error=True,
+                        ok=False,
                     )
                 )
                 continue
@@ -127,6 +128,7 @@ class Registry:
                     score,
                     verdict.message,
                     dict(verdict.measured),
+                    ok=verdict.passed,
                 )
             )
         return results

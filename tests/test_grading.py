@@ -417,3 +417,26 @@ def test_trained_model_with_the_wrong_number_of_scores_loses_its_points_without_
     assert "the model gives 9 scores per image where the 10 classes need 10 scores" in (
         accuracy.message
     )
+
+
+def test_a_made_up_history_earns_nothing_but_a_wrong_one_is_still_reported():
+    """Is the training history feedback only: 0 points, yet a failure shown as a failure?"""
+    record = {"mnist_history": {"loss": [1.0, 2.0], "accuracy": [0.5, 0.4]}}
+    results = judge(record, "q5_mnist_training")
+    history = next(r for r in results.values() if "history" in r.name or "per epoch" in r.name)
+    assert history.points == 0 and not history.passed and "did not go down" in history.message
+    page = feedback_html(
+        SubmissionResult.from_tests(Status.GRADED, "", [history], {"q5_mnist_training": 3}),
+        CONTENT.lab,
+    )
+    assert "What to fix" in page and "did not go down" in page
+    assert (
+        SubmissionResult.from_json(
+            SubmissionResult.from_tests(
+                Status.GRADED, "", [history], {"q5_mnist_training": 3}
+            ).to_json()
+        )
+        .tests[0]
+        .passed
+        is False
+    )

@@ -199,7 +199,10 @@ def _register_training(question, key, history_key, dataset, subset, schedule, sp
     @tests.case(
         question,
         points=history_points,
-        name="one mean loss and accuracy per epoch, loss going down",
+        name=(
+            "one mean loss and accuracy per epoch, loss going down"
+            + ("" if history_points else " (feedback only: no points)")
+        ),
     )
     def history(record: dict, context: Context) -> Verdict:
         epochs = context.lab.training[schedule].fast_epochs
