@@ -236,7 +236,10 @@ def _parser() -> argparse.ArgumentParser:
         "--lab", help="grade every submission as this lab (default: from each notebook)"
     )
     grade.add_argument(
-        "--cell-timeout", type=int, default=300, help="seconds a cell may run (default 300)"
+        "--cell-timeout",
+        type=int,
+        default=300,
+        help="CPU seconds a cell may use, or wait without computing (default 300)",
     )
     grade.add_argument(
         "--no-sandbox", action="store_true", help="run student code unsandboxed (trusted code only)"

@@ -14,7 +14,7 @@ from pathlib import Path
 import nbformat
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
-from jupyter_core.utils import run_sync
+from jupyter_core.utils import ensure_async, run_sync
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
@@ -27,6 +27,7 @@ __all__ = [
     "OUTPUT_LIMIT",
     "CellProblem",
     "Execution",
+    "TimedOut",
     "run_notebook",
     "write_bounded",
 ]
@@ -45,6 +46,22 @@ class CellProblem:
     text: str
 
 
+@dataclass(frozen=True)
+class TimedOut:
+    """A cell the grader interrupted: its index, why, and after how many seconds."""
+
+    index: int
+    why: str  # "cpu": it used its CPU time; "idle": it waited without computing; "wall"
+    seconds: float
+
+    def describe(self) -> str:
+        return {
+            "cpu": f"cell {self.index + 1} used more than {self.seconds:g} s of CPU time",
+            "idle": f"cell {self.index + 1} waited {self.seconds:g} s without computing",
+            "wall": f"cell {self.index + 1} ran past {self.seconds:g} s",
+        }[self.why] + " and was interrupted"
+
+
 @dataclass
 class Execution:
     """The executed notebook, the first error that stopped it (if any) and all problems seen.
@@ -59,6 +76,7 @@ class Execution:
     problems: list[CellProblem] = field(default_factory=list)
     truncated: bool = False
     collected: dict[str, bytes | str] = field(default_factory=dict)
+    timed_out: list[TimedOut] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -68,6 +86,38 @@ class Execution:
 def _message_size(msg: dict) -> int:
     size = len(json.dumps(msg.get("content", {}), default=str))
     return size + sum(len(memoryview(b).cast("B")) for b in msg.get("buffers") or [])
+
+
+# How a cell's time is limited (see _BoundedClient._watch): CPU time, which the machine's load
+# does not change; wall time only for a cell that mostly waits, and as a last resort.
+IDLE_SHARE = 0.1  # a cell using less CPU than this share of its wall time is waiting
+WALL_FACTOR = 4  # any cell is interrupted after this many times its limit, in wall time
+_POLL = 0.5
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds used by process ``root`` and its descendants (with their reaped children)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    used: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                text = stat.read().decode("ascii", "replace")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        fields = text[text.rindex(")") + 2 :].split()
+        pid, parent = int(entry.name), int(fields[1])
+        children.setdefault(parent, []).append(pid)
+        used[pid] = sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        total += used.get(pid, 0)
+        stack.extend(children.get(pid, ()))
+    return total / ticks
 
 
 class _BoundedClient(NotebookClient):
@@ -80,6 +130,52 @@ class _BoundedClient(NotebookClient):
 
     kept_bytes = 0
     truncated = False
+    cell_limit: float | None = None  # CPU seconds a cell may use (None: nbclient's timeout only)
+    timed_out: list[TimedOut]
+    _index = -1
+
+    async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
+        self._index = cell_index
+        watch = None
+        if self.cell_limit is not None and cell.cell_type == "code":
+            watch = asyncio.ensure_future(self._watch(cell_index, self.cell_limit))
+        try:
+            return await super().async_execute_cell(
+                cell, cell_index, execution_count, store_history
+            )
+        finally:
+            if watch is not None:
+                watch.cancel()
+
+    def _kernel_pid(self) -> int | None:
+        process = getattr(getattr(self.km, "provisioner", None), "process", None)
+        return getattr(process, "pid", None)
+
+    async def _watch(self, index: int, limit: float) -> None:
+        """Interrupt cell ``index`` once it has used ``limit`` CPU seconds, or has waited
+        ``limit`` seconds while computing almost nothing: budgets the load cannot change."""
+        pid = self._kernel_pid()
+        if pid is None:
+            return
+        loop = asyncio.get_running_loop()
+        started, first = loop.time(), await asyncio.to_thread(tree_cpu_seconds, pid)
+        while True:
+            await asyncio.sleep(_POLL)
+            wall = loop.time() - started
+            cpu = await asyncio.to_thread(tree_cpu_seconds, pid) - first
+            if cpu > limit:
+                why, seconds = "cpu", limit
+            elif wall > limit and cpu < IDLE_SHARE * wall:
+                why, seconds = "idle", limit
+            else:
+                continue
+            self.timed_out.append(TimedOut(index, why, seconds))
+            await ensure_async(self.km.interrupt_kernel())
+            return
+
+    async def _async_handle_timeout(self, timeout, cell=None):
+        self.timed_out.append(TimedOut(self._index, "wall", float(timeout)))
+        return await super()._async_handle_timeout(timeout, cell)
 
     def process_message(self, msg, cell, cell_index):
         if msg.get("msg_type") not in _ALWAYS:
@@ -150,8 +246,12 @@ def run_notebook(
 ) -> Execution:
     """Execute every code cell in order in a new kernel.
 
-    By default the run stops at the first error; with ``allow_errors`` every cell runs (a cell
-    that exceeds ``cell_timeout`` is interrupted) so later cells still produce their results.
+    By default the run stops at the first error, and ``cell_timeout`` is each cell's limit in
+    seconds. With ``allow_errors`` (grading) every cell runs, and a cell is interrupted, so that
+    later cells still produce their results, once it has used ``cell_timeout`` seconds of CPU
+    time, or has waited that long while computing almost nothing, or after ``WALL_FACTOR``
+    times that long in any case: a budget that the machine's load does not change. Each
+    interruption is listed in ``Execution.timed_out``.
     ``env`` is added to this process's environment for the kernel, or, with ``sandboxed``, is
     all of the sandboxed kernel's environment beside the sandbox's own. ``cwd`` is the kernel's
     folder, or, sandboxed, where the connection file goes (the kernel works in its home).
@@ -185,13 +285,16 @@ def run_notebook(
     client = _BoundedClient(
         notebook,
         km=kernel_manager,
-        timeout=cell_timeout,
+        timeout=cell_timeout * WALL_FACTOR if allow_errors else cell_timeout,
         kernel_name="python3",
         allow_errors=allow_errors,
         interrupt_on_timeout=allow_errors,
         store_widget_state=False,
         resources={"metadata": {"path": str(cwd)}},
     )
+    client.timed_out = []
+    if allow_errors:  # grading: each cell gets cell_timeout seconds of CPU time
+        client.cell_limit = float(cell_timeout)
     result = Execution(notebook)
     try:
         client.execute(env={**os.environ, **(env or {})})
@@ -219,6 +322,7 @@ def run_notebook(
             if kernel_manager.has_kernel:
                 run_sync(kernel_manager.shutdown_kernel)(now=True)
     result.truncated = client.truncated
+    result.timed_out = list(client.timed_out)
     for index, cell in enumerate(notebook.cells):
         for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
             if output.output_type == "error":

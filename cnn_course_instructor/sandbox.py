@@ -412,7 +412,10 @@ def _root_form(command: list[str], uid: int) -> list[str]:
     bwrap, rest = command[0], command[1:]
     split = rest.index("--")
     options, argv = rest[:split], rest[split + 1 :]
-    outer, inner, index, made = [bwrap], [bwrap], 0, set()
+    # The inner bwrap builds its root on the outer's /tmp: a tmpfs made first, so that binds of
+    # host paths under /tmp (a course or data folder there) land on it rather than under it.
+    outer = [bwrap, "--perms", "1777", "--size", str(MB), "--tmpfs", "/tmp"]
+    inner, index, made = [bwrap], 0, set()
     while index < len(options):
         option = options[index]
         if option in _VIEW_OPTIONS:
@@ -437,12 +440,6 @@ def _root_form(command: list[str], uid: int) -> list[str]:
         "/proc",
         "--dev",
         "/dev",
-        "--perms",  # where the inner bwrap, as the leased uid, builds its root
-        "1777",
-        "--size",
-        str(MB),
-        "--tmpfs",
-        "/tmp",
         "--die-with-parent",
         "--",
         "setpriv",

@@ -154,9 +154,13 @@ def grade_notebook(job: Job) -> SubmissionResult:
         notes = f"output over {OUTPUT_LIMIT:,} bytes was dropped; {notes}"
     if not kept:
         notes = f"the executed notebook was over {EXECUTED_LIMIT:,} bytes and was not kept; {notes}"
+    if execution.timed_out:  # always a visible status, whatever the tests then give
+        limits = "; ".join(cell.describe() for cell in execution.timed_out)
+        notes = f"{limits}. {notes}".strip()
     found = execution.collected.get(record)
     if not isinstance(found, bytes):
-        status = Status.TIMEOUT if execution.error_name == "CellTimeoutError" else Status.CRASHED
+        timed_out = execution.timed_out or execution.error_name == "CellTimeoutError"
+        status = Status.TIMEOUT if timed_out else Status.CRASHED
         if any(text.startswith("MemoryError") for _, text in errors):
             status = Status.OUT_OF_MEMORY
         what = execution.error_name or "no grading record was written"
@@ -168,7 +172,7 @@ def grade_notebook(job: Job) -> SubmissionResult:
     verdict = _judge(job, record_path)
     if isinstance(verdict, str):
         return outcome(Status.CRASHED, f"{verdict}. {notes}".strip())
-    return outcome(Status.GRADED, notes, verdict)
+    return outcome(Status.TIMEOUT if execution.timed_out else Status.GRADED, notes, verdict)
 
 
 def _judge(job: Job, record_path: Path) -> list[TestResult] | str:
@@ -178,14 +182,16 @@ def _judge(job: Job, record_path: Path) -> list[TestResult] | str:
     module = ["-m", "cnn_course_instructor.judge"]
     if job.sandboxed:
         binds, data_env = data_view(job)
-        request["data_root"] = "/data"
+        # The course at /course (wherever it lies on the host, /tmp included, which the
+        # sandbox has its own of); the instructor package at its own path, where it imports from.
+        request["data_root"], request["course"] = "/data", "/course"
         request_path = work / "judge.json"
         request_path.write_text(json.dumps(request), encoding="utf-8")
         tools = Path(__file__).resolve().parent
-        course = Path(job.course).resolve()
-        view = [sandbox.Mount(str(course), str(course))]
-        if not tools.is_relative_to(course):
-            view.append(sandbox.Mount(str(tools), str(tools)))
+        view = [
+            sandbox.Mount(str(Path(job.course).resolve()), "/course"),
+            sandbox.Mount(str(tools), str(tools)),
+        ]
         box = sandbox.Sandbox(
             binds=(*binds, *view),
             env={"CNN_COURSE_FAST": "1", "MPLBACKEND": "Agg", **data_env, **_threads_env()},

@@ -440,3 +440,44 @@ def test_a_made_up_history_earns_nothing_but_a_wrong_one_is_still_reported():
         .passed
         is False
     )
+
+
+@pytest.mark.slow
+def test_a_class_graded_under_cpu_load_gets_the_grades_it_gets_idle(tiny_root, tmp_path):
+    """Do two busy processes per core change no grade and no status, for work within budget?"""
+    from test_execute import BURN_TWO_SECONDS, busy_machine
+
+    from cnn_course_instructor import build
+
+    course_root = tmp_path / "course"
+    shutil.copytree(SAMPLE_COURSE, course_root)
+    build.build(course_root)
+    submissions = tmp_path / "class"
+    submissions.mkdir()
+    solution = nbformat.read(course_root / "notebooks/solution/sample_lab.ipynb", as_version=4)
+    nbformat.write(solution, submissions / "ann.ipynb")
+    solution.cells.insert(3, nbformat.v4.new_code_cell(BURN_TWO_SECONDS))  # 2 CPU-seconds
+    nbformat.write(solution, submissions / "cy.ipynb")
+    nbformat.write(
+        nbformat.read(course_root / "notebooks/student/sample_lab.ipynb", as_version=4),
+        submissions / "bo.ipynb",
+    )
+
+    def grades(out: str) -> dict:
+        results = grade_class(
+            submissions,
+            tmp_path / out,
+            course=Course(course_root),
+            data_root=tiny_root,
+            sandbox=sandbox_available() is None,
+            jobs=2,
+            cell_timeout=4,
+            progress=lambda _: None,
+        )
+        return {r.student: (r.status, r.scores, [t.passed for t in r.tests]) for r in results}
+
+    idle = grades("idle")
+    with busy_machine():
+        loaded = grades("loaded")
+    assert loaded == idle
+    assert idle["cy"][0] is Status.GRADED and idle["cy"][1] == {"q1_double": 2.0}

@@ -1,0 +1,81 @@
+"""Tests of running notebooks: each cell's time budget is CPU time, which load does not change."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+
+import nbformat
+import pytest
+
+from cnn_course_instructor.execute import run_notebook, tree_cpu_seconds
+
+BURN_TWO_SECONDS = "import time\nstart = time.process_time()\nwhile time.process_time() - start < 2:\n    pass\nprint('computed')"
+
+
+def notebook(*cells: str) -> nbformat.NotebookNode:
+    return nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+
+
+@contextmanager
+def busy_machine(per_core: int = 2):
+    """Two busy processes per core (this test's own, stopped on exit): an oversubscribed CPU."""
+    count = per_core * (os.cpu_count() or 1)
+    burners = [
+        subprocess.Popen([sys.executable, "-c", "while True:\n    pass"]) for _ in range(count)
+    ]
+    try:
+        time.sleep(0.5)
+        yield
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+
+
+def test_process_tree_cpu_time_counts_the_children():
+    """Does the CPU time of a process include what its child computes?"""
+    code = "import subprocess, sys\nsubprocess.run([sys.executable, '-c', 'while True: pass'])"
+    parent = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        time.sleep(2.0)
+        used = tree_cpu_seconds(parent.pid)
+    finally:
+        subprocess.run(["pkill", "-P", str(parent.pid)], check=False)
+        parent.kill()
+        parent.wait()
+    assert used > 0.8, used
+
+
+def test_a_spinning_cell_and_a_waiting_cell_are_interrupted_and_later_cells_run(tmp_path):
+    """Is a busy loop stopped by its CPU budget, a sleep by the idle rule, and the rest run?"""
+    execution = run_notebook(
+        notebook("while True:\n    pass", "import time\ntime.sleep(1000)", "print('after')"),
+        cwd=tmp_path,
+        cell_timeout=2,
+        allow_errors=True,
+    )
+    assert [(t.index, t.why) for t in execution.timed_out] == [(0, "cpu"), (1, "idle")]
+    assert "cell 1 used more than 2 s of CPU time" in execution.timed_out[0].describe()
+    assert execution.notebook.cells[2].outputs[0]["text"] == "after\n"
+
+
+@pytest.mark.slow
+def test_a_cell_within_its_cpu_budget_is_never_cut_by_the_machines_load(tmp_path):
+    """Does a cell computing 2 CPU-seconds under a 4 s budget finish, idle and oversubscribed?"""
+    runs = []
+    for loaded in (False, True):
+        started = time.monotonic()
+        with busy_machine() if loaded else contextmanager(lambda: (yield))():
+            execution = run_notebook(
+                notebook(BURN_TWO_SECONDS), cwd=tmp_path, cell_timeout=4, allow_errors=True
+            )
+        runs.append((execution, time.monotonic() - started))
+    for execution, _ in runs:
+        assert execution.timed_out == [], execution.timed_out
+        assert execution.notebook.cells[0].outputs[0]["text"] == "computed\n"
+    # The loaded run took longer in wall time than the budget: a wall-clock limit would have cut it.
+    print(f"wall seconds idle {runs[0][1]:.1f}, loaded {runs[1][1]:.1f}")
