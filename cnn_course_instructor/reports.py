@@ -34,8 +34,9 @@ _TEMPLATES = jinja2.Environment(
 STATUS_HELP = {
     Status.INVALID: "The file could not be read as a notebook of this lab, so nothing in it ran. "
     "Your instructor has been told; check that you submitted the right file.",
-    Status.TIMEOUT: "Your notebook ran longer than the grader allows. Your work is safe; your "
-    "instructor will look at it.",
+    Status.TIMEOUT: "A cell of your notebook ran past the grader's time limit and was "
+    "interrupted (the note below names it); the cells after it still ran, and your answers "
+    "were graded on what they recorded. Your work is safe; your instructor will look at it.",
     Status.CRASHED: "Your notebook's kernel stopped before the grader could record your answers. "
     "This may be the grader's failure rather than yours: your work is safe and your instructor "
     "will look at it.",

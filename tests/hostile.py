@@ -125,7 +125,7 @@ print("uid", os.getuid())
 
 
 NOISE = [
-    "import time\ntime.sleep(10**6)",  # interrupted by the cell timeout
+    "import time\ntime.sleep(10**6)",  # interrupted: it waits without computing
     "x = bytearray(40 * 1024**3)",  # MemoryError under the memory limit
     "for _ in range(200000):\n    print('spam ' * 20)",  # output over the cap is dropped
     "import sys\nsys.exit(3)",  # IPython turns it into an error, the kernel lives on
@@ -258,7 +258,14 @@ def samples(canary: Path, port: int, out: Path, submissions: Path, host: dict) -
         Hostile("not_a_notebook", json.dumps({"hello": "world"}), "invalid", 0),
         Hostile("empty_notebook", nbformat.writes(nbformat.v4.new_notebook()), "invalid", 0),
         Hostile("escape_attempts", _notebook([probe]), "graded", 0),
-        Hostile("noisy_solution", _notebook([probe, *NOISE], SOLUTION), "graded", 18),
+        # A cell interrupted by its time budget makes the status visible: timeout, still graded.
+        Hostile(
+            "noisy_solution",
+            _notebook([probe, *NOISE], SOLUTION),
+            "timeout",
+            18,
+            words="without computing and was interrupted",
+        ),
         Hostile("cheating_stub", _notebook(CHEATS, STUDENT, at_end=False), "graded", 0),
         Hostile("segfault", _notebook(["import ctypes\nctypes.string_at(0)"]), "crashed", 0),
         Hostile("os_exit", _notebook(["import os\nos._exit(0)"]), "crashed", 0),
@@ -281,8 +288,9 @@ def samples(canary: Path, port: int, out: Path, submissions: Path, host: dict) -
         Hostile(
             "infinite_loop",
             _notebook(["while True:\n    pass", "print('after the loop')"]),
-            "graded",
+            "timeout",
             0,
+            words="s of CPU time and was interrupted",
         ),
         # Reordered independent cells, a duplicated cell and an edited check change nothing.
         Hostile("reshaped_solution", _edited_solution(_reshape), "graded", 18),
