@@ -97,8 +97,30 @@ SAMPLES = [
                 "accuracy = (predict == labels).float().mean().item()",
                 "accuracy = (predict == labels).sum().item() / len(labels)",
             ),
+            # an nn.Module subclass with F.relu / F.max_pool2d / x.view in forward
+            (
+                CIFAR_SEQUENTIAL,
+                "import torch.nn.functional as F\n\n\n"
+                "class CifarNet(nn.Module):\n"
+                "    def __init__(self):\n"
+                "        super().__init__()\n"
+                "        self.conv1 = nn.Conv2d(3, 32, 3, padding=1)\n"
+                "        self.conv2 = nn.Conv2d(32, 32, 3, padding=1)\n"
+                "        self.conv3 = nn.Conv2d(32, 32, 3, padding=1)\n"
+                "        self.fc1 = nn.Linear(32 * 8 * 8, 256)\n"
+                "        self.fc2 = nn.Linear(256, 10)\n\n"
+                "    def forward(self, x):\n"
+                "        x = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)\n"
+                "        x = F.max_pool2d(F.relu(self.conv3(x)), 2)\n"
+                "        x = x.view(x.size(0), -1)\n"
+                "        return self.fc2(F.relu(self.fc1(x)))\n\n\n"
+                "cifar_model = CifarNet()\n",
+            ),
+            # n_epochs = 1 typed into the locked settings cell: the released cell runs instead
+            ('n_epochs = lab.training["mnist"].num_epochs', "n_epochs = 1"),
         ),
         scores(),
+        'learning_rate = lab.training["mnist"].learning_rate',  # the locked cell it restored
         fast=True,
     ),
     Sample(
@@ -143,39 +165,6 @@ SAMPLES = [
         # Softmax then CrossEntropyLoss learns too slowly: 2 epochs stay under the threshold.
         scores(q1_mnist_model=1.0, q5_mnist_training=3.0),
         "applies the softmax itself",
-    ),
-    Sample(
-        "locked_epochs_edited",
-        # n_epochs = 1 typed into the locked settings cell: the released cell runs instead
-        (('n_epochs = lab.training["mnist"].num_epochs', "n_epochs = 1"),),
-        scores(),
-        'learning_rate = lab.training["mnist"].learning_rate',
-        fast=True,
-    ),
-    Sample(
-        "functional_cifar_module",
-        # an nn.Module subclass with F.relu / F.max_pool2d / x.view in forward
-        (
-            (
-                CIFAR_SEQUENTIAL,
-                "import torch.nn.functional as F\n\n\n"
-                "class CifarNet(nn.Module):\n"
-                "    def __init__(self):\n"
-                "        super().__init__()\n"
-                "        self.conv1 = nn.Conv2d(3, 32, 3, padding=1)\n"
-                "        self.conv2 = nn.Conv2d(32, 32, 3, padding=1)\n"
-                "        self.conv3 = nn.Conv2d(32, 32, 3, padding=1)\n"
-                "        self.fc1 = nn.Linear(32 * 8 * 8, 256)\n"
-                "        self.fc2 = nn.Linear(256, 10)\n\n"
-                "    def forward(self, x):\n"
-                "        x = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)\n"
-                "        x = F.max_pool2d(F.relu(self.conv3(x)), 2)\n"
-                "        x = x.view(x.size(0), -1)\n"
-                "        return self.fc2(F.relu(self.fc1(x)))\n\n\n"
-                "cifar_model = CifarNet()\n",
-            ),
-        ),
-        scores(),
     ),
     Sample(
         "bce_loss",

@@ -305,8 +305,8 @@ def samples(canary: Path, port: int, out: Path, submissions: Path, host: dict) -
         Hostile(
             "output_flood", _notebook([OUTPUT_FLOOD]), "graded", 0, words="output over 2,000,000"
         ),
-        Hostile("record_link", _notebook([RECORD_LINK], SOLUTION), "crashed", 0, words="refused"),
-        Hostile("huge_model", _notebook([HUGE_MODEL], SOLUTION), "graded", None, words="budget"),
+        Hostile("record_link", _notebook([RECORD_LINK], STUDENT), "crashed", 0, words="refused"),
+        Hostile("huge_model", _notebook([HUGE_MODEL], STUDENT), "graded", 0, words="budget"),
         Hostile("fake_history", _notebook([FAKE_HISTORY], STUDENT), "graded", 0),
         Hostile("eve", "solution.ipynb", "invalid", 0, kind="link", words="link"),
         Hostile("root_only_link", "/etc/shadow", "invalid", 0, kind="link", words="link"),

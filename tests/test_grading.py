@@ -342,10 +342,10 @@ def test_fast_corpus_grades_as_expected(graded_class):
     assert [row["student"] for row in rows] == sorted(results)
     assert rows[0].keys() >= {"q1_mnist_model", "q7_cifar_training", "total", "max", "status"}
     assert SubmissionResult.read(out / "results" / "solution.json").total == 18
-    locked = (out / "feedback" / "locked_epochs_edited.html").read_text()
+    locked = (out / "feedback" / "right_other_spellings.html").read_text()
     assert "Locked cells were changed" in locked and "learning_rate = lab.training" in locked
     report = (out / "report" / "index.html").read_text()
-    assert "locked_epochs_edited" in report and "Submissions that need a human look" in report
+    assert "right_other_spellings" in report and "Submissions that need a human look" in report
 
     hidden = {
         line.strip()
