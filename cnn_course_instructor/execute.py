@@ -54,11 +54,13 @@ class TimedOut:
     why: str  # "cpu": it used its CPU time; "idle": it waited without computing; "wall"
     seconds: float
 
-    def describe(self) -> str:
+    def describe(self, name: str = "") -> str:
+        """What happened, naming the cell ``name`` (``cell N`` by default)."""
+        name = name or f"cell {self.index + 1}"
         return {
-            "cpu": f"cell {self.index + 1} used more than {self.seconds:g} s of CPU time",
-            "idle": f"cell {self.index + 1} waited {self.seconds:g} s without computing",
-            "wall": f"cell {self.index + 1} ran past {self.seconds:g} s",
+            "cpu": f"{name} used more than {self.seconds:g} s of CPU time",
+            "idle": f"{name} waited {self.seconds:g} s without computing",
+            "wall": f"{name} ran past {self.seconds:g} s",
         }[self.why] + " and was interrupted"
 
 

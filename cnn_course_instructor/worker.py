@@ -30,7 +30,15 @@ from .locked import restore_locked_cells
 from .probe import probe_cell
 from .records import Status, SubmissionResult, TestResult
 
-__all__ = ["CELL_TIMEOUT", "JUDGE_LIMITS", "JUDGE_TIMEOUT", "RECORD_LIMIT", "Job", "main"]
+__all__ = [
+    "CELL_TIMEOUT",
+    "JUDGE_LIMITS",
+    "JUDGE_TIMEOUT",
+    "RECORD_LIMIT",
+    "Job",
+    "cell_names",
+    "main",
+]
 
 CELL_TIMEOUT = 300
 JUDGE_TIMEOUT = 900
@@ -149,13 +157,14 @@ def grade_notebook(job: Job) -> SubmissionResult:
         for p in execution.problems
         if p.kind == "error"
     ]
-    notes = "; ".join(dict.fromkeys(f"cell {index + 1}: {text}" for index, text in errors[:8]))
+    names = cell_names(notebook, content.lab)
+    notes = "; ".join(dict.fromkeys(f"{names[index]}: {text}" for index, text in errors[:8]))
     if execution.truncated:
         notes = f"output over {OUTPUT_LIMIT:,} bytes was dropped; {notes}"
     if not kept:
         notes = f"the executed notebook was over {EXECUTED_LIMIT:,} bytes and was not kept; {notes}"
     if execution.timed_out:  # always a visible status, whatever the tests then give
-        limits = "; ".join(cell.describe() for cell in execution.timed_out)
+        limits = "; ".join(cell.describe(names.get(cell.index, "")) for cell in execution.timed_out)
         notes = f"{limits}. {notes}".strip()
     found = execution.collected.get(record)
     if not isinstance(found, bytes):
@@ -173,6 +182,22 @@ def grade_notebook(job: Job) -> SubmissionResult:
     if isinstance(verdict, str):
         return outcome(Status.CRASHED, f"{verdict}. {notes}".strip())
     return outcome(Status.TIMEOUT if execution.timed_out else Status.GRADED, notes, verdict)
+
+
+def cell_names(notebook: nbformat.NotebookNode, lab) -> dict[int, str]:
+    """How the feedback names each cell: ``cell 14 (your answer to Exercise 1: ...)``, or
+    ``cell 15 (after Exercise 1: ...)``, by the exercise answer cells (nbgrader ids)."""
+    names, section = {}, ""
+    for index, cell in enumerate(notebook.cells):
+        meta = cell.get("metadata", {}).get("nbgrader")
+        grade_id = meta.get("grade_id") if isinstance(meta, dict) else None
+        question = lab.graded.get(grade_id) if isinstance(grade_id, str) else None
+        if question is not None:
+            section = question.label
+            names[index] = f"cell {index + 1} (your answer to {section})"
+        else:
+            names[index] = f"cell {index + 1}" + (f" (after {section})" if section else "")
+    return names
 
 
 def _judge(job: Job, record_path: Path) -> list[TestResult] | str:

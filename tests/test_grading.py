@@ -481,3 +481,20 @@ def test_a_class_graded_under_cpu_load_gets_the_grades_it_gets_idle(tiny_root, t
         loaded = grades("loaded")
     assert loaded == idle
     assert idle["cy"][0] is Status.GRADED and idle["cy"][1] == {"q1_double": 2.0}
+
+
+def test_notes_name_each_cell_by_its_exercise():
+    """Does the feedback name a failing cell by the exercise it answers or follows?"""
+    from cnn_course_instructor.worker import cell_names
+
+    student = nbformat.read(REPO / "notebooks/student/cnn_lab.ipynb", as_version=4)
+    names = cell_names(student, CONTENT.lab)
+    answer = next(
+        i
+        for i, c in enumerate(student.cells)
+        if c.metadata.get("nbgrader", {}).get("grade_id") == "q1_mnist_model"
+    )
+    label = CONTENT.lab.graded["q1_mnist_model"].label
+    assert names[answer] == f"cell {answer + 1} (your answer to {label})"
+    assert names[answer + 1] == f"cell {answer + 2} (after {label})"
+    assert names[0] == "cell 1"
