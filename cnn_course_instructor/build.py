@@ -414,7 +414,13 @@ def build_lab(source_path: Path, repo: Path) -> list[BuiltFile]:
     """All the files one lab source builds to, without writing anything."""
     source_rel = source_path.relative_to(repo).as_posix()
     name = source_path.stem
-    notebook = fill_facts(read_source(source_path), source_rel, _public_facts(repo, name))
+    notebook = read_source(source_path)
+    quoted = any(
+        match.startswith("grading.")
+        for cell in notebook.cells
+        for match in SUBSTITUTION.findall(cell.source)
+    )  # only a lab whose prose quotes its grading needs its grading content loaded here
+    notebook = fill_facts(notebook, source_rel, _public_facts(repo, name) if quoted else None)
     marked = mark_cells(notebook, source_rel)
     assignment = str(marked.metadata["cnn_course"].get("assignment") or name)
     student = _with_header(generate_student(marked, assignment, name), source_rel, "student")
