@@ -642,8 +642,10 @@ def _whole_number(output: dict, what: str) -> tuple[int | None, str]:
     if not output.get("number"):
         return None, f"returned a {output.get('type', 'value')}, expected {what} (a whole number)"
     if output["type"] in _FLOAT_TYPES:
+        value = output["value"]
+        shown = f"{value:.1f}" if value.is_integer() else f"{value:.6g}"
         return None, (
-            f"returned {output['value']:g}, a {output['type']}: {what} is a whole number; use "
+            f"returned {shown}, a {output['type']}: {what} is a whole number; use "
             "// (floor division) rather than /"
         )
     return int(output["value"]), ""

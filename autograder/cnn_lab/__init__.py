@@ -121,7 +121,7 @@ def _convolution_inputs(generator: torch.Generator) -> dict:
         (draw(8, 40), 3, 1, 1),  # 'same' padding keeps the size
         (2 * draw(4, 20), 2, 2, 0),  # pooling halves it
         (2 * draw(5, 20), 3, 2, 0),  # an odd number of pixels left over: round down
-        (draw(12, 40), draw(4, 5), 3, draw(1, 2)),
+        (draw(12, 40), 5, 2, 2),  # padding as large as the stride: counting it once shows
     ]
     convs = [(3, draw(8, 64), 5), (draw(2, 16), draw(2, 16), 3)]
     linears = [(draw(50, 800), draw(2, 100))]
@@ -243,7 +243,12 @@ for _index, (_name, *_) in enumerate(_CONVOLUTION_CASES):
         return judging.conv2d_verdict(output, *context.inputs["convolutions"][index])
 
 
-_SIZE_CASES = ("padding 1", "pooling 2x2, stride 2", "stride 2, rounding down", "stride 3")
+_SIZE_CASES = (
+    "padding 1",
+    "pooling 2x2, stride 2",
+    "stride 2, rounding down",
+    "a 5x5 window, stride 2, padding 2",
+)
 for _index, _name in enumerate(_SIZE_CASES):
 
     @tests.case("q9_output_size", points=0.5, name=_name)
