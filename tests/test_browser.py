@@ -340,6 +340,8 @@ def test_student_notebook_runs_its_setup_and_shows_the_images(page, lab):
     shot(code_cell(notebook, MNIST_IMAGES), "student_mnist_images")
     shot(notebook.locator(".jp-CodeCell", has_text="Replace this line").first, "student_first_stub")
     shot(code_cell(notebook, "checks.q8_conv2d(conv2d)"), "student_first_check")
+    for code, name in EXPLAINED[:2]:  # the figures drawn before the first exercise
+        shot(code_cell(notebook, code), f"student_{name}")
 
 
 def test_myst_student_notebook_opens_and_runs_as_a_notebook(page, lab):
