@@ -7,6 +7,7 @@ same rules and messages the grader's hidden tests use, on small worked examples.
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -25,6 +26,10 @@ __all__ = [
     "q5_mnist_training",
     "q6_cifar_model",
     "q7_cifar_training",
+    "q8_conv2d",
+    "q9_output_size",
+    "q10_parameter_count",
+    "q11_mlp_model",
 ]
 
 
@@ -203,3 +208,111 @@ def q5_mnist_training(model, history, n_epochs: int) -> CheckReport:
 def q7_cifar_training(model, history, n_epochs: int) -> CheckReport:
     """Check the CIFAR-10 training run's per-epoch record."""
     return _training("q7_cifar_training", model, history, n_epochs)
+
+
+# --- convolution by hand, sizes and parameter counts -------------------------------------------
+
+
+def _is_function(report: CheckReport, function) -> bool:
+    return report.add("is a function", callable(function), f"got {type(function).__name__}")
+
+
+def _filters(*shape: int) -> torch.Tensor:
+    """Small whole-number weights, so that a case can be redone by hand."""
+    return (torch.arange(math.prod(shape), dtype=torch.float32) % 5 - 2).view(shape)
+
+
+# (name, image (C_in, H, W), filters (C_out, C_in, kH, kW), bias (C_out,), stride, padding)
+CONVOLUTION_CASES = (
+    (
+        "one channel 4x4, a 3x3 edge filter",
+        torch.arange(16, dtype=torch.float32).view(1, 4, 4),
+        torch.tensor([[[[1.0, 0.0, -1.0]] * 3]]),
+        torch.tensor([0.5]),
+        1,
+        0,
+    ),
+    (
+        "two channels, two filters, padding 1",
+        torch.arange(50, dtype=torch.float32).view(2, 5, 5) / 10,
+        _filters(2, 2, 3, 3),
+        torch.tensor([1.0, -1.0]),
+        1,
+        1,
+    ),
+    (
+        "stride 2",
+        torch.arange(49, dtype=torch.float32).view(1, 7, 7),
+        _filters(3, 1, 3, 3),
+        torch.zeros(3),
+        2,
+        0,
+    ),
+)
+# (size, kernel, stride, padding): 'same' padding, pooling, rounding down, everything at once
+SIZE_CASES = ((28, 3, 1, 1), (28, 2, 2, 0), (8, 3, 2, 0), (32, 5, 2, 2))
+
+
+def q8_conv2d(conv2d) -> CheckReport:
+    """Check ``conv2d(x, weight, bias, stride, padding)`` against ``F.conv2d`` on small cases."""
+    report = CheckReport("q8_conv2d")
+    if not _is_function(report, conv2d):
+        return report
+    cases = [case[1:] for case in CONVOLUTION_CASES]
+    outputs = judging.call_record(conv2d, cases)
+    for (name, *_), case, output in zip(CONVOLUTION_CASES, cases, outputs, strict=True):
+        report.verdict(name, judging.conv2d_verdict(output, *case))
+    return report
+
+
+def q9_output_size(conv_output_size) -> CheckReport:
+    """Check ``conv_output_size(size, kernel_size, stride, padding)`` on four layers."""
+    report = CheckReport("q9_output_size")
+    if not _is_function(report, conv_output_size):
+        return report
+    outputs = judging.call_record(conv_output_size, SIZE_CASES)
+    for case, output in zip(SIZE_CASES, outputs, strict=True):
+        name = "size {}, kernel {}, stride {}, padding {}".format(*case)
+        report.verdict(name, judging.output_size_verdict(output, *case))
+    return report
+
+
+def q10_parameter_count(conv_parameters, linear_parameters, mnist_parameters) -> CheckReport:
+    """Check the two counting functions on one layer each, and the MNIST model's total."""
+    report = CheckReport("q10_parameter_count")
+    if _is_function(report, conv_parameters):
+        (output,) = judging.call_record(conv_parameters, [(3, 16, 5)])
+        report.verdict(
+            "conv_parameters(3, 16, 5)",
+            judging.parameter_count_verdict(output, nn.Conv2d(3, 16, 5)),
+        )
+    if _is_function(report, linear_parameters):
+        (output,) = judging.call_record(linear_parameters, [(100, 7)])
+        report.verdict(
+            "linear_parameters(100, 7)",
+            judging.parameter_count_verdict(output, nn.Linear(100, 7)),
+        )
+    report.verdict(
+        "mnist_parameters, the whole MNIST model",
+        judging.parameter_count_verdict(
+            judging.plain(mnist_parameters), judging.parametrised_layers(MNIST_LAYERS)
+        ),
+    )
+    return report
+
+
+def q11_mlp_model(model) -> CheckReport:
+    """Check ``mlp_model``: fully connected layers only, about as many parameters as the CNN."""
+    report = CheckReport("q11_mlp_model")
+    if not report.add(
+        "is a torch.nn.Module", isinstance(model, nn.Module), f"got {type(model).__name__}"
+    ):
+        return report
+    layers, error = judging.describe_model(model, (1, 28, 28))
+    report.verdict(
+        "fully connected layers only, raw scores out",
+        judging.mlp_verdict(layers, MNIST_LAYERS[-1].output_shape, error),
+    )
+    budget = sum(p.numel() for p in judging.parametrised_layers(MNIST_LAYERS).parameters())
+    report.verdict("about as many parameters as the CNN", judging.budget_verdict(layers, budget))
+    return report

@@ -144,12 +144,18 @@ def _substitute(text: str, facts: dict, where: str) -> str:
     return SUBSTITUTION.sub(value, text)
 
 
-def fill_facts(notebook: NotebookNode, source_name: str) -> NotebookNode:
+def fill_facts(
+    notebook: NotebookNode, source_name: str, grading: dict | None = None
+) -> NotebookNode:
     """A copy whose prose shows the front matter's facts (``{{ subsets.mnist_train.size }}``)
-    and whose settings cell (tagged ``lab-settings``) holds them as code."""
+    and whose settings cell (tagged ``lab-settings``) holds them as code.
+
+    ``grading`` holds the facts of the grading that the prose may quote as
+    ``{{ grading.thresholds.mnist }}`` (the ``PUBLIC_FACTS`` of the lab's grading content).
+    """
     filled = copy.deepcopy(notebook)
     lab = Lab.from_dict(filled.metadata["cnn_course"], source_name)
-    facts = lab.to_dict()
+    facts = {**lab.to_dict(), "grading": dict(grading or {})}
     settings = 0
     for index, cell in enumerate(filled.cells):
         where = f"{source_name}, cell {index + 1}"
@@ -172,7 +178,7 @@ def fill_facts(notebook: NotebookNode, source_name: str) -> NotebookNode:
         raise CourseError(
             f"{source_name}: {settings} cells are tagged {SETTINGS_TAG}; one at most."
         )
-    filled.metadata["cnn_course"] = facts
+    filled.metadata["cnn_course"] = lab.to_dict()
     nbhosting = dict(filled.metadata.get("nbhosting") or {})
     nbhosting["title"] = lab.title
     filled.metadata["nbhosting"] = nbhosting
@@ -408,7 +414,13 @@ def build_lab(source_path: Path, repo: Path) -> list[BuiltFile]:
     """All the files one lab source builds to, without writing anything."""
     source_rel = source_path.relative_to(repo).as_posix()
     name = source_path.stem
-    notebook = fill_facts(read_source(source_path), source_rel)
+    notebook = read_source(source_path)
+    quoted = any(
+        match.startswith("grading.")
+        for cell in notebook.cells
+        for match in SUBSTITUTION.findall(cell.source)
+    )  # only a lab whose prose quotes its grading needs its grading content loaded here
+    notebook = fill_facts(notebook, source_rel, _public_facts(repo, name) if quoted else None)
     marked = mark_cells(notebook, source_rel)
     assignment = str(marked.metadata["cnn_course"].get("assignment") or name)
     student = _with_header(generate_student(marked, assignment, name), source_rel, "student")
@@ -421,6 +433,19 @@ def build_lab(source_path: Path, repo: Path) -> list[BuiltFile]:
         BuiltFile(f"notebooks/student/{name}.md", _myst_text(student)),
         BuiltFile(f"notebooks/solution/{name}.ipynb", _ipynb_text(solution)),
     ]
+
+
+def _public_facts(repo: Path, lab_id: str) -> dict:
+    """The grading facts a lab's prose may quote: ``PUBLIC_FACTS`` of its grading content."""
+    from .course import Course
+
+    facts = getattr(Course(repo).content(lab_id).module, "PUBLIC_FACTS", {})
+    if not isinstance(facts, dict):
+        raise CourseError(
+            f"autograder/{lab_id}: PUBLIC_FACTS must be a dict of facts the lab's text quotes; "
+            f"found {type(facts).__name__}."
+        )
+    return facts
 
 
 def _sources(repo: Path) -> list[Path]:

@@ -11,6 +11,7 @@ Plan steps (plain dicts, keyed by ``kind``):
 - ``optimizer``: ``criterion``, ``optimizer``, ``model`` -> ``judging.optimizer_record``
 - ``calls``: ``name``, ``inputs`` (a key of the inputs) -> ``judging.call_record``
 - ``history``: ``name`` -> ``judging.history_record``
+- ``value``: ``name`` -> ``judging.plain`` (a number, a tensor, or just its type)
 """
 
 import torch
@@ -38,6 +39,8 @@ def _step(namespace, step, inputs):
         return judging.call_record(_need(namespace, step["name"]), inputs[step["inputs"]])
     if kind == "history":
         return judging.history_record(_need(namespace, step["name"]))
+    if kind == "value":
+        return judging.plain(_need(namespace, step["name"]))
     raise ValueError(f"unknown probe step {kind!r}")
 
 

@@ -17,11 +17,15 @@ REPO = Path(__file__).resolve().parents[1]
 SOLUTION = REPO / "notebooks" / "solution" / "cnn_lab.ipynb"
 STUDENT = REPO / "notebooks" / "student" / "cnn_lab.ipynb"
 FULL = {
+    "q8_conv2d": 3.0,
+    "q9_output_size": 2.0,
+    "q10_parameter_count": 2.0,
     "q1_mnist_model": 3.0,
     "q2_loss_optimizer": 1.0,
     "q3_vector_to_class": 2.0,
     "q4_cnn_accuracy": 2.0,
     "q5_mnist_training": 3.0,
+    "q11_mlp_model": 2.0,
     "q6_cifar_model": 3.0,
     "q7_cifar_training": 4.0,
 }
@@ -53,6 +57,20 @@ def scores(**lost: float) -> dict[str, float]:
     return {question: points - lost.get(question, 0.0) for question, points in FULL.items()}
 
 
+CONV2D_SUM = "            out[:, i, j] = (weight * patch).sum(dim=(1, 2, 3)) + bias\n"
+CONV2D_LOOPS = (
+    """    h_out = (padded.shape[1] - k_h) // stride + 1
+    w_out = (padded.shape[2] - k_w) // stride + 1
+    out = torch.zeros(c_out, h_out, w_out)
+    for i in range(h_out):
+        for j in range(w_out):
+            patch = padded[:, i * stride : i * stride + k_h, j * stride : j * stride + k_w]
+"""
+    + CONV2D_SUM
+)
+OUTPUT_SIZE = "    out = (size + 2 * padding - kernel_size) // stride + 1"
+CONV_COUNT = "    count = out_channels * (in_channels * kernel_size * kernel_size + 1)"
+MLP_WIDTH = "n_hidden_mlp = 91  # 784 * 91 + 91 + 91 * 10 + 10 = 72,355 parameters"
 MNIST_LINEAR = "    nn.Linear(n_h_2 * 14 * 14, nb_classes),\n)"
 MNIST_SECOND_RELU = '    nn.Conv2d(n_h_1, n_h_2, kernel_size=kernel_size, stride=1, padding="same"),\n    nn.ReLU(),\n'
 
@@ -122,6 +140,61 @@ SAMPLES = [
         scores(),
         'learning_rate = lab.training["mnist"].learning_rate',  # the locked cell it restored
         fast=True,
+    ),
+    Sample(
+        "right_new_exercises_otherwise",
+        (
+            (
+                CONV2D_LOOPS,
+                "    patches = padded.unfold(1, k_h, stride).unfold(2, k_w, stride)\n"
+                '    out = torch.einsum("chwab,ocab->ohw", patches, weight) + bias.view(-1, 1, 1)\n',
+            ),
+            (OUTPUT_SIZE, "    out = math.floor((size + 2 * padding - kernel_size) / stride) + 1"),
+            ("def conv_output_size(", "import math\n\n\ndef conv_output_size("),
+            (
+                CONV_COUNT,
+                "    count = nn.Conv2d(in_channels, out_channels, kernel_size).weight.numel() + out_channels",
+            ),
+            (MLP_WIDTH, "n_hidden_mlp = 90"),
+        ),
+        scores(),
+    ),
+    Sample(
+        "conv2d_flipped_filter",
+        ((CONV2D_SUM, CONV2D_SUM.replace("(weight * patch)", "(weight.flip(2, 3) * patch)")),),
+        scores(q8_conv2d=3.0),
+        "the filter is flipped",
+    ),
+    Sample(
+        "conv2d_without_bias",
+        ((CONV2D_SUM, CONV2D_SUM.replace(" + bias\n", "\n")),),
+        scores(q8_conv2d=3.0),
+        "the bias is missing",
+    ),
+    Sample(
+        "output_size_true_division",
+        ((OUTPUT_SIZE, OUTPUT_SIZE.replace(") // stride", ") / stride")),),
+        # mnist_parameters, computed from a float size, is a float too.
+        scores(q9_output_size=2.0, q10_parameter_count=0.5),
+        "use // (floor division)",
+    ),
+    Sample(
+        "output_size_padding_once",
+        ((OUTPUT_SIZE, OUTPUT_SIZE.replace("2 * padding", "padding")),),
+        scores(q9_output_size=1.0),  # the two cases without padding still pass
+        "2 × padding in all",
+    ),
+    Sample(
+        "parameters_without_biases",
+        ((CONV_COUNT, "    count = out_channels * in_channels * kernel_size * kernel_size"),),
+        scores(q10_parameter_count=1.5),  # both convolutions, and the total
+        "the biases are missing",
+    ),
+    Sample(
+        "mlp_too_wide",
+        ((MLP_WIDTH, "n_hidden_mlp = 512"),),
+        scores(q11_mlp_model=1.0),
+        "the comparison is fair only with about the CNN's 72,298",
     ),
     Sample(
         "wrong_linear_input",

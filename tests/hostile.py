@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
-from corpus import SOLUTION, STUDENT
+from corpus import FULL, SOLUTION, STUDENT
+
+TOTAL = sum(FULL.values())  # the solution's score
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -263,7 +265,7 @@ def samples(canary: Path, port: int, out: Path, submissions: Path, host: dict) -
             "noisy_solution",
             _notebook([probe, *NOISE], SOLUTION),
             "timeout",
-            18,
+            TOTAL,
             words="without computing and was interrupted",
         ),
         Hostile("cheating_stub", _notebook(CHEATS, STUDENT, at_end=False), "graded", 0),
@@ -293,11 +295,21 @@ def samples(canary: Path, port: int, out: Path, submissions: Path, host: dict) -
             words="s of CPU time and was interrupted",
         ),
         # Reordered independent cells, a duplicated cell and an edited check change nothing.
-        Hostile("reshaped_solution", _edited_solution(_reshape), "graded", 18),
+        Hostile("reshaped_solution", _edited_solution(_reshape), "graded", TOTAL),
         # Renaming mnist_model loses what needs that name: q1, q2 (its optimiser), q5.
-        Hostile("renamed_model", _edited_solution(_rename), "graded", 11),
+        Hostile(
+            "renamed_model",
+            _edited_solution(_rename),
+            "graded",
+            TOTAL - FULL["q1_mnist_model"] - FULL["q2_loss_optimizer"] - FULL["q5_mnist_training"],
+        ),
         # Deleting cnn_accuracy loses q4 and both training loops, which call it.
-        Hostile("deleted_cell", _edited_solution(_delete), "graded", 9),
+        Hostile(
+            "deleted_cell",
+            _edited_solution(_delete),
+            "graded",
+            TOTAL - FULL["q4_cnn_accuracy"] - FULL["q5_mnist_training"] - FULL["q7_cifar_training"],
+        ),
         # --- issue 11: one student must never stop the class or touch a neighbour ---
         Hostile("deep_tree", _notebook([DEEP_TREE]), "graded", 0),
         Hostile("disk_filler", _notebook([DISK_FILLER]), "graded", 0),

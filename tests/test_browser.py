@@ -62,6 +62,15 @@ LAB_SETTINGS = {
 STDERR_OUTPUT = ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
 NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden)"
 MNIST_IMAGES = "plots.show_images(X_train[:10], Y_train[:10], mnist_classes)"
+# The figures that explain the layers: the code that draws each, and its screenshot's name.
+EXPLAINED = (
+    ("plots.show_convolution(", "explain_convolution"),
+    ("plots.show_padding_stride(", "explain_padding_stride"),
+    ("plots.show_max_pooling(", "explain_max_pooling"),
+    ("plots.show_relu(", "explain_relu"),
+    ("plots.show_softmax_cross_entropy(", "explain_softmax_cross_entropy"),
+    ("edges = conv2d(", "your_conv2d_edges"),
+)
 
 
 def _missing_tools() -> str | None:
@@ -300,7 +309,8 @@ def wait_for_new_image(page, cell, old_source: str) -> str:
 
 
 def check_student_run(notebook) -> None:
-    """Setup and data cells ran, the MNIST grid rendered, and the first stub stopped the run."""
+    """Setup and data cells ran, the MNIST grid and the convolution figures rendered, and the
+    first use of the first exercise (conv2d) stopped the run."""
     assert (
         code_cell(notebook, "from cnn_course import").locator(".jp-InputPrompt").inner_text()
         == "[1]:"
@@ -311,10 +321,14 @@ def check_student_run(notebook) -> None:
     assert "ImageSet('MNIST train" in printed
     widths = rendered_pngs(code_cell(notebook, MNIST_IMAGES))
     assert len(widths) == 1 and widths[0] > 300, widths
+    for code, _ in EXPLAINED[:2]:
+        assert len(rendered_pngs(code_cell(notebook, code))) == 1, code
+    check = code_cell(notebook, "checks.q8_conv2d(conv2d)").locator(".cnn-course-check")
+    assert "not implemented yet" in check.inner_text()
     problems = errors(notebook)
     assert len(problems) == 1 and "NotImplementedError" in problems[0], problems
-    stub = notebook.locator(".jp-CodeCell", has_text="Replace this line with your code").first
-    assert "NotImplementedError" in stub.locator(".jp-OutputArea").inner_text()
+    first_use = code_cell(notebook, "edges = conv2d(")
+    assert "NotImplementedError" in first_use.locator(".jp-OutputArea").inner_text()
 
 
 def test_student_notebook_runs_its_setup_and_shows_the_images(page, lab):
@@ -325,6 +339,9 @@ def test_student_notebook_runs_its_setup_and_shows_the_images(page, lab):
     check_student_run(notebook)
     shot(code_cell(notebook, MNIST_IMAGES), "student_mnist_images")
     shot(notebook.locator(".jp-CodeCell", has_text="Replace this line").first, "student_first_stub")
+    shot(code_cell(notebook, "checks.q8_conv2d(conv2d)"), "student_first_check")
+    for code, name in EXPLAINED[:2]:  # the figures drawn before the first exercise
+        shot(code_cell(notebook, code), f"student_{name}")
 
 
 def test_myst_student_notebook_opens_and_runs_as_a_notebook(page, lab):
@@ -373,11 +390,18 @@ def test_solution_runs_clean_and_its_widgets_are_live(page, lab):
 
     # Checks: an HTML table each, all passed.
     reports = notebook.locator(".cnn-course-check")
-    assert reports.count() == 7
+    assert reports.count() == 11
     for report in reports.all():
         assert report.locator("table tbody tr").count() >= 1
         assert report.inner_text().strip().endswith("All tests passed!")
     shot(code_cell(notebook, "checks.q1_mnist_model(mnist_model)"), "check_report")
+
+    # The figures that explain each layer, drawn in the page.
+    for code, name in EXPLAINED:
+        cell = code_cell(notebook, code)
+        widths = rendered_pngs(cell)
+        assert len(widths) == 1 and widths[0] > 300, (code, widths)
+        shot(cell, name)
 
     # Training: one tqdm widget bar per epoch, full, with loss and accuracy, under the curves.
     for code, epochs, name in (

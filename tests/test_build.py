@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import nbformat
@@ -212,6 +213,28 @@ def test_a_broken_source_writes_nothing(tmp_path):
     with pytest.raises(CourseError, match="zz_broken.md, cell 6, line 3: START marker with no END"):
         build.build(tmp_path)
     assert not (tmp_path / "notebooks").exists()
+
+
+def test_prose_quotes_the_grading_facts_its_hidden_tests_publish(tmp_path):
+    """Does {{ grading.* }} in the prose show the grading content's PUBLIC_FACTS, and is a
+    PUBLIC_FACTS that is not a table refused by name?"""
+    shutil.copytree(SAMPLE, tmp_path, dirs_exist_ok=True)
+    source = tmp_path / "source" / "sample_lab.md"
+    source.write_text(
+        source.read_text().replace(
+            "# A sample lab\n", "# A sample lab\n\nPass {{ grading.threshold }} of the cases.\n"
+        )
+    )
+    grading = tmp_path / "autograder" / "sample_lab" / "__init__.py"
+    grading.write_text(grading.read_text() + "\nPUBLIC_FACTS = {'threshold': 0.75}\n")
+    build.build(tmp_path)
+    assert "Pass 0.75 of the cases." in (tmp_path / "notebooks/student/sample_lab.md").read_text()
+    grading.write_text(grading.read_text().replace("{'threshold': 0.75}", "[0.75]"))
+    for name, module in list(sys.modules.items()):  # the content is loaded once per process
+        if str(getattr(module, "__file__", None)).startswith(str(tmp_path)):
+            del sys.modules[name]
+    with pytest.raises(CourseError, match="PUBLIC_FACTS must be a dict"):
+        build.build(tmp_path)
 
 
 def test_no_sources_is_explained(tmp_path):

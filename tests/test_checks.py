@@ -141,12 +141,162 @@ def cnn_accuracy(predict: torch.Tensor, labels: torch.Tensor) -> float:
     return (predict == labels).float().mean().item()
 
 
+def conv2d(x, weight, bias, stride=1, padding=0, flip=False, with_bias=True):
+    """A convolution by hand with ``unfold``; ``flip`` and ``with_bias`` make two typical mistakes."""
+    if flip:
+        weight = weight.flip(-2, -1)
+    padded = torch.nn.functional.pad(x, (padding,) * 4)
+    c_out, _, k_h, k_w = weight.shape
+    patches = padded.unfold(1, k_h, stride).unfold(2, k_w, stride)  # (C_in, H', W', kH, kW)
+    out = torch.einsum("chwab,ocab->ohw", patches, weight)
+    return out + bias.view(c_out, 1, 1) if with_bias else out
+
+
+def conv_output_size(size, kernel_size, stride=1, padding=0):
+    return (size + 2 * padding - kernel_size) // stride + 1
+
+
+def conv_parameters(in_channels, out_channels, kernel_size):
+    return out_channels * (in_channels * kernel_size**2 + 1)
+
+
+def linear_parameters(in_features, out_features):
+    return out_features * (in_features + 1)
+
+
+MNIST_PARAMETERS = 72_298
+
+
+def q10(conv=conv_parameters, linear=linear_parameters, total=MNIST_PARAMETERS) -> CheckReport:
+    return checks.q10_parameter_count(conv, linear, total)
+
+
+def mlp_model(hidden: int = 91, *extra: nn.Module) -> nn.Sequential:
+    """An MLP of about the MNIST CNN's size (91 hidden units: 72,355 parameters)."""
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(784, hidden), nn.ReLU(), nn.Linear(hidden, 10), *extra
+    )
+
+
 def failures(report: CheckReport) -> str:
     """The messages of the failed rows, one per line."""
     return "\n".join(f"{name}: {message}" for name, ok, message in report.rows if not ok)
 
 
 MISTAKES = [
+    # q8: a convolution by hand
+    pytest.param(
+        lambda: checks.q8_conv2d(lambda *args: conv2d(*args, flip=True)),
+        "the filter is flipped",
+        id="q8-flipped-filter",
+    ),
+    pytest.param(
+        lambda: checks.q8_conv2d(lambda *args: conv2d(*args, with_bias=False)),
+        "the bias is missing",
+        id="q8-no-bias",
+    ),
+    pytest.param(
+        lambda: checks.q8_conv2d(lambda x, w, b, s=1, p=0: conv2d(x, w, b, s, 0)),
+        "the padding is missing",
+        id="q8-no-padding",
+    ),
+    pytest.param(
+        lambda: checks.q8_conv2d(lambda x, w, b, s=1, p=0: conv2d(x, w, b, 1, p)),
+        "the stride is missing",
+        id="q8-no-stride",
+    ),
+    pytest.param(
+        lambda: checks.q8_conv2d(lambda *args: conv2d(*args)[None]),
+        "without a batch dimension",
+        id="q8-batch-dimension",
+    ),
+    pytest.param(
+        lambda: checks.q8_conv2d(
+            lambda x, w, b, s=1, p=0: torch.stack(
+                [conv2d(x[c : c + 1], w[:, c : c + 1], b / len(x), s, p) for c in range(len(x))], 1
+            )
+        ),
+        "sum over the input channels too",
+        id="q8-channels-not-summed",
+    ),
+    pytest.param(lambda: checks.q8_conv2d(not_implemented), "not implemented yet", id="q8-stub"),
+    # q9: output sizes
+    pytest.param(
+        lambda: checks.q9_output_size(lambda n, k, s=1, p=0: (n + 2 * p - k) / s + 1),
+        "use // (floor division)",
+        id="q9-true-division",
+    ),
+    pytest.param(
+        lambda: checks.q9_output_size(lambda n, k, s=1, p=0: (n + p - k) // s + 1),
+        "2 × padding in all",
+        id="q9-padding-once",
+    ),
+    pytest.param(
+        lambda: checks.q9_output_size(lambda n, k, s=1, p=0: (n + 2 * p - k) // s),
+        "the + 1",
+        id="q9-no-plus-one",
+    ),
+    pytest.param(
+        lambda: checks.q9_output_size(lambda n, k, s=1, p=0: n + 2 * p - k + 1),
+        "the stride is missing",
+        id="q9-no-stride",
+    ),
+    # q10: parameter counts
+    pytest.param(
+        lambda: q10(conv=lambda i, o, k: o * i * k * k),
+        "the biases are missing",
+        id="q10-conv-without-biases",
+    ),
+    pytest.param(
+        lambda: q10(conv=lambda i, o, k: o * (k * k + 1)),
+        "spans all in_channels",
+        id="q10-conv-one-channel",
+    ),
+    pytest.param(
+        lambda: q10(linear=lambda i, o: i * o),
+        "the biases are missing",
+        id="q10-linear-without-biases",
+    ),
+    pytest.param(
+        lambda: q10(total=72_224),
+        "expected 72,298, got 72,224 (the biases are missing",
+        id="q10-total-without-biases",
+    ),
+    pytest.param(
+        lambda: q10(total=float(MNIST_PARAMETERS)),
+        "a whole number",
+        id="q10-total-float",
+    ),
+    # q11: the MLP
+    pytest.param(
+        lambda: checks.q11_mlp_model(mnist_model()),
+        "an MLP flattens the image and uses nn.Linear only",
+        id="q11-a-cnn",
+    ),
+    pytest.param(
+        lambda: checks.q11_mlp_model(
+            nn.Sequential(nn.Flatten(), nn.Linear(784, 91), nn.Linear(91, 10))
+        ),
+        "without an activation",
+        id="q11-no-relu",
+    ),
+    pytest.param(
+        lambda: checks.q11_mlp_model(mlp_model(512)),
+        "407,050 parameters; the comparison is fair only with about the CNN's 72,298",
+        id="q11-too-wide",
+    ),
+    pytest.param(
+        lambda: checks.q11_mlp_model(mlp_model(91, nn.Softmax(dim=1))),
+        "applies the softmax itself",
+        id="q11-softmax",
+    ),
+    pytest.param(
+        lambda: checks.q11_mlp_model(
+            nn.Sequential(nn.Linear(784, 91), nn.ReLU(), nn.Linear(91, 10))
+        ),
+        "start with nn.Flatten()",
+        id="q11-no-flatten",
+    ),
     # q1: the MNIST architecture
     pytest.param(
         lambda: checks.q1_mnist_model(mnist_model(lambda layers: layers.pop(1))),
@@ -349,6 +499,10 @@ def test_typical_mistake_fails_with_a_message_naming_it(run_check, keyword):
 
 
 REFERENCES = [
+    pytest.param(lambda: checks.q8_conv2d(conv2d), id="q8_conv2d"),
+    pytest.param(lambda: checks.q9_output_size(conv_output_size), id="q9_output_size"),
+    pytest.param(lambda: q10(), id="q10_parameter_count"),
+    pytest.param(lambda: checks.q11_mlp_model(mlp_model()), id="q11_mlp_model"),
     pytest.param(lambda: checks.q1_mnist_model(mnist_model()), id="q1_mnist_model"),
     pytest.param(lambda: q2(), id="q2_loss_optimizer"),
     pytest.param(lambda: checks.q3_vector_to_class(vector_to_class), id="q3_vector_to_class"),

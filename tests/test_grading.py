@@ -10,7 +10,7 @@ import nbformat
 import pytest
 import torch
 from conftest import REPO, tiny_cifar_arrays, write_tiny_mnist, write_tiny_pack
-from corpus import SAMPLES
+from corpus import FULL, SAMPLES
 from torch import nn
 
 from cnn_course import judging
@@ -229,6 +229,130 @@ def test_loss_and_optimiser_faults_are_named(make, keyword):
         assert len(failed) == 1 and keyword in failed[0].message, results
 
 
+def conv2d_by_loops(x, weight, bias, stride=1, padding=0):
+    """A right answer as a student writes it: zero padding, then one window at a time."""
+    c_out, c_in, k_h, k_w = weight.shape
+    padded = torch.nn.functional.pad(x, (padding,) * 4)
+    h_out = (padded.shape[1] - k_h) // stride + 1
+    w_out = (padded.shape[2] - k_w) // stride + 1
+    out = torch.empty(c_out, h_out, w_out)
+    for i in range(h_out):
+        for j in range(w_out):
+            patch = padded[:, i * stride : i * stride + k_h, j * stride : j * stride + k_w]
+            out[:, i, j] = (weight * patch).sum(dim=(1, 2, 3)) + bias
+    return out
+
+
+def conv2d_record(function) -> dict:
+    return {"conv2d": judging.call_record(function, INPUTS["convolutions"])}
+
+
+@pytest.mark.parametrize(
+    ("function", "failed", "keyword"),
+    [
+        (conv2d_by_loops, 0, ""),
+        (lambda x, w, b, s=1, p=0: torch.nn.functional.conv2d(x[None], w, b, s, p)[0], 0, ""),
+        (lambda x, w, b, s=1, p=0: conv2d_by_loops(x, w.flip(2, 3), b, s, p), 4, "flipped"),
+        (lambda x, w, b, s=1, p=0: conv2d_by_loops(x, w, 0 * b, s, p), 4, "bias is missing"),
+        (lambda x, w, b, s=1, p=0: conv2d_by_loops(x, w, b, s, 0), 2, "padding is missing"),
+        (lambda x, w, b, s=1, p=0: conv2d_by_loops(x, w, b, 1, p), 2, "stride is missing"),
+        (lambda x, w, b, s=1, p=0: conv2d_by_loops(x, w, b, s, p).double(), 0, ""),
+    ],
+    ids=["loops", "torch", "flipped", "no-bias", "no-padding", "no-stride", "float64"],
+)
+def test_conv2d_is_judged_against_torch_on_the_grader_inputs(function, failed, keyword):
+    """Does a right conv2d get every case, and each typical mistake lose exactly the cases it
+    gets wrong (padding and stride: the two cases that use them), with the fault named?"""
+    results = judge(conv2d_record(function), "q8_conv2d")
+    wrong = [r for r in results.values() if not r.passed]
+    assert len(results) == 4 and len(wrong) == failed, results
+    assert all(keyword in r.message for r in wrong), results
+
+
+def test_grader_inputs_change_with_the_seed_and_use_strides_and_paddings():
+    """Are the convolution inputs drawn afresh per seed, covering stride 2 and padding 1?"""
+    other = CONTENT.grading_inputs(seed=8)["convolutions"]
+    assert not torch.equal(other[1][0], INPUTS["convolutions"][1][0])
+    assert {(case[3], case[4]) for case in INPUTS["convolutions"]} == {
+        (1, 0),
+        (1, 1),
+        (2, 0),
+        (2, 1),
+    }
+
+
+@pytest.mark.parametrize(
+    ("function", "passed", "keyword"),
+    [
+        (lambda n, k, s=1, p=0: (n + 2 * p - k) // s + 1, 4, ""),
+        (lambda n, k, s=1, p=0: int(__import__("numpy").floor((n + 2 * p - k) / s)) + 1, 4, ""),
+        (lambda n, k, s=1, p=0: (n + 2 * p - k) / s + 1, 0, "floor division"),
+        (lambda n, k, s=1, p=0: (n + p - k) // s + 1, 2, "2 × padding"),
+        (lambda n, k, s=1, p=0: torch.tensor((n + 2 * p - k) // s + 1), 0, "Python int"),
+    ],
+    ids=["floor-division", "numpy-floor", "true-division", "padding-once", "tensor"],
+)
+def test_output_size_cases_and_mistakes(function, passed, keyword):
+    """Does a right output size pass all four cases, and each mistake fail with its fault named?"""
+    record = {"conv_output_size": judging.call_record(function, INPUTS["sizes"])}
+    results = judge(record, "q9_output_size")
+    assert sum(r.passed for r in results.values()) == passed, results
+    assert all(keyword in r.message for r in results.values() if not r.passed)
+
+
+def test_parameter_counts_are_judged_against_the_layers_themselves():
+    """Do right counts pass, a count without biases fail with its fault named, and the total
+    count hold the MNIST network's 72,298 parameters (weights and biases)?"""
+
+    def record(conv, linear, total) -> dict:
+        return {
+            "conv_parameters": judging.call_record(conv, INPUTS["convs"]),
+            "linear_parameters": judging.call_record(linear, INPUTS["linears"]),
+            "mnist_parameters": judging.plain(total),
+        }
+
+    def conv(i, o, k):
+        return o * (i * k * k + 1)
+
+    def linear(i, o):
+        return o * (i + 1)
+
+    results = judge(record(conv, linear, 72_298), "q10_parameter_count")
+    assert len(results) == 4 and all(r.passed for r in results.values()), results
+    results = judge(record(lambda i, o, k: o * i * k * k, linear, 72_224), "q10_parameter_count")
+    wrong = [r for r in results.values() if not r.passed]
+    assert len(wrong) == 3 and all("biases are missing" in r.message for r in wrong), results
+    missing = judge({"mnist_parameters": {"error": "NameError: x"}}, "q10_parameter_count")
+    assert missing["mnist_parameters: the whole MNIST model"].message == "NameError: x"
+
+
+@pytest.mark.parametrize(
+    ("model", "passed"),
+    [
+        (nn.Sequential(nn.Flatten(), nn.Linear(784, 91), nn.ReLU(), nn.Linear(91, 10)), [1, 1]),
+        (
+            nn.Sequential(
+                nn.Flatten(),
+                nn.Linear(784, 80),
+                nn.ReLU(),
+                nn.Linear(80, 80),
+                nn.ReLU(),
+                nn.Linear(80, 10),
+            ),
+            [1, 1],
+        ),  # fmt: skip
+        (nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 10)), [1, 0]),
+        (nn.Sequential(nn.Flatten(), nn.Linear(784, 91), nn.Linear(91, 10)), [0, 1]),
+    ],
+    ids=["one-hidden-layer", "two-hidden-layers", "too-wide", "no-activation"],
+)
+def test_mlp_is_judged_on_its_layers_and_its_parameter_budget(model, passed):
+    """Is the MLP graded on being fully connected with an activation, and on a budget close to
+    the CNN's, each fault on its own test?"""
+    results = judge({"mlp_model": judging.layer_records(model, (1, 28, 28))}, "q11_mlp_model")
+    assert [int(r.passed) for r in results.values()] == passed, results
+
+
 # --- finding submissions and reports ----------------------------------------------------------
 
 
@@ -341,7 +465,7 @@ def test_fast_corpus_grades_as_expected(graded_class):
     rows = list(csv.DictReader((out / "grades.csv").open()))
     assert [row["student"] for row in rows] == sorted(results)
     assert rows[0].keys() >= {"q1_mnist_model", "q7_cifar_training", "total", "max", "status"}
-    assert SubmissionResult.read(out / "results" / "solution.json").total == 18
+    assert SubmissionResult.read(out / "results" / "solution.json").total == sum(FULL.values())
     locked = (out / "feedback" / "right_other_spellings.html").read_text()
     assert "Locked cells were changed" in locked and "learning_rate = lab.training" in locked
     report = (out / "report" / "index.html").read_text()
@@ -362,14 +486,15 @@ def test_fast_corpus_grades_as_expected(graded_class):
     with Gradebook(
         f"sqlite:///{graded_class.out / 'gradebook.db'}", course_id="cnn-course"
     ) as book:
-        assert book.find_submission("cnn_lab", "solution").score == 18
+        assert book.find_submission("cnn_lab", "solution").score == sum(FULL.values())
         assert book.find_submission("cnn_lab", "untouched_stub").score == 0
 
 
 @pytest.mark.slow
 @pytest.mark.realdata
 def test_the_executed_solution_ran_clean_and_the_stub_stopped_at_its_first_exercise(graded_class):
-    """Did the solution run clean, in grading mode, and the stub stop at its first exercise?
+    """Did the solution run clean, in grading mode, and the stub stop where its first exercise,
+    conv2d, is first used?
 
     In grading mode no figure is rendered and no exploration view predicts (no test reads
     them); each view says so in its output.
@@ -391,7 +516,8 @@ def test_the_executed_solution_ran_clean_and_the_stub_stopped_at_its_first_exerc
         if o.output_type == "error"
     ]
     assert errors and errors[0][1] == "NotImplementedError"
-    assert "q1-mnist-model" == stub.cells[errors[0][0]].get("id")
+    first_exercise = [cell.get("id") for cell in stub.cells].index("q8-conv2d")
+    assert errors[0][0] > first_exercise and "conv2d(" in stub.cells[errors[0][0]].source
 
 
 def test_corpus_edits_still_apply_to_the_lab():

@@ -15,7 +15,7 @@ import nbformat
 import pytest
 from conftest import REPO
 from corpus import STUDENT
-from hostile import ATTEMPTS, PROCESS_HOLDER
+from hostile import ATTEMPTS, PROCESS_HOLDER, TOTAL
 
 from cnn_course_instructor.course import Course
 from cnn_course_instructor.sandbox import sandbox_available
@@ -63,7 +63,7 @@ def test_hostile_corpus_grades_to_its_expected_outcomes(graded_class):
     out = graded_class.out / "cnn_lab"
     rows = {row["student"]: row for row in csv.DictReader((out / "grades.csv").open())}
     assert graded_class.hostile and len(rows) == len(graded_class.results)
-    assert float(rows["solution"]["total"]) == 18, "a hostile neighbour changed an honest grade"
+    assert float(rows["solution"]["total"]) == TOTAL, "a hostile neighbour changed an honest grade"
     for sample in graded_class.hostile:
         row = _row(rows, sample)
         if sample.status is not None:

@@ -118,7 +118,7 @@ def course_copy(tmp_path) -> Path:
 
 def test_changing_a_subset_or_an_epoch_count_changes_every_consumer(course_copy):
     """Does one edit of the front matter reach the notebook, its prose, the grader's unseen
-    images and the hidden tests' expectations?"""
+    images and the hidden tests' expectations, and one edit of a threshold the grading section?"""
     source = course_copy / "source" / "cnn_lab.md"
     text = source.read_text()
     text = text.replace(
@@ -126,11 +126,16 @@ def test_changing_a_subset_or_an_epoch_count_changes_every_consumer(course_copy)
         "mnist_train: {dataset: mnist, split: train, size: 1500, seed: 3}",
     ).replace("mnist: {epochs: 10, fast_epochs: 2,", "mnist: {epochs: 10, fast_epochs: 3,")
     source.write_text(text)
+    grading = course_copy / "autograder" / "cnn_lab" / "__init__.py"
+    grading.write_text(
+        grading.read_text().replace('THRESHOLDS = {"mnist": 0.80,', 'THRESHOLDS = {"mnist": 0.85,')
+    )
     build.build(course_copy)
     solution = nbformat.read(course_copy / "notebooks/solution/cnn_lab.ipynb", as_version=4)
     everything = "\n".join(cell.source for cell in solution.cells)
     assert "'size': 1500, 'seed': 3" in everything and "'fast_epochs': 3" in everything
     assert "random sample of 1,500 of MNIST" in everything
+    assert "of 0.85 on MNIST" in everything and "3 epochs on MNIST" in everything
 
     course = Course(course_copy)
     lab = course.lab("cnn_lab")
@@ -229,13 +234,22 @@ def test_probe_is_a_module_that_records_plain_data(tmp_path):
     plan = [
         {"key": "model", "kind": "model", "name": "net", "input_shape": (1, 4, 4)},
         {"key": "calls", "kind": "calls", "name": "double", "inputs": "numbers"},
+        {"key": "sizes", "kind": "calls", "name": "double", "inputs": "integers"},
+        {"key": "count", "kind": "value", "name": "count"},
         {"key": "missing", "kind": "history", "name": "nowhere"},
     ]
-    torch.save({"plan": plan, "inputs": {"numbers": [(torch.arange(3),)]}}, tmp_path / "plan.pt")
-    namespace = {"net": nn.Sequential(nn.Flatten(), nn.Linear(16, 2)), "double": lambda x: 2 * x}
+    inputs = {"numbers": [(torch.arange(3),)], "integers": [(7,)]}
+    torch.save({"plan": plan, "inputs": inputs}, tmp_path / "plan.pt")
+    namespace = {
+        "net": nn.Sequential(nn.Flatten(), nn.Linear(16, 2)),
+        "double": lambda x: 2 * x,
+        "count": 72_298,
+    }
     exec(probe_cell(str(tmp_path / "plan.pt"), str(tmp_path / "out.pt")), namespace)
     record = torch.load(tmp_path / "out.pt", weights_only=True)
     assert [layer["kind"] for layer in record["model"]["layers"]] == ["Flatten", "Linear"]
     assert torch.equal(record["calls"][0]["tensor"], torch.tensor([0, 2, 4]))
+    assert record["sizes"] == [{"type": "int", "value": 14.0, "number": True}]
+    assert record["count"] == {"type": "int", "value": 72298.0, "number": True}
     assert "`nowhere` is not defined" in record["missing"]["error"]
-    assert set(namespace) == {"net", "double", "__builtins__"}
+    assert set(namespace) == {"net", "double", "count", "__builtins__"}

@@ -9,15 +9,16 @@ with the visible checks; these tests apply them to inputs and images the grader 
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from cnn_course import judging, training
 from cnn_course.judging import CIFAR_LAYERS, MNIST_LAYERS, Verdict
 from cnn_course_instructor.rebuild import RebuildError, rebuild
-from cnn_course_instructor.registry import Context, Registry, need
+from cnn_course_instructor.registry import GRADING_IMAGES, Context, Registry, need
 
 from .reference import train_model
 
-__all__ = ["PROBE", "THRESHOLDS", "grading_inputs", "tests"]
+__all__ = ["PROBE", "PUBLIC_FACTS", "THRESHOLDS", "grading_inputs", "tests"]
 
 # Accuracy a trained model must reach on the grading images in shortened mode
 # (CNN_COURSE_FAST). `cnn-course calibrate cnn_lab` on the solution, seeds 0-4 (2026-11-30):
@@ -25,8 +26,21 @@ __all__ = ["PROBE", "THRESHOLDS", "grading_inputs", "tests"]
 # Chance is 0.10. The thresholds sit about 0.07 below the lowest seed.
 THRESHOLDS = {"mnist": 0.80, "cifar10": 0.30}
 
+# Facts of the grading that the lab's text quotes (`{{ grading.thresholds.mnist }}`), so that
+# what students read is what the grader does.
+PUBLIC_FACTS = {
+    "thresholds": THRESHOLDS,
+    "images": GRADING_IMAGES,
+    "mlp_tolerance": f"{judging.BUDGET_TOLERANCE:.0%}",
+}
+
 # What the probe records from the student's kernel, under which key.
 PROBE = [
+    {"key": "conv2d", "kind": "calls", "name": "conv2d", "inputs": "convolutions"},
+    {"key": "conv_output_size", "kind": "calls", "name": "conv_output_size", "inputs": "sizes"},
+    {"key": "conv_parameters", "kind": "calls", "name": "conv_parameters", "inputs": "convs"},
+    {"key": "linear_parameters", "kind": "calls", "name": "linear_parameters", "inputs": "linears"},
+    {"key": "mnist_parameters", "kind": "value", "name": "mnist_parameters"},
     {"key": "mnist_model", "kind": "model", "name": "mnist_model", "input_shape": (1, 28, 28)},
     {
         "key": "mnist_optim",
@@ -38,6 +52,7 @@ PROBE = [
     {"key": "vector_to_class", "kind": "calls", "name": "vector_to_class", "inputs": "scores"},
     {"key": "cnn_accuracy", "kind": "calls", "name": "cnn_accuracy", "inputs": "predictions"},
     {"key": "mnist_history", "kind": "history", "name": "mnist_history"},
+    {"key": "mlp_model", "kind": "model", "name": "mlp_model", "input_shape": (1, 28, 28)},
     {"key": "cifar_model", "kind": "model", "name": "cifar_model", "input_shape": (3, 32, 32)},
     {
         "key": "cifar_optim",
@@ -70,6 +85,7 @@ def grading_inputs(seed: int) -> dict:
     all_right = torch.randint(0, 10, (20,), generator=generator)
     none_right = (all_right + 1) % 10
     return {
+        **_convolution_inputs(generator),
         "scores": [(random_scores,), (ties,), (single,), (large,)],
         "predictions": [
             (predict, labels),
@@ -77,6 +93,39 @@ def grading_inputs(seed: int) -> dict:
             (none_right, all_right.clone()),
         ],
     }
+
+
+# One image (C_in, H, W), filters (C_out, C_in, kH, kW), stride and padding per case; the values
+# and the sizes are drawn for each run.
+_CONVOLUTION_CASES = (
+    ("one channel, no padding", 1, 1, (3, 3), 1, 0),
+    ("three channels, padding 1", 3, 4, (3, 3), 1, 1),
+    ("stride 2", 2, 3, (3, 3), 2, 0),
+    ("a 2x3 filter, stride 2 and padding 1", 3, 2, (2, 3), 2, 1),
+)
+
+
+def _convolution_inputs(generator: torch.Generator) -> dict:
+    """Inputs of the convolution, output-size and parameter-count questions."""
+
+    def draw(low: int, high: int) -> int:
+        return int(torch.randint(low, high + 1, (1,), generator=generator))
+
+    convolutions = []
+    for _, c_in, c_out, kernel, stride, padding in _CONVOLUTION_CASES:
+        x = torch.rand(c_in, draw(5, 9), draw(5, 9), generator=generator)
+        weight = torch.randn(c_out, c_in, *kernel, generator=generator)
+        bias = torch.randn(c_out, generator=generator)
+        convolutions.append((x, weight, bias, stride, padding))
+    sizes = [
+        (draw(8, 40), 3, 1, 1),  # 'same' padding keeps the size
+        (2 * draw(4, 20), 2, 2, 0),  # pooling halves it
+        (2 * draw(5, 20), 3, 2, 0),  # an odd number of pixels left over: round down
+        (draw(12, 40), 5, 2, 2),  # padding as large as the stride: counting it once shows
+    ]
+    convs = [(3, draw(8, 64), 5), (draw(2, 16), draw(2, 16), 3)]
+    linears = [(draw(50, 800), draw(2, 100))]
+    return {"convolutions": convolutions, "sizes": sizes, "convs": convs, "linears": linears}
 
 
 # --- architectures ----------------------------------------------------------------------------
@@ -211,6 +260,50 @@ def _register_training(question, key, history_key, dataset, subset, schedule, sp
 
 # --- the lab's questions ----------------------------------------------------------------------
 
+for _index, (_name, *_) in enumerate(_CONVOLUTION_CASES):
+
+    @tests.case("q8_conv2d", points=0.75, name=_name)
+    def _convolution(record: dict, context: Context, index: int = _index) -> Verdict:
+        output = need(record, "conv2d")[index]
+        return judging.conv2d_verdict(output, *context.inputs["convolutions"][index])
+
+
+_SIZE_CASES = (
+    "padding 1",
+    "pooling 2x2, stride 2",
+    "stride 2, rounding down",
+    "a 5x5 window, stride 2, padding 2",
+)
+for _index, _name in enumerate(_SIZE_CASES):
+
+    @tests.case("q9_output_size", points=0.5, name=_name)
+    def _size(record: dict, context: Context, index: int = _index) -> Verdict:
+        output = need(record, "conv_output_size")[index]
+        return judging.output_size_verdict(output, *context.inputs["sizes"][index])
+
+
+for _index, _name in enumerate(("convolution with 3 input channels", "another convolution")):
+
+    @tests.case("q10_parameter_count", points=0.5, name=_name)
+    def _conv_count(record: dict, context: Context, index: int = _index) -> Verdict:
+        output = need(record, "conv_parameters")[index]
+        c_in, c_out, kernel = context.inputs["convs"][index]
+        return judging.parameter_count_verdict(output, nn.Conv2d(c_in, c_out, kernel))
+
+
+@tests.case("q10_parameter_count", points=0.5, name="linear layer")
+def _linear_count(record: dict, context: Context) -> Verdict:
+    (n_in, n_out) = context.inputs["linears"][0]
+    output = need(record, "linear_parameters")[0]
+    return judging.parameter_count_verdict(output, nn.Linear(n_in, n_out))
+
+
+@tests.case("q10_parameter_count", points=0.5, name="mnist_parameters: the whole MNIST model")
+def _mnist_count(record: dict, context: Context) -> Verdict:
+    layers = judging.parametrised_layers(MNIST_LAYERS)
+    return judging.parameter_count_verdict(need(record, "mnist_parameters"), layers)
+
+
 _register_architecture(
     "q1_mnist_model", "mnist_model", MNIST_LAYERS, {"convolutions": 1, "order": 1, "classifier": 1}
 )
@@ -252,6 +345,21 @@ _register_training(
     MNIST_LAYERS,
     (3, 0),
 )
+
+
+@tests.case("q11_mlp_model", points=1, name="fully connected layers only, raw scores out")
+def _mlp_layers(record: dict, context: Context) -> Verdict:
+    layers, error = _layers(record, "mlp_model")
+    return judging.mlp_verdict(layers, MNIST_LAYERS[-1].output_shape, error)
+
+
+@tests.case("q11_mlp_model", points=1, name="about as many parameters as the CNN")
+def _mlp_budget(record: dict, context: Context) -> Verdict:
+    layers, _ = _layers(record, "mlp_model")
+    budget = sum(p.numel() for p in judging.parametrised_layers(MNIST_LAYERS).parameters())
+    return judging.budget_verdict(layers, budget)
+
+
 _register_architecture(
     "q6_cifar_model",
     "cifar_model",
