@@ -894,7 +894,7 @@ _FLOAT_TYPES = ("float", "float16", "float32", "float64")
 def _whole_number(output: dict, what: str) -> tuple[int | None, str]:
     """A recorded return value as an ``int``, or the fault that stops it being one."""
     if "error" in output:
-        return None, _output_value(output)[1]
+        return None, _output_value(output, what)[1]
     if "tensor" in output:
         return None, f"returned a tensor, expected {what} as a Python int: use int(...) or .item()"
     if not output.get("number"):
@@ -919,7 +919,7 @@ def conv2d_verdict(
 ) -> Verdict:
     """Is ``output`` what ``F.conv2d`` gives for one image ``x (C_in, H, W)``, filters
     ``weight (C_out, C_in, kH, kW)``, ``bias (C_out,)``, ``stride`` and zero ``padding``?"""
-    value, message = _output_value(output)
+    value, message = _output_value(output, "a tensor (C_out, H_out, W_out)")
     if value is None:
         return _fault(message)
     if not isinstance(value, torch.Tensor):

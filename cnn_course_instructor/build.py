@@ -28,6 +28,7 @@ __all__ = [
     "generate_student",
     "mark_cells",
     "fill_facts",
+    "public_facts",
     "read_lab",
     "read_source",
     "settings_code",
@@ -420,7 +421,7 @@ def build_lab(source_path: Path, repo: Path) -> list[BuiltFile]:
         for cell in notebook.cells
         for match in SUBSTITUTION.findall(cell.source)
     )  # only a lab whose prose quotes its grading needs its grading content loaded here
-    notebook = fill_facts(notebook, source_rel, _public_facts(repo, name) if quoted else None)
+    notebook = fill_facts(notebook, source_rel, public_facts(repo, name) if quoted else None)
     marked = mark_cells(notebook, source_rel)
     assignment = str(marked.metadata["cnn_course"].get("assignment") or name)
     student = _with_header(generate_student(marked, assignment, name), source_rel, "student")
@@ -435,7 +436,7 @@ def build_lab(source_path: Path, repo: Path) -> list[BuiltFile]:
     ]
 
 
-def _public_facts(repo: Path, lab_id: str) -> dict:
+def public_facts(repo: Path, lab_id: str) -> dict:
     """The grading facts a lab's prose may quote: ``PUBLIC_FACTS`` of its grading content."""
     from .course import Course
 

@@ -317,7 +317,9 @@ def secrets() -> dict[str, set[str]]:
     solution_lines: set[str] = set()
     for source in sorted((REPO / "source").glob("*.md")):
         relative = f"source/{source.name}"
-        marked = build.mark_cells(build.fill_facts(build.read_source(source), relative), relative)
+        facts = build.public_facts(REPO, source.stem)
+        filled = build.fill_facts(build.read_source(source), relative, facts)
+        marked = build.mark_cells(filled, relative)
         given |= {line.strip() for line in build.shown_lines(marked)}
         solution_lines |= {
             line.strip() for line in build.solution_lines(marked) if len(line.strip()) > 3
