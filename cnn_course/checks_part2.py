@@ -13,6 +13,7 @@ from torch import nn
 from . import judging
 from .checks import CheckReport, _architecture
 from .judging import BETTER_LAYERS
+from .training import predict
 
 __all__ = [
     "q1_better_model",
@@ -253,10 +254,8 @@ def q8_fgsm(fgsm) -> CheckReport:
     report.verdict("returns a detached tensor", judging.detached_verdict(entry))
     adversarial = _output_value(entry)
     if isinstance(adversarial, torch.Tensor) and adversarial.shape == images.shape:
-        model.eval()
-        with torch.no_grad():
-            before = F.cross_entropy(model(images), labels).item()
-            after = F.cross_entropy(model(adversarial), labels).item()
+        before = F.cross_entropy(predict(model, images), labels).item()
+        after = F.cross_entropy(predict(model, adversarial), labels).item()
         report.add(
             "the loss goes up",
             after > before,
