@@ -197,6 +197,19 @@ def test_reference_mistakes_differ_from_the_reference_on_the_grader_network():
     assert torch.allclose(right, REFERENCE.occlusion_map(model, image, label))  # no state left
 
 
+def test_loaded_model_is_judged_by_its_learnt_weights_not_its_running_statistics():
+    """Is a model loaded from the state dict accepted even when the trained one later ran in
+    training mode (its running statistics moved), and a fresh one refused, naming the layer?"""
+    trained = REFERENCE.better_model()
+    loaded = REFERENCE.better_model()
+    loaded.load_state_dict(trained.state_dict())
+    trained.train()(torch.rand(4, 3, 32, 32))  # moves batch normalisation's running statistics
+    record = lambda model: judging.layer_records(model, (3, 32, 32))  # noqa: E731
+    assert judging.same_weights_verdict(record(loaded), record(trained)).passed
+    verdict = judging.same_weights_verdict(record(REFERENCE.better_model()), record(trained))
+    assert not verdict.passed and "layer 0 (Conv2d): weight differs" in verdict.message
+
+
 def test_pick_device_prefers_a_gpu_and_obeys_the_environment(monkeypatch):
     """Is the CPU chosen here (no GPU), and a forced or unknown device handled with a message?"""
     monkeypatch.delenv(training.DEVICE_ENV, raising=False)
