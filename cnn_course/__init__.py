@@ -1,9 +1,19 @@
 """What students import in the cnn-course labs: data, plots, training helpers, checks and widgets."""
 
-__all__ = ["__version__", "checks", "data", "judging", "labs", "plots", "training", "widgets"]
+__all__ = [
+    "__version__",
+    "checks",
+    "checks_part2",
+    "data",
+    "judging",
+    "labs",
+    "plots",
+    "training",
+    "widgets",
+]
 __version__ = "0.1.0"
 
-_MODULES = ("checks", "data", "judging", "labs", "plots", "training", "widgets")
+_MODULES = ("checks", "checks_part2", "data", "judging", "labs", "plots", "training", "widgets")
 
 
 def __getattr__(name: str):

@@ -20,17 +20,24 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "AUGMENT_PADDING",
+    "BETTER_LAYERS",
     "CIFAR_LAYERS",
     "MNIST_LAYERS",
     "LayerInfo",
     "LayerSpec",
     "Verdict",
+    "adversarial_bounds_verdict",
+    "augmentation_outcome",
+    "augmentation_variety_verdict",
+    "augmentation_verdict",
     "call_record",
     "classes_verdict",
     "compare_layers",
     "convolutions_verdict",
     "classifier_verdict",
     "describe_model",
+    "detached_verdict",
     "failure",
     "fraction_verdict",
     "history_record",
@@ -39,6 +46,8 @@ __all__ = [
     "layer_records",
     "layers_from_records",
     "loss_verdict",
+    "map_verdict",
+    "model_call_record",
     "number_verdict",
     "optimizer_record",
     "optimizer_verdict",
@@ -50,6 +59,11 @@ __all__ = [
     "output_size_verdict",
     "parameter_count_verdict",
     "parametrised_layers",
+    "positions_verdict",
+    "repeat_verdict",
+    "same_weights_verdict",
+    "tensor_output",
+    "unchanged_verdict",
 ]
 
 
@@ -750,7 +764,7 @@ def optimizer_verdict(facts: dict, model_name: str, learning_rate: float) -> Ver
     return _ok()
 
 
-def _output_value(output: dict, expected: str) -> tuple[object, str]:
+def _output_value(output: dict, expected: str = "a tensor") -> tuple[object, str]:
     """The recorded value (a tensor or a number), or None and a message naming what came back.
 
     ``expected`` says what the exercise asks for ("a tensor of shape (N,)", "a number").
@@ -1081,3 +1095,300 @@ def budget_verdict(
         f"(between {low:,} and {high:,}): change the width of the hidden layer",
         parameters=total,
     )
+
+
+# --- part 2: a better network, and functions that look inside one -----------------------------
+
+
+def _block(cin: int, cout: int, size: int) -> tuple[LayerSpec, ...]:
+    """A convolution followed by batch normalisation and a ReLU."""
+    shape = (cout, size, size)
+    return (
+        _conv(cin, cout, size),
+        LayerSpec("BatchNorm2d", {"num_features": cout}, shape),
+        _relu(shape),
+    )
+
+
+# Part 2's table: part 1's CIFAR-10 network with batch normalisation after each convolution.
+BETTER_LAYERS = (
+    *_block(3, 32, 32),
+    *_block(32, 32, 32),
+    _pool(32, 16),
+    *_block(32, 32, 16),
+    _pool(32, 8),
+    LayerSpec("Flatten", {}, (2048,)),
+    LayerSpec("Linear", {"in": 2048, "out": 256}, (256,)),
+    _relu((256,)),
+    LayerSpec("Linear", {"in": 256, "out": 10}, (10,)),
+)
+
+AUGMENT_PADDING = 4  # the largest shift a crop of the padded image gives, in pixels
+
+
+def model_call_record(function: Callable, model: nn.Module, args: Sequence, repeat: bool = False):
+    """Call ``function(model, *args)`` as a student's code is called, and record plain data.
+
+    The arguments are passed as they are, not copied, so that what the function does to them
+    shows: ``changed`` lists the (0-based) arguments whose values it changed, ``requires_grad``
+    says whether the result still holds a gradient graph and, with ``repeat``, ``repeat`` is
+    the result of a second call on the same objects (gradients left in ``images.grad`` pile up).
+    """
+    if not callable(function):
+        raise TypeError(f"expected a function, got {_type_name(function)}")
+    kept = [arg.detach().clone() if isinstance(arg, torch.Tensor) else None for arg in args]
+    try:
+        output = function(model, *args)
+    except Exception as exc:  # the student's function may fail in any way; record it
+        return {"output": failure(exc)}
+    entry = {
+        "output": plain(output),
+        "requires_grad": bool(isinstance(output, torch.Tensor) and output.requires_grad),
+        "changed": [
+            index
+            for index, (arg, copy) in enumerate(zip(args, kept, strict=True))
+            if copy is not None and not torch.equal(arg.detach(), copy)
+        ],
+    }
+    if repeat:
+        try:
+            entry["repeat"] = plain(function(model, *args))
+        except Exception as exc:  # noqa: BLE001 - recorded, like the first call's
+            entry["repeat"] = failure(exc)
+    return entry
+
+
+def tensor_output(
+    entry: dict, shape: tuple[int, ...], what: str
+) -> tuple[torch.Tensor | None, Verdict]:
+    """The recorded result as a float tensor of ``shape``, or a fault saying why it is not."""
+    output = entry.get("output", entry)
+    value, message = _output_value(output)
+    if value is None:
+        return None, _fault(message)
+    if not isinstance(value, torch.Tensor):
+        return None, _fault(f"returned a {type(value).__name__}, expected {what} of shape {shape}")
+    if tuple(value.shape) != tuple(shape):
+        return None, _fault(f"expected {what} of shape {tuple(shape)}, got {tuple(value.shape)}")
+    if not value.is_floating_point():
+        return None, _fault(f"expected floating-point values, got dtype {value.dtype}")
+    if not bool(torch.isfinite(value).all()):
+        return None, _fault(f"{what} holds NaN or infinite values")
+    return value.float(), _ok()
+
+
+def _close(value: torch.Tensor, expected: torch.Tensor, tolerance: float, scale_free: bool) -> bool:
+    if scale_free:  # compare each map divided by its largest value
+        value, expected = _per_item_unit(value), _per_item_unit(expected)
+    bound = tolerance * max(float(expected.abs().max()), 1e-12)
+    return bool((value - expected).abs().max() <= bound)
+
+
+def _per_item_unit(maps: torch.Tensor) -> torch.Tensor:
+    flat = maps.reshape(len(maps), -1)
+    top = flat.abs().amax(dim=1, keepdim=True).clamp_min(1e-12)
+    return (flat / top).reshape(maps.shape)
+
+
+def map_verdict(
+    entry: dict,
+    expected: torch.Tensor,
+    what: str,
+    variants: Sequence[tuple[str, torch.Tensor | Callable[[], torch.Tensor]]] = (),
+    *,
+    scale_free: bool = False,
+    tolerance: float = 1e-3,
+) -> Verdict:
+    """Is the recorded result ``expected`` (each map up to a positive factor with ``scale_free``)?
+
+    ``variants`` pairs a message with what a known mistake gives (or a function computing it,
+    called only when the result is wrong): the first one the result matches names the fault.
+    """
+    value, verdict = tensor_output(entry, tuple(expected.shape), what)
+    if value is None:
+        return verdict
+    if _close(value, expected, tolerance, scale_free):
+        return _ok()
+    for message, variant in variants:
+        variant = variant() if callable(variant) else variant
+        if variant.shape == value.shape and _close(value, variant, tolerance, scale_free):
+            return _fault(message)
+    if scale_free and bool((value < 0).any()) and not bool((expected < 0).any()):
+        return _fault(f"{what} has negative values: keep only the positive part (a ReLU)")
+    gap = float((value - expected).abs().max())
+    return _fault(
+        f"{what} differs from the expected one (largest difference {gap:.3g}, while the "
+        f"expected values reach {float(expected.abs().max()):.3g})",
+        difference=gap,
+    )
+
+
+def repeat_verdict(entry: dict, what: str) -> Verdict:
+    """Did a second call on the same tensors give the same result as the first?"""
+    if "repeat" not in entry:
+        return _fault(_output_value(entry.get("output", {}))[1] or "the function was not called")
+    first, _ = _output_value(entry["output"])
+    second, message = _output_value(entry["repeat"])
+    if first is None or second is None:
+        return _fault(message or _output_value(entry["output"])[1])
+    if not isinstance(first, torch.Tensor) or not isinstance(second, torch.Tensor):
+        return _fault(f"expected {what} as a tensor")
+    if first.shape == second.shape and torch.allclose(first, second, rtol=1e-4, atol=1e-7):
+        return _ok()
+    return _fault(
+        f"a second call on the same images gave a different {what}: gradients pile up in "
+        "images.grad from one call to the next; work on a copy "
+        "(x = images.clone().requires_grad_()) or zero the gradient first"
+    )
+
+
+def unchanged_verdict(entry: dict, names: Sequence[str]) -> Verdict:
+    """Did the function leave its tensor arguments as it found them?"""
+    if "changed" not in entry:
+        return _fault(_output_value(entry.get("output", {}))[1])
+    changed = [names[index] for index in entry["changed"] if index < len(names)]
+    if changed:
+        return _fault(
+            f"the function changed its argument {changed[0]} in place: work on a copy "
+            f"({changed[0]}.clone()) so that the caller's tensor stays as it was"
+        )
+    return _ok()
+
+
+def detached_verdict(entry: dict) -> Verdict:
+    """Does the function return plain values, without the gradient graph that made them?"""
+    if "requires_grad" not in entry:
+        return _fault(_output_value(entry.get("output", {}))[1])
+    if entry["requires_grad"]:
+        return _fault(
+            "the result still requires grad (it carries the graph that computed it): return "
+            "result.detach(), or compute it under torch.no_grad()"
+        )
+    return _ok()
+
+
+def adversarial_bounds_verdict(entry: dict, images: torch.Tensor, epsilon: float) -> Verdict:
+    """Are the adversarial images valid images, each pixel at most ``epsilon`` from the original?"""
+    value, verdict = tensor_output(entry, tuple(images.shape), "the adversarial images")
+    if value is None:
+        return verdict
+    low, high = float(value.min()), float(value.max())
+    if low < -1e-6 or high > 1 + 1e-6:
+        return _fault(
+            f"pixel values run from {low:.3f} to {high:.3f}: clamp the images to [0, 1] "
+            "(torch.clamp(x, 0, 1)), the range of real images"
+        )
+    step = float((value - images).abs().max())
+    if step > epsilon + 1e-5:
+        return _fault(f"a pixel moved by {step:.4f}, more than epsilon = {epsilon:g}")
+    if step < 1e-6 and epsilon > 0:
+        return _fault("the images did not change: add epsilon times the sign of the gradient")
+    return _ok(largest_step=step)
+
+
+def _augment_candidates(image: torch.Tensor):
+    """Every (flipped, dy, dx) a horizontal flip and a crop of the zero-padded image can give."""
+    pad = AUGMENT_PADDING
+    height, width = image.shape[-2:]
+    for flipped in (False, True):
+        source = image.flip(-1) if flipped else image
+        padded = torch.nn.functional.pad(source, (pad, pad, pad, pad))
+        for dy in range(-pad, pad + 1):
+            for dx in range(-pad, pad + 1):
+                crop = padded[..., pad + dy : pad + dy + height, pad + dx : pad + dx + width]
+                yield (flipped, dy, dx), crop
+
+
+def augmentation_outcome(output: dict, image: torch.Tensor) -> tuple[tuple | None, str]:
+    """Which flip and shift turned ``image (C, H, W)`` into the recorded output, or why none did."""
+    value, message = _output_value(output)
+    if value is None:
+        return None, message
+    if not isinstance(value, torch.Tensor):
+        return None, f"returned a {type(value).__name__}, expected an image tensor"
+    if tuple(value.shape) != tuple(image.shape):
+        return None, (
+            f"an image of shape {tuple(image.shape)} came back with shape {tuple(value.shape)}: "
+            "crop back to the original size (RandomCrop(32, padding=4))"
+        )
+    for outcome, candidate in _augment_candidates(image):
+        if torch.allclose(value.float(), candidate, atol=1e-5):
+            return outcome, ""
+    return None, (
+        "an image came back changed in a way that is neither a horizontal flip nor a shift of at "
+        f"most {AUGMENT_PADDING} pixels with zero padding (colours, scale or rotation changed?)"
+    )
+
+
+def augmentation_verdict(outputs: Sequence[dict], images: Sequence[torch.Tensor]) -> Verdict:
+    """Is each output a horizontally flipped and/or shifted (zero-padded) copy of its input?"""
+    for number, (output, image) in enumerate(zip(outputs, images, strict=True), 1):
+        outcome, message = augmentation_outcome(output, image)
+        if outcome is None:
+            return _fault(f"call {number}: {message}")
+    return _ok()
+
+
+def augmentation_variety_verdict(
+    outputs: Sequence[dict], images: Sequence[torch.Tensor]
+) -> Verdict:
+    """Over many calls, are images flipped and not flipped, and shifted in several ways?"""
+    outcomes = [augmentation_outcome(o, i)[0] for o, i in zip(outputs, images, strict=True)]
+    if any(outcome is None for outcome in outcomes):
+        return _fault("some images were not flipped or shifted copies (see the other test)")
+    flips = {flipped for flipped, _, _ in outcomes}
+    shifts = {(dy, dx) for _, dy, dx in outcomes}
+    if flips != {False, True}:
+        state = "flipped" if True in flips else "left unflipped"
+        return _fault(
+            f"all {len(outcomes)} images were {state}: flip at random, half of the time "
+            "(RandomHorizontalFlip())"
+        )
+    if len(shifts) < 4:
+        return _fault(
+            f"only {len(shifts)} different shifts in {len(outcomes)} calls: crop at a random "
+            f"place of the image padded by {AUGMENT_PADDING} pixels (RandomCrop(32, padding=4))"
+        )
+    return _ok(shifts=len(shifts))
+
+
+def same_weights_verdict(loaded: dict, trained: dict) -> Verdict:
+    """Do two recorded models hold the same layers and the same learnt weights and biases?
+
+    Running statistics are left out: any later forward pass in training mode moves the trained
+    model's, after it was saved.
+    """
+    first, second = loaded["layers"], trained["layers"]
+    if [layer["kind"] for layer in first] != [layer["kind"] for layer in second]:
+        return _fault("the loaded model does not have the trained model's layers")
+    for index, (a, b) in enumerate(zip(first, second, strict=True)):
+        learnt = {name: t for name, t in b["tensors"].items() if name in ("weight", "bias")}
+        for name, tensor in learnt.items():
+            other = a["tensors"].get(name)
+            if other is None or other.shape != tensor.shape or not torch.equal(other, tensor):
+                return _fault(
+                    f"layer {index} ({a['kind']}): {name} differs from the trained model's: "
+                    "load the saved state dict into the new model (load_state_dict)"
+                )
+    return _ok()
+
+
+def positions_verdict(entry: dict, expected: torch.Tensor) -> Verdict:
+    """Are the recorded rows (image, row, column) the expected ones, in the same order?"""
+    output = entry.get("output", entry)
+    value, message = _output_value(output)
+    if value is None:
+        return _fault(message)
+    if not isinstance(value, torch.Tensor) or tuple(value.shape) != tuple(expected.shape):
+        found = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        return _fault(f"expected a tensor of shape {tuple(expected.shape)}, got {found}")
+    if value.is_floating_point():
+        return _fault(f"expected integer indices, got dtype {value.dtype}")
+    if torch.equal(value.long(), expected):
+        return _ok()
+    if set(value[:, 0].tolist()) == set(expected[:, 0].tolist()):
+        if torch.equal(value[:, 0].long(), expected[:, 0]):
+            return _fault("the right images, but not the right positions in them")
+        return _fault("the right images, but not in decreasing order of activation")
+    rows = [int(i) for i in value[:, 0]]
+    return _fault(f"expected the images {expected[:, 0].tolist()}, got {rows}")

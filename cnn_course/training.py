@@ -12,8 +12,10 @@ import torch
 from .errors import CourseError
 
 __all__ = [
+    "DEVICE_ENV",
     "FAST_ENV",
     "History",
+    "pick_device",
     "epochs",
     "evaluate",
     "fast_mode",
@@ -25,6 +27,8 @@ __all__ = [
 
 FAST_ENV = "CNN_COURSE_FAST"
 GRADING_ENV = "CNN_COURSE_GRADING"
+DEVICE_ENV = "CNN_COURSE_DEVICE"
+DEVICES = ("cuda", "mps", "cpu")
 
 
 def seed_everything(seed: int = 0) -> None:
@@ -123,3 +127,30 @@ class History:
     def __repr__(self) -> str:
         last = ", ".join(f"{k}={v[-1]:.4f}" for k, v in self.metrics.items() if v)
         return f"History({len(self)} epochs{': ' + last if last else ''})"
+
+
+def pick_device() -> torch.device:
+    """The fastest device here: an NVIDIA GPU (CUDA), else Apple's GPU (MPS), else the CPU.
+
+    ``$CNN_COURSE_DEVICE`` (``cuda``, ``mps`` or ``cpu``) forces one.
+    """
+    available = {
+        "cuda": torch.cuda.is_available(),
+        "mps": getattr(torch.backends, "mps", None) is not None
+        and torch.backends.mps.is_available(),
+        "cpu": True,
+    }
+    wanted = os.environ.get(DEVICE_ENV, "").strip().lower()
+    if wanted:
+        if wanted not in DEVICES:
+            raise CourseError(
+                f"${DEVICE_ENV} must be one of {', '.join(DEVICES)}; found {wanted!r}. "
+                "Unset it to let the lab choose."
+            )
+        if not available[wanted]:
+            raise CourseError(
+                f"${DEVICE_ENV} asks for {wanted}, which this machine does not have "
+                f"(available: {', '.join(d for d in DEVICES if available[d])}). Unset it."
+            )
+        return torch.device(wanted)
+    return torch.device(next(d for d in DEVICES if available[d]))

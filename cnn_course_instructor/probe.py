@@ -12,11 +12,22 @@ Plan steps (plain dicts, keyed by ``kind``):
 - ``calls``: ``name``, ``inputs`` (a key of the inputs) -> ``judging.call_record``
 - ``history``: ``name`` -> ``judging.history_record``
 - ``value``: ``name`` -> ``judging.plain`` (a number, a tensor, or just its type)
+- ``model_calls``: ``name`` (a function ``f(model, *args)``), ``model`` (a key of the inputs
+  holding the grader's layer records), ``inputs`` (a key of the inputs: a list of argument
+  tuples, where ``{"layer": i}`` stands for the model's layer ``i``), ``repeat`` (optional) ->
+  one ``judging.model_call_record`` per tuple. Each call gets a model rebuilt afresh from the
+  records, in training mode (the function must choose the mode it needs), and copies of the
+  tensors.
 """
 
 import torch
 
 from cnn_course import judging
+
+try:  # in the student's kernel, probe_cell runs the rebuild module's text first
+    rebuild  # noqa: B018
+except NameError:
+    from cnn_course_instructor.rebuild import rebuild
 
 
 def _need(namespace, name):
@@ -41,7 +52,26 @@ def _step(namespace, step, inputs):
         return judging.history_record(_need(namespace, step["name"]))
     if kind == "value":
         return judging.plain(_need(namespace, step["name"]))
+    if kind == "model_calls":
+        return _model_calls(_need(namespace, step["name"]), step, inputs)
     raise ValueError(f"unknown probe step {kind!r}")
+
+
+def _model_calls(function, step, inputs):
+    entries = []
+    for args in inputs[step["inputs"]]:
+        model = rebuild(inputs[step["model"]])
+        model.train()
+        real = [
+            model[arg["layer"]]
+            if isinstance(arg, dict) and "layer" in arg
+            else arg.clone()
+            if isinstance(arg, torch.Tensor)
+            else arg
+            for arg in args
+        ]
+        entries.append(judging.model_call_record(function, model, real, step.get("repeat", False)))
+    return entries
 
 
 def record(namespace, plan_path, output_path):
@@ -60,9 +90,13 @@ def probe_cell(plan_path: str, output_path: str) -> str:
     """The code of the cell the grader appends: this module, run apart from the student's names."""
     from pathlib import Path
 
+    from . import rebuild
+
     source = Path(__file__).read_text(encoding="utf-8")
+    builder = Path(rebuild.__file__).read_text(encoding="utf-8")  # torch only, like this module
     return (
         "_cnn_course_probe = {'__name__': 'cnn_course_probe'}\n"
+        f"exec(compile({builder!r}, 'cnn_course_rebuild', 'exec'), _cnn_course_probe)\n"
         f"exec(compile({source!r}, 'cnn_course_probe', 'exec'), _cnn_course_probe)\n"
         f"_cnn_course_probe['record'](globals(), {str(plan_path)!r}, {str(output_path)!r})\n"
         "del _cnn_course_probe\n"

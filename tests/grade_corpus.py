@@ -1,6 +1,6 @@
 """Grade the whole sample corpus and compare every score with its expected value.
 
-    cd tests && CNN_COURSE_DATA=../../shared/data ../.venv/bin/python grade_corpus.py [--jobs 2] [--fast-only]
+    cd tests && CNN_COURSE_DATA=../../shared/data ../.venv/bin/python grade_corpus.py [--lab cnn_part2] [--jobs 2] [--fast-only]
 
 Prints the score table (expected/got per question), seconds per submission, and exits 1
 when any score differs from the corpus's expectation or a lost question's feedback does not
@@ -16,12 +16,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import corpus_part2
 import nbformat
 from corpus import REPO, SAMPLES, Sample
 
 from cnn_course_instructor.course import Course
 from cnn_course_instructor.records import SubmissionResult
 from cnn_course_instructor.scheduler import grade_class
+
+CORPORA = {"cnn_lab": SAMPLES, "cnn_part2": corpus_part2.SAMPLES}  # lab -> its sample corpus
 
 
 def write_corpus(samples: list[Sample], folder: Path) -> None:
@@ -48,11 +51,12 @@ def compare(sample: Sample, result: SubmissionResult) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lab", choices=sorted(CORPORA), default="cnn_lab")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--fast-only", action="store_true", help="only the subset CI grades")
     parser.add_argument("--out", type=Path, help="keep the grading output here")
     args = parser.parse_args()
-    samples = [s for s in SAMPLES if s.fast or not args.fast_only]
+    samples = [s for s in CORPORA[args.lab] if s.fast or not args.fast_only]
     work = Path(tempfile.mkdtemp(prefix="corpus-"))
     write_corpus(samples, work / "submissions")
     started = time.perf_counter()
@@ -60,7 +64,7 @@ def main() -> int:
         work / "submissions",
         args.out or work / "out",
         course=Course(REPO),
-        lab="cnn_lab",
+        lab=args.lab,
         jobs=args.jobs,
         force=True,
     )

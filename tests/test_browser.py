@@ -1,7 +1,8 @@
 """The lab in JupyterLab 4 in a real browser: images render, checks show, widgets are live.
 
 A JupyterLab server runs on a random local port with a token, in a temporary folder holding the
-built student notebook (ipynb and MyST) and the solution notebook, in shortened mode. Debian's
+built student notebook (ipynb and MyST) and the solution notebooks of both labs, in shortened
+mode. Debian's
 Chromium, driven by Playwright, runs their cells and the assertions read the page. Screenshots
 are written to ``artifacts/browser/``. Without Chromium (``$CNN_COURSE_CHROMIUM``, default
 /usr/bin/chromium) or Playwright the tests are skipped, and fail instead when
@@ -152,7 +153,7 @@ def lab(browser, real_root, real_cache, tmp_path_factory) -> Iterator[Lab]:
     root = tmp_path_factory.mktemp("lab-root")
     for form, names in (
         ("student", ("cnn_lab.ipynb", "cnn_lab.md")),
-        ("solution", ("cnn_lab.ipynb",)),
+        ("solution", ("cnn_lab.ipynb", "cnn_part2.ipynb")),
     ):
         (root / form).mkdir()
         for name in names:
@@ -455,3 +456,41 @@ def test_solution_runs_clean_and_its_widgets_are_live(page, lab):
     wait_for_new_image(page, viewer, source)
     assert viewer.locator("img.widget-image").nth(1).is_hidden()  # a ReLU has no filters
     shot(viewer, "feature_maps_relu")
+
+
+def test_part_2_runs_clean_with_its_maps_fooled_images_and_live_widgets(page, lab):
+    """Does part 2's solution run without error in JupyterLab, its 8 checks passed, its maps,
+    patches and fooled images drawn, and do its map explorer and epsilon slider answer?"""
+    notebook = open_notebook(page, lab, "solution/cnn_part2.ipynb")
+    start_running_all_cells(page)
+    wait_until_run_ends(page, timeout_s=900)
+    assert errors(notebook) == []
+    assert "Error displaying widget" not in notebook.inner_text()
+    reports = notebook.locator(".cnn-course-check")
+    assert reports.count() == 8
+    for report in reports.all():
+        assert report.inner_text().strip().endswith("All tests passed!")
+    for code, name in (
+        ("augmented = torch.stack", "part2_augmented"),
+        ('maps = {"saliency": saliencies', "part2_maps"),
+        ("plots.show_patches(better_model", "part2_patches"),
+        ("plots.show_curve(epsilons", "part2_fgsm_curve"),
+        ("plots.show_adversarial(X_test[right]", "part2_fooled"),
+    ):
+        cell = code_cell(notebook, code)
+        widths = rendered_pngs(cell)
+        assert widths and all(width > 200 for width in widths), (code, widths)
+        shot(cell, name)
+    explorer = code_cell(notebook, "widgets.explain_maps(better_model")
+    shot(explorer, "part2_map_explorer")
+    source = image_source(explorer)
+    explorer.locator(".noUi-handle").first.press("ArrowRight")
+    source = wait_for_new_image(page, explorer, source)
+    explorer.locator("select").select_option(index=4)  # the maps for another class
+    wait_for_new_image(page, explorer, source)
+    shot(explorer, "part2_map_explorer_class")
+    slider = code_cell(notebook, "widgets.fgsm_explorer(better_model")
+    source = image_source(slider)
+    slider.locator(".noUi-handle").first.press("ArrowRight")
+    wait_for_new_image(page, slider, source)
+    shot(slider, "part2_fgsm_slider")

@@ -1,0 +1,308 @@
+"""Hidden tests of the lab `cnn_part2`: each judges the plain record the probe made, in the grader.
+
+The better network is judged like part 1's (its layers, its accuracy on unseen images). The
+functions that look inside a network are called, in the student's kernel, on a small network
+whose weights the grader draws for the run and on images it draws; their results are compared
+here with the reference's, and with what each typical mistake gives, to name it.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+
+from cnn_course import judging, training
+from cnn_course.judging import BETTER_LAYERS, Verdict
+from cnn_course_instructor.rebuild import RebuildError, rebuild
+from cnn_course_instructor.registry import Context, Registry, need
+
+from . import reference
+
+__all__ = ["PROBE", "THRESHOLDS", "grading_inputs", "tests"]
+
+# Accuracy the better network must reach on the grading images in shortened mode
+# (CNN_COURSE_FAST). Set from `cnn-course calibrate cnn_part2` on the solution (see the README).
+THRESHOLDS = {"cifar10": 0.35}
+
+GRADCAM_LAYERS = (6, 2)  # layers of the grader's network: the last ReLU (16x16), the first (32x32)
+TOP_LAYER, TOP_K = 6, 5
+EPSILONS = (0.03, 0.1)
+
+PROBE = [
+    {"key": "better_model", "kind": "model", "name": "better_model", "input_shape": (3, 32, 32)},
+    {"key": "loaded_model", "kind": "model", "name": "loaded_model", "input_shape": (3, 32, 32)},
+    {"key": "better_history", "kind": "history", "name": "better_history"},
+    {"key": "augment", "kind": "calls", "name": "augment", "inputs": "augment"},
+    *(
+        {
+            "key": name,
+            "kind": "model_calls",
+            "name": name,
+            "model": "grader_model",
+            "inputs": name,
+            "repeat": name == "saliency_map",
+        }
+        for name in ("saliency_map", "occlusion_map", "grad_cam", "top_activations", "fgsm")
+    ),
+]
+
+tests = Registry()
+
+
+def _smooth_images(count: int, generator: torch.Generator) -> torch.Tensor:
+    """Images in [0, 1] with blobs of colour, closer to photos than pixel noise."""
+    coarse = torch.rand(count, 3, 8, 8, generator=generator)
+    return F.interpolate(coarse, size=(32, 32), mode="bilinear", align_corners=False)
+
+
+def grading_inputs(seed: int) -> dict:
+    """The grader's network and images for this run, drawn from ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    images = _smooth_images(48, generator)
+    classes = torch.randint(0, 10, (48,), generator=generator)
+    one = images[:1]
+    return {
+        "grader_model": reference.grader_model_records(seed),
+        "augment": [(images[index % 8],) for index in range(24)],
+        "saliency_map": [(images[:6], classes[:6]), (one, classes[:1])],
+        "occlusion_map": [(images[6], int(classes[6])), (images[7], int(classes[7]))],
+        "grad_cam": [({"layer": layer}, images[8:14], classes[8:14]) for layer in GRADCAM_LAYERS],
+        "top_activations": [({"layer": TOP_LAYER}, images, 3, TOP_K)],
+        "fgsm": [(images[14:22], classes[14:22], epsilon) for epsilon in EPSILONS],
+    }
+
+
+def _grader_model(context: Context):
+    model = rebuild(context.inputs["grader_model"])
+    model.eval()
+    return model
+
+
+def _calls(record: dict, key: str) -> list[dict]:
+    entries = need(record, key)
+    if not isinstance(entries, list):
+        raise TypeError(f"the record of {key} is not a list")
+    return entries
+
+
+# --- exercise 1: the better network ---------------------------------------------------------------
+
+
+@tests.case("q1_better_model", points=1, name="convolutions")
+def _convolutions(record: dict, context: Context) -> Verdict:
+    layers = judging.layers_from_records(need(record, "better_model"))
+    return judging.convolutions_verdict(layers, BETTER_LAYERS)
+
+
+@tests.case(
+    "q1_better_model", points=1, name="batch normalisation, activations and pooling in order"
+)
+def _order(record: dict, context: Context) -> Verdict:
+    layers = judging.layers_from_records(need(record, "better_model"))
+    return judging.layer_order_verdict(layers, BETTER_LAYERS)
+
+
+@tests.case("q1_better_model", points=1, name="classifier output")
+def _classifier(record: dict, context: Context) -> Verdict:
+    records = need(record, "better_model")
+    layers = judging.layers_from_records(records)
+    return judging.classifier_verdict(layers, BETTER_LAYERS, records.get("error"))
+
+
+# --- exercise 2: data augmentation ------------------------------------------------------------------
+
+
+def _augment_images(context: Context) -> list[torch.Tensor]:
+    return [image for (image,) in context.inputs["augment"]]
+
+
+@tests.case("q2_augmentation", points=1, name="each image flipped and/or shifted, nothing else")
+def _augmented(record: dict, context: Context) -> Verdict:
+    return judging.augmentation_verdict(_calls(record, "augment"), _augment_images(context))
+
+
+@tests.case("q2_augmentation", points=1, name="random flips and shifts")
+def _variety(record: dict, context: Context) -> Verdict:
+    return judging.augmentation_variety_verdict(_calls(record, "augment"), _augment_images(context))
+
+
+# --- exercise 3: training, saving and loading -------------------------------------------------------
+
+
+@tests.case(
+    "q3_better_training",
+    points=3,
+    name=f"trained model reaches {THRESHOLDS['cifar10']:.2f} accuracy on unseen images",
+)
+def _accuracy(record: dict, context: Context) -> Verdict:
+    records = need(record, "better_model")
+    threshold = THRESHOLDS["cifar10"]
+    images, labels = context.grading_set("cifar10")
+    try:
+        accuracy = training.evaluate(rebuild(records), images, labels)
+    except (RebuildError, RuntimeError, ValueError) as exc:
+        return Verdict(False, f"the trained model could not be evaluated: {exc}")
+    if accuracy != accuracy:  # NaN weights give NaN scores
+        accuracy = 0.0
+    if accuracy >= threshold:
+        return Verdict(True, f"accuracy {accuracy:.4f} on unseen images", {"accuracy": accuracy})
+    return Verdict(
+        False,
+        f"accuracy {accuracy:.4f} on unseen images, below {threshold:.2f}: look at the training "
+        "loop (model.train(), zero_grad, forward, loss, backward, step, the augmented images)",
+        {"accuracy": accuracy},
+    )
+
+
+@tests.case("q3_better_training", points=0.5, name="one mean loss and accuracy per epoch")
+def _history(record: dict, context: Context) -> Verdict:
+    epochs = context.lab.training["better"].fast_epochs
+    return judging.history_verdict(need(record, "better_history"), epochs)
+
+
+@tests.case("q3_better_training", points=0.5, name="the loaded model holds the trained weights")
+def _loaded(record: dict, context: Context) -> Verdict:
+    return judging.same_weights_verdict(need(record, "loaded_model"), need(record, "better_model"))
+
+
+# --- exercises 4 to 6: maps ------------------------------------------------------------------
+
+_EVAL_MODE = "the map differs from the one in evaluation mode: call model.eval() first (batch normalisation then uses its running statistics)"
+_SCORE = "the map follows the gradient of the loss: take the gradient of the class score itself (scores[i, classes[i]]), not of a loss"
+
+
+def _resolved(model, args: tuple) -> list:
+    """The recorded arguments with ``{"layer": i}`` standing for the network's layer ``i``."""
+    return [model[arg["layer"]] if isinstance(arg, dict) else arg for arg in args]
+
+
+def _maps_verdict(record, context, key, what, mistakes, scale_free=False) -> Verdict:
+    """Every call of ``key`` against the reference's result; a wrong one is matched with the
+    results of ``mistakes`` (message, keywords of the reference reproducing it) to name it."""
+    model = _grader_model(context)
+    function = getattr(reference, key)
+    for entry, args in zip(_calls(record, key), context.inputs[key], strict=True):
+        real = _resolved(model, args)
+        variants = [(message, partial(function, model, *real, **how)) for message, how in mistakes]
+        verdict = judging.map_verdict(
+            entry, function(model, *real), what, variants, scale_free=scale_free
+        )
+        if not verdict.passed:
+            return verdict
+    return Verdict(True)
+
+
+@tests.case("q4_saliency", points=2, name="same maps as the grader's on its network and images")
+def _saliency(record: dict, context: Context) -> Verdict:
+    mistakes = [
+        (_SCORE, {"loss": True}),
+        (_EVAL_MODE, {"training": True}),
+        ("take the absolute value of the gradient before the largest over the channels",
+         {"reduce": "raw"}),
+        ("take the largest absolute gradient over the channels (amax over dim=1), not their mean",
+         {"reduce": "mean"}),
+    ]  # fmt: skip
+    return _maps_verdict(record, context, "saliency_map", "the saliency map", mistakes)
+
+
+@tests.case("q4_saliency", points=1, name="a second call on the same images gives the same map")
+def _saliency_repeat(record: dict, context: Context) -> Verdict:
+    return judging.repeat_verdict(_calls(record, "saliency_map")[0], "saliency map")
+
+
+@tests.case("q5_occlusion", points=2, name="same maps as the grader's on its network and images")
+def _occlusion(record: dict, context: Context) -> Verdict:
+    mistakes = [
+        ("the map holds drops of the class score: turn the scores into probabilities "
+         "(torch.softmax(..., dim=1)) first", {"scores": True}),
+        (_EVAL_MODE, {"training": True}),
+    ]  # fmt: skip
+    return _maps_verdict(record, context, "occlusion_map", "the occlusion map", mistakes)
+
+
+@tests.case("q5_occlusion", points=1, name="the image passed in is left unchanged")
+def _occlusion_unchanged(record: dict, context: Context) -> Verdict:
+    for entry in _calls(record, "occlusion_map"):
+        verdict = judging.unchanged_verdict(entry, ("image", "label"))
+        if not verdict.passed:
+            return verdict
+    return Verdict(True)
+
+
+@tests.case("q6_grad_cam", points=2, name="same maps as the grader's (up to scale) at two layers")
+def _grad_cam(record: dict, context: Context) -> Verdict:
+    mistakes = [(_SCORE, {"loss": True}), (_EVAL_MODE, {"training": True})]
+    return _maps_verdict(record, context, "grad_cam", "the Grad-CAM map", mistakes, scale_free=True)
+
+
+@tests.case("q6_grad_cam", points=1, name="returns a detached tensor")
+def _grad_cam_detached(record: dict, context: Context) -> Verdict:
+    return judging.detached_verdict(_calls(record, "grad_cam")[0])
+
+
+# --- exercise 7: what excites a filter --------------------------------------------------------------
+
+
+@tests.case("q7_top_activations", points=2, name="the same images and places as the grader's")
+def _top(record: dict, context: Context) -> Verdict:
+    model = _grader_model(context)
+    (args,) = context.inputs["top_activations"]
+    expected = reference.top_activations(model, *_resolved(model, args))
+    return judging.positions_verdict(_calls(record, "top_activations")[0], expected)
+
+
+# --- exercise 8: FGSM ------------------------------------------------------------------------------
+
+
+def _fgsm_close(entry: dict, expected: torch.Tensor) -> bool:
+    value, _ = judging.tensor_output(entry, tuple(expected.shape), "")
+    return value is not None and float(((value - expected).abs() > 1e-4).float().mean()) <= 0.01
+
+
+@tests.case("q8_fgsm", points=2, name="same images as the grader's for two epsilons")
+def _fgsm(record: dict, context: Context) -> Verdict:
+    model = _grader_model(context)
+    for entry, (images, labels, epsilon) in zip(
+        _calls(record, "fgsm"), context.inputs["fgsm"], strict=True
+    ):
+        value, verdict = judging.tensor_output(entry, tuple(images.shape), "the adversarial images")
+        if value is None:
+            return verdict
+        if _fgsm_close(entry, reference.fgsm(model, images, labels, epsilon)):
+            continue
+        variants = [
+            ("the images moved against the gradient, which lowers the loss: add "
+             "epsilon * gradient.sign() to make the network's mistakes more likely",
+             dict(sign=-1.0)),
+            ("pixels leave [0, 1]: clamp the adversarial images (torch.clamp(x, 0, 1))",
+             dict(clamp=False)),
+            ("the images differ from those in evaluation mode: call model.eval() first",
+             dict(training=True)),
+        ]  # fmt: skip
+        for message, mistake in variants:
+            if _fgsm_close(entry, reference.fgsm(model, images, labels, epsilon, **mistake)):
+                return Verdict(False, message)
+        return Verdict(
+            False,
+            f"the adversarial images for epsilon = {epsilon:g} differ from the expected ones: "
+            "images + epsilon * sign of the gradient of the loss with respect to the images",
+        )
+    return Verdict(True)
+
+
+@tests.case("q8_fgsm", points=0.5, name="valid images, each pixel at most epsilon away")
+def _fgsm_bounds(record: dict, context: Context) -> Verdict:
+    for entry, (images, _, epsilon) in zip(
+        _calls(record, "fgsm"), context.inputs["fgsm"], strict=True
+    ):
+        verdict = judging.adversarial_bounds_verdict(entry, images, epsilon)
+        if not verdict.passed:
+            return verdict
+    return Verdict(True)
+
+
+@tests.case("q8_fgsm", points=0.5, name="returns a detached tensor")
+def _fgsm_detached(record: dict, context: Context) -> Verdict:
+    return judging.detached_verdict(_calls(record, "fgsm")[0])

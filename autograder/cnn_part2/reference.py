@@ -1,0 +1,218 @@
+"""Reference solutions of part 2: the better network, the maps, FGSM, and known mistakes of each.
+
+Each function takes the arguments the students' functions take, plus keywords that reproduce a
+typical mistake (the gradient of the loss, a model left in training mode, a wrong sign...), so
+that the hidden tests can name the fault a result matches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnn_course.judging import BETTER_LAYERS, layer_records
+from cnn_course_instructor.rebuild import rebuild
+
+__all__ = [
+    "better_model",
+    "fgsm",
+    "grad_cam",
+    "grader_model_records",
+    "occlusion_map",
+    "saliency_map",
+    "top_activations",
+]
+
+GREY = 0.5  # the value an occluding patch gives to every pixel
+
+
+def better_model() -> nn.Sequential:
+    """The network of part 2's table, freshly initialised."""
+    records = {
+        "layers": [
+            {"kind": layer.kind, "config": _config(layer), "tensors": {}} for layer in BETTER_LAYERS
+        ]
+    }
+    return rebuild(records, with_weights=False)
+
+
+def _config(layer) -> dict:
+    if layer.kind == "BatchNorm2d":
+        return {"eps": 1e-5, "momentum": 0.1, **layer.config}
+    return dict(layer.config)
+
+
+# --- the grader's own small network -------------------------------------------------------------
+
+
+def grader_model_records(seed: int) -> dict:
+    """Layer records of a small network with batch normalisation and weights drawn from ``seed``.
+
+    Its normalisation statistics are far from a batch's own, so that a function that forgets
+    ``model.eval()`` gives different maps; its last layer is scaled up so that its
+    probabilities are far from uniform.
+    """
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(16 * 8 * 8, 10),
+        )  # fmt: skip
+        for layer in model:
+            if isinstance(layer, nn.BatchNorm2d):
+                layer.running_mean.normal_(0.0, 0.3)
+                layer.running_var.uniform_(0.3, 3.0)
+                layer.weight.data.uniform_(0.5, 1.5)
+                layer.bias.data.normal_(0.0, 0.2)
+        model[-1].weight.data.mul_(6.0)
+    return layer_records(model, (3, 32, 32))
+
+
+# --- the maps -------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _mode(model: nn.Module, training: bool):
+    """``model`` in training or evaluation mode; running statistics a training-mode pass
+    updates are put back afterwards (as new tensors: the graph may still need the old ones)."""
+    was = model.training
+    saved = [
+        (
+            module,
+            {
+                name: tensor.clone()
+                for name, tensor in module._buffers.items()
+                if tensor is not None
+            },
+        )
+        for module in model.modules()
+    ]
+    model.train(training)
+    try:
+        yield model
+    finally:
+        model.train(was)
+        if training:
+            for module, buffers in saved:
+                module._buffers.update(buffers)
+
+
+def saliency_map(
+    model: nn.Module,
+    images: torch.Tensor,
+    classes: torch.Tensor,
+    *,
+    training: bool = False,
+    loss: bool = False,
+    reduce: str = "max",
+) -> torch.Tensor:
+    """``(N, H, W)``: the largest absolute gradient over the channels of the class score."""
+    x = images.clone().requires_grad_(True)
+    with _mode(model, training):
+        scores = model(x)
+        if loss:
+            target = F.cross_entropy(scores, classes)
+        else:
+            target = scores.gather(1, classes.view(-1, 1)).sum()
+        (gradient,) = torch.autograd.grad(target, x)
+    if reduce == "raw":
+        return gradient.amax(dim=1)
+    if reduce == "mean":
+        return gradient.abs().mean(dim=1)
+    return gradient.abs().amax(dim=1)
+
+
+def occlusion_map(
+    model: nn.Module,
+    image: torch.Tensor,
+    label: int,
+    patch_size: int = 8,
+    stride: int = 4,
+    *,
+    training: bool = False,
+    scores: bool = False,
+) -> torch.Tensor:
+    """``(n, n)``: how much the probability of ``label`` drops when a grey patch hides each place."""
+    _, height, width = image.shape
+    rows = range(0, height - patch_size + 1, stride)
+    cols = range(0, width - patch_size + 1, stride)
+    hidden = image.repeat(len(rows) * len(cols), 1, 1, 1)
+    for index, (top, left) in enumerate((r, c) for r in rows for c in cols):
+        hidden[index, :, top : top + patch_size, left : left + patch_size] = GREY
+    with _mode(model, training), torch.no_grad():
+        batch = torch.cat([image.unsqueeze(0), hidden])
+        outputs = model(batch)
+        values = outputs if scores else torch.softmax(outputs, dim=1)
+        values = values[:, label]
+    return (values[0] - values[1:]).view(len(rows), len(cols))
+
+
+def grad_cam(
+    model: nn.Module,
+    layer: nn.Module,
+    images: torch.Tensor,
+    classes: torch.Tensor,
+    *,
+    training: bool = False,
+    loss: bool = False,
+    relu: bool = True,
+) -> torch.Tensor:
+    """``(N, h, w)``: Grad-CAM at ``layer``: its channels weighted by their mean gradient, ReLU."""
+    found = {}
+    handle = layer.register_forward_hook(lambda module, args, output: found.update(a=output))
+    try:
+        with _mode(model, training):
+            scores = model(images)
+    finally:
+        handle.remove()
+    activations = found["a"]
+    if loss:
+        target = F.cross_entropy(scores, classes)
+    else:
+        target = scores.gather(1, classes.view(-1, 1)).sum()
+    (gradients,) = torch.autograd.grad(target, activations)
+    weights = gradients.mean(dim=(2, 3), keepdim=True)
+    cam = (weights * activations).sum(dim=1)
+    return (F.relu(cam) if relu else cam).detach()
+
+
+def top_activations(
+    model: nn.Module, layer: nn.Module, images: torch.Tensor, channel: int, k: int
+) -> torch.Tensor:
+    """``(k, 3)``: (image, row, column) of the ``k`` images whose largest activation of
+    ``channel`` at ``layer`` is highest, in decreasing order, each at the place of its maximum."""
+    found = {}
+    handle = layer.register_forward_hook(lambda module, args, output: found.update(a=output))
+    try:
+        with _mode(model, False), torch.no_grad():
+            model(images)
+    finally:
+        handle.remove()
+    maps = found["a"][:, channel]
+    best, where = maps.flatten(1).max(dim=1)
+    chosen = best.argsort(descending=True)[:k]
+    width = maps.shape[-1]
+    return torch.stack([chosen, where[chosen] // width, where[chosen] % width], dim=1)
+
+
+def fgsm(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    epsilon: float,
+    *,
+    training: bool = False,
+    sign: float = 1.0,
+    clamp: bool = True,
+) -> torch.Tensor:
+    """``(N, C, H, W)``: one step of size ``epsilon`` along the sign of the loss's gradient."""
+    x = images.clone().requires_grad_(True)
+    with _mode(model, training):
+        loss = F.cross_entropy(model(x), labels)
+    (gradient,) = torch.autograd.grad(loss, x)
+    adversarial = images + sign * epsilon * gradient.sign()
+    return (adversarial.clamp(0.0, 1.0) if clamp else adversarial).detach()

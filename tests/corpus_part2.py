@@ -1,0 +1,152 @@
+"""Sample submissions of part 2 (cnn_part2): the solution, the stub, right variants and mistakes.
+
+Made like ``corpus.py``'s: the built solution notebook with exact edits, and the score each
+question must get. ``python tests/grade_corpus.py --lab cnn_part2`` grades them all through the
+real grader; ``tests/test_part2.py`` also judges each sample's functions alone, in seconds.
+"""
+
+from __future__ import annotations
+
+from corpus import REPO, Sample
+
+SOLUTION = REPO / "notebooks" / "solution" / "cnn_part2.ipynb"
+STUDENT = REPO / "notebooks" / "student" / "cnn_part2.ipynb"
+FULL = {
+    "q1_better_model": 3.0,
+    "q2_augmentation": 2.0,
+    "q3_better_training": 4.0,
+    "q4_saliency": 3.0,
+    "q5_occlusion": 3.0,
+    "q6_grad_cam": 3.0,
+    "q7_top_activations": 2.0,
+    "q8_fgsm": 3.0,
+}
+FUNCTION_QUESTIONS = ("q2_augmentation", "q4_saliency", "q5_occlusion", "q6_grad_cam",
+                      "q7_top_activations", "q8_fgsm")  # fmt: skip
+
+
+def scores(**lost: float) -> dict[str, float]:
+    """Full marks except the points lost per question."""
+    return {question: points - lost.get(question, 0.0) for question, points in FULL.items()}
+
+
+def sample(name, edits, expected, fault="", fast=False, base=SOLUTION) -> Sample:
+    return Sample(name, tuple(edits), expected, fault, fast, base)
+
+
+SALIENCY_BACKWARD = "    scores.gather(1, classes.view(-1, 1)).sum().backward()\n    return x.grad"
+SALIENCY_COPY = "    x = images.clone().requires_grad_()\n    scores = model(x)\n    scores.gather"
+OCCLUSION_SOFTMAX = "torch.softmax(model(torch.stack([image, *copies])), dim=1)[:, label]"
+GRADCAM_RETURN = "    return F.relu((weights * activations).sum(dim=1)).detach()"
+FGSM_RETURN = "    return (images + epsilon * x.grad.sign()).clamp(0, 1).detach()"
+
+SAMPLES = [
+    sample("solution", (), scores(), fast=True),
+    sample("untouched_stub", (), dict.fromkeys(FULL, 0.0), "NotImplementedError", True, STUDENT),
+    sample(
+        "right_other_spellings",
+        [
+            (
+                SALIENCY_BACKWARD,
+                "    scores[torch.arange(len(classes)), classes].sum().backward()\n"
+                "    return x.grad",
+            ),
+            ("x.grad.abs().amax(dim=1)", "x.grad.abs().max(dim=1).values"),
+            (
+                FGSM_RETURN,
+                "    with torch.no_grad():\n"
+                "        return torch.clamp(images + epsilon * torch.sign(x.grad), 0.0, 1.0)",
+            ),
+            (
+                "augment = v2.Compose([v2.RandomHorizontalFlip(), v2.RandomCrop(32, padding=4)])",
+                "augment = v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip(p=0.5)])",
+            ),
+        ],
+        scores(),
+        fast=True,
+    ),
+    sample(
+        "saliency_of_the_loss",
+        [(SALIENCY_BACKWARD, "    F.cross_entropy(scores, classes).backward()\n    return x.grad")],
+        scores(q4_saliency=2),
+        "gradient of the loss",
+    ),
+    sample(
+        "saliency_without_eval",
+        [("    model.eval()\n" + SALIENCY_COPY, SALIENCY_COPY)],
+        scores(q4_saliency=2),
+        "model.eval()",
+        fast=True,
+    ),
+    sample(
+        "saliency_gradients_pile_up",
+        [(SALIENCY_COPY, SALIENCY_COPY.replace("images.clone()", "images"))],
+        scores(q4_saliency=1),
+        "gradients pile up",
+    ),
+    sample(
+        "occlusion_of_scores",
+        [(OCCLUSION_SOFTMAX, "model(torch.stack([image, *copies]))[:, label]")],
+        scores(q5_occlusion=2),
+        "probabilities",
+    ),
+    sample(
+        "occlusion_in_place",
+        [("            copy = image.clone()\n", "            copy = image\n")],
+        scores(q5_occlusion=3),
+        "in place",
+    ),
+    sample(
+        "grad_cam_not_detached",
+        [(GRADCAM_RETURN, GRADCAM_RETURN.replace(".detach()", ""))],
+        scores(q6_grad_cam=1),
+        "requires grad",
+    ),
+    sample(
+        "grad_cam_of_the_loss",
+        [
+            (
+                "    score = scores.gather(1, classes.view(-1, 1)).sum()\n",
+                "    score = F.cross_entropy(scores, classes)\n",
+            )
+        ],
+        scores(q6_grad_cam=2),
+        "gradient of the loss",
+    ),
+    sample(
+        "top_in_increasing_order",
+        [("chosen = best.argsort(descending=True)[:k]", "chosen = best.argsort()[:k]")],
+        scores(q7_top_activations=2),
+        "expected the images",
+    ),
+    sample(
+        "fgsm_wrong_sign",
+        [(FGSM_RETURN, FGSM_RETURN.replace("images + epsilon", "images - epsilon"))],
+        scores(q8_fgsm=2),
+        "lowers the loss",
+        fast=True,
+    ),
+    sample(
+        "fgsm_no_clamp",
+        [(FGSM_RETURN, FGSM_RETURN.replace(".clamp(0, 1)", ""))],
+        scores(q8_fgsm=2.5),
+        "clamp",
+    ),
+    sample(
+        "fgsm_not_detached",
+        [(FGSM_RETURN, "    return (x + epsilon * x.grad.sign()).clamp(0, 1)")],
+        scores(q8_fgsm=0.5),
+        "requires grad",
+    ),
+    sample(
+        "augment_without_flips",
+        [
+            (
+                "augment = v2.Compose([v2.RandomHorizontalFlip(), v2.RandomCrop(32, padding=4)])",
+                "augment = v2.RandomCrop(32, padding=4)",
+            )
+        ],
+        scores(q2_augmentation=1),
+        "flip at random",
+    ),
+]

@@ -1,0 +1,322 @@
+"""Part 2 (cnn_part2): its functions judged alone, the probe's model calls, helpers and figures."""
+
+from __future__ import annotations
+
+import nbformat
+import pytest
+import torch
+from conftest import REPO
+from corpus_part2 import FUNCTION_QUESTIONS, SAMPLES, SOLUTION, STUDENT
+from torch import nn
+
+from cnn_course import checks_part2, judging, plots, training, widgets
+from cnn_course.errors import CourseError
+from cnn_course_instructor.course import Course
+from cnn_course_instructor.probe import probe_cell
+from cnn_course_instructor.registry import Context
+
+CONTENT = Course(REPO).content("cnn_part2")
+REFERENCE = CONTENT.module.reference
+SETUP = (
+    "import torch\nimport torch.nn.functional as F\nfrom torch import nn\n"
+    "from torchvision.transforms import v2\nfrom cnn_course import checks_part2\n"
+)
+
+
+def function_cells(notebook: nbformat.NotebookNode) -> list[str]:
+    """The code of the cells that define the graded functions and ``augment`` (no training)."""
+    wanted = ("def ", "augment = ")
+    return [
+        cell.source
+        for cell in notebook.cells
+        if cell.cell_type == "code" and any(w in cell.source for w in wanted)
+        and "for epoch" not in cell.source
+    ]  # fmt: skip
+
+
+def define_functions(notebook: nbformat.NotebookNode) -> dict:
+    """A namespace where a notebook's function cells ran, as a kernel would run them."""
+    namespace: dict = {}
+    exec(SETUP, namespace)
+    for source in function_cells(notebook):
+        try:
+            exec(source, namespace)
+        except NotImplementedError:
+            pass  # the stub: the cell stops where it raises, as in a kernel
+    return namespace
+
+
+def probe_functions(notebook: nbformat.NotebookNode, tmp_path, seed: int = 11) -> tuple[dict, dict]:
+    """Run a notebook's function cells, then the real probe cell on the function steps."""
+    namespace = define_functions(notebook)
+    inputs = CONTENT.grading_inputs(seed)
+    plan = [step for step in CONTENT.probe_plan if step["kind"] in ("calls", "model_calls")]
+    torch.save({"plan": plan, "inputs": inputs}, tmp_path / "plan.pt")
+    exec(probe_cell(str(tmp_path / "plan.pt"), str(tmp_path / "out.pt")), namespace)
+    return torch.load(tmp_path / "out.pt", weights_only=True), inputs
+
+
+def function_scores(record: dict, inputs: dict) -> tuple[dict[str, float], str]:
+    results = CONTENT.tests.run(record, Context(CONTENT.lab, inputs))
+    scores = dict.fromkeys(FUNCTION_QUESTIONS, 0.0)
+    for result in results:
+        if result.question in scores:
+            scores[result.question] += result.score
+    return scores, " ".join(r.message for r in results if not r.passed)
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=[s.name for s in SAMPLES])
+def test_each_sample_s_functions_get_the_expected_scores(sample, tmp_path):
+    """Judged through the real probe cell and hidden tests (no training), does each corpus
+    sample get, on the function questions, the scores the corpus expects, with its fault named?"""
+    record, inputs = probe_functions(sample.notebook(), tmp_path)
+    scores, messages = function_scores(record, inputs)
+    expected = {q: sample.expected[q] for q in FUNCTION_QUESTIONS}
+    assert scores == expected, messages
+    if (
+        sample.fault
+        and sample.base == SOLUTION
+        and any(scores[q] < expected_full for q, expected_full in _full().items())
+    ):
+        assert sample.fault in messages
+
+
+def _full() -> dict[str, float]:
+    return {q: CONTENT.lab.questions[q].points for q in FUNCTION_QUESTIONS}
+
+
+def test_new_inputs_and_weights_each_run_and_the_solution_still_passes(tmp_path):
+    """Do two grading seeds draw different networks and images, both judged full marks?"""
+    solution = nbformat.read(SOLUTION, as_version=4)
+    first, second = CONTENT.grading_inputs(1), CONTENT.grading_inputs(2)
+    weight = lambda inputs: inputs["grader_model"]["layers"][0]["tensors"]["weight"]  # noqa: E731
+    assert not torch.equal(weight(first), weight(second))
+    assert not torch.equal(first["fgsm"][0][0], second["fgsm"][0][0])
+    for seed in (1, 2):
+        scores, messages = function_scores(*probe_functions(solution, tmp_path, seed))
+        assert scores == _full(), messages
+
+
+def test_visible_checks_pass_the_solution_and_name_the_mistakes():
+    """Do the visible checks pass every solution function and fail each typical mistake?"""
+    by_name = {sample.name: sample for sample in SAMPLES}
+
+    def functions(name: str) -> dict:
+        return define_functions(by_name[name].notebook())
+
+    right = functions("solution")
+    model = right["make_better_model"]()
+    assert checks_part2.q1_better_model(model).passed
+    for check, name in [
+        (checks_part2.q2_augmentation, "augment"),
+        (checks_part2.q4_saliency, "saliency_map"),
+        (checks_part2.q5_occlusion, "occlusion_map"),
+        (checks_part2.q6_grad_cam, "grad_cam"),
+        (checks_part2.q7_top_activations, "top_activations"),
+        (checks_part2.q8_fgsm, "fgsm"),
+    ]:
+        report = check(right[name])
+        assert report.passed, str(report)
+    for sample, check, name, words in [
+        ("saliency_without_eval", checks_part2.q4_saliency, "saliency_map", "model.eval()"),
+        ("saliency_gradients_pile_up", checks_part2.q4_saliency, "saliency_map", "pile up"),
+        ("saliency_of_the_loss", checks_part2.q4_saliency, "saliency_map", "differs"),
+        ("occlusion_in_place", checks_part2.q5_occlusion, "occlusion_map", "in place"),
+        ("grad_cam_not_detached", checks_part2.q6_grad_cam, "grad_cam", "requires grad"),
+        ("top_in_increasing_order", checks_part2.q7_top_activations, "top_activations", "images"),
+        ("fgsm_wrong_sign", checks_part2.q8_fgsm, "fgsm", "the loss went from"),
+        ("fgsm_no_clamp", checks_part2.q8_fgsm, "fgsm", "clamp"),
+        ("augment_without_flips", checks_part2.q2_augmentation, "augment", "flip at random"),
+    ]:
+        report = check(functions(sample)[name])
+        assert not report.passed and words in str(report), (sample, str(report))
+
+
+def test_the_stub_s_functions_are_reported_not_implemented(tmp_path):
+    """Does the untouched notebook score zero on the functions, saying they are not written?"""
+    record, inputs = probe_functions(nbformat.read(STUDENT, as_version=4), tmp_path)
+    scores, messages = function_scores(record, inputs)
+    assert set(scores.values()) == {0.0} and "not implemented" in messages
+
+
+# --- the probe's model calls ----------------------------------------------------------------------
+
+
+def test_model_calls_get_a_fresh_grader_network_in_training_mode_and_the_layer_asked(tmp_path):
+    """Does each call get the grader's network rebuilt afresh (its weights, training mode), the
+    layer named by {"layer": i}, copies of the tensors, and is a second call recorded?"""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten())
+    records = judging.layer_records(net, (1, 4, 4))
+    seen = []
+
+    def spy(model, layer, images):
+        seen.append(
+            (model.training, layer is model[1], torch.equal(model[0].weight, net[0].weight))
+        )
+        images.add_(1)  # changes its argument: recorded, and the grader's tensor stays as it was
+        return model[0](images).sum(dim=1)
+
+    images = torch.zeros(2, 1, 4, 4)
+    plan = [{"key": "spy", "kind": "model_calls", "name": "spy", "model": "net", "inputs": "cases",
+             "repeat": True}]  # fmt: skip
+    inputs = {"net": records, "cases": [({"layer": 1}, images)]}
+    torch.save({"plan": plan, "inputs": inputs}, tmp_path / "plan.pt")
+    exec(probe_cell(str(tmp_path / "plan.pt"), str(tmp_path / "out.pt")), {"spy": spy})
+    (entry,) = torch.load(tmp_path / "out.pt", weights_only=True)["spy"]
+    assert seen == [(True, True, True), (True, True, True)]
+    assert entry["changed"] == [1] and entry["requires_grad"] is True
+    assert not torch.equal(entry["output"]["tensor"], entry["repeat"]["tensor"])
+    assert torch.equal(images, torch.zeros(2, 1, 4, 4))
+
+
+# --- the reference, the tables and the helpers ----------------------------------------------------
+
+
+def test_reference_network_follows_part_2_s_table():
+    """Does the reference better network match the table the visible check uses?"""
+    layers, error = judging.describe_model(REFERENCE.better_model(), (3, 32, 32))
+    assert error is None and judging.compare_layers(layers, judging.BETTER_LAYERS) == []
+
+
+def test_reference_mistakes_differ_from_the_reference_on_the_grader_network():
+    """Does every mistake the hidden tests recognise give a result that differs from the right
+    one on the grader's network (else it could not be told apart)?"""
+    inputs = CONTENT.grading_inputs(3)
+    from cnn_course_instructor.rebuild import rebuild
+
+    model = rebuild(inputs["grader_model"]).eval()
+    images, classes = inputs["saliency_map"][0]
+    right = REFERENCE.saliency_map(model, images, classes)
+    for how in ({"loss": True}, {"training": True}, {"reduce": "mean"}, {"reduce": "raw"}):
+        assert not torch.allclose(right, REFERENCE.saliency_map(model, images, classes, **how))
+    image, label = inputs["occlusion_map"][0]
+    right = REFERENCE.occlusion_map(model, image, label)
+    for how in ({"scores": True}, {"training": True}):
+        assert not torch.allclose(right, REFERENCE.occlusion_map(model, image, label, **how))
+    assert torch.allclose(right, REFERENCE.occlusion_map(model, image, label))  # no state left
+
+
+def test_loaded_model_is_judged_by_its_learnt_weights_not_its_running_statistics():
+    """Is a model loaded from the state dict accepted even when the trained one later ran in
+    training mode (its running statistics moved), and a fresh one refused, naming the layer?"""
+    trained = REFERENCE.better_model()
+    loaded = REFERENCE.better_model()
+    loaded.load_state_dict(trained.state_dict())
+    trained.train()(torch.rand(4, 3, 32, 32))  # moves batch normalisation's running statistics
+    record = lambda model: judging.layer_records(model, (3, 32, 32))  # noqa: E731
+    assert judging.same_weights_verdict(record(loaded), record(trained)).passed
+    verdict = judging.same_weights_verdict(record(REFERENCE.better_model()), record(trained))
+    assert not verdict.passed and "layer 0 (Conv2d): weight differs" in verdict.message
+
+
+def test_pick_device_prefers_a_gpu_and_obeys_the_environment(monkeypatch):
+    """Is the CPU chosen here (no GPU), and a forced or unknown device handled with a message?"""
+    monkeypatch.delenv(training.DEVICE_ENV, raising=False)
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    if expected == "cpu" and torch.backends.mps.is_available():
+        expected = "mps"
+    assert training.pick_device().type == expected
+    monkeypatch.setenv(training.DEVICE_ENV, "cpu")
+    assert training.pick_device() == torch.device("cpu")
+    monkeypatch.setenv(training.DEVICE_ENV, "tpu")
+    with pytest.raises(CourseError, match="must be one of cuda, mps, cpu"):
+        training.pick_device()
+    if not torch.cuda.is_available():
+        monkeypatch.setenv(training.DEVICE_ENV, "cuda")
+        with pytest.raises(CourseError, match="does not have"):
+            training.pick_device()
+
+
+def test_receptive_field_of_two_convolutions_and_a_pooling():
+    """Is the patch a unit sees found right: 3x3 conv, 2x2 pool, 3x3 conv -> 8x8 at (1, 1)?"""
+    model = nn.Sequential(
+        nn.Conv2d(3, 2, 3, padding=1), nn.MaxPool2d(2), nn.Conv2d(2, 2, 3, padding=1)
+    )
+    rows, cols = plots.receptive_field(model, model[2], (3, 16, 16), 1, 1)
+    assert (rows, cols) == (slice(0, 7), slice(0, 7))  # rows -1..6, clipped by the padding
+    rows, cols = plots.receptive_field(model, model[2], (3, 16, 16), 4, 4)
+    assert (rows.stop - rows.start, cols.stop - cols.start) == (8, 8)
+
+
+def test_part_2_figures_and_static_widgets_draw_with_the_solution_functions():
+    """Do the map, patch, adversarial and curve figures and both widgets' static fallbacks draw
+    with the solution's functions, and refuse bad input with a message?"""
+    namespace = define_functions(nbformat.read(SOLUTION, as_version=4))
+    torch.manual_seed(0)
+    model = REFERENCE.better_model().eval()
+    images, labels = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    names = [str(i) for i in range(10)]
+    figure = widgets.explain_maps(
+        model, images, labels, names, namespace["saliency_map"], namespace["occlusion_map"],
+        namespace["grad_cam"], layer=model[9], static=True,
+    )  # fmt: skip
+    assert len(figure.axes) == 4 and "maps for" in figure._suptitle.get_text()
+    figure = widgets.fgsm_explorer(model, images, labels, names, namespace["fgsm"], static=True)
+    assert "predictions changed" in figure._suptitle.get_text() and len(figure.axes) == 12
+    places = namespace["top_activations"](model, model[9], images, 0, 3)
+    assert len(plots.show_patches(model, model[9], images, places).axes) == 6
+    assert plots.show_curve([0, 0.1], [0.5, 0.2], xlabel="epsilon", ylabel="accuracy")._repr_png_()
+    with pytest.raises(CourseError, match="one per image"):
+        plots.show_maps(images, {"saliency": torch.rand(3, 32, 32)})
+    with pytest.raises(CourseError, match="epsilon must be between"):
+        widgets.fgsm_explorer(model, images, labels, names, namespace["fgsm"], epsilon=1.0)
+
+
+def test_map_explorer_widget_redraws_for_another_image_and_class():
+    """Does the interactive map explorer draw a new picture when the image or class changes?"""
+    pytest.importorskip("ipywidgets")
+    namespace = define_functions(nbformat.read(SOLUTION, as_version=4))
+    model = REFERENCE.better_model().eval()
+    images, labels = torch.rand(3, 3, 32, 32), torch.tensor([0, 1, 2])
+    names = [str(i) for i in range(10)]
+    explorer = widgets.explain_maps(
+        model, images, labels, names, namespace["saliency_map"], namespace["occlusion_map"],
+        namespace["grad_cam"], layer=model[9], static=False,
+    )  # fmt: skip
+    first = explorer.image.value
+    explorer.slider.value = 2
+    second = explorer.image.value
+    predicted = int(model(images[2:]).argmax())
+    explorer.target.value = (predicted + 1) % 10
+    assert bytes(first) != bytes(second) != bytes(explorer.image.value)
+    slider = widgets.fgsm_explorer(model, images, labels, names, namespace["fgsm"], static=False)
+    before = slider.image.value
+    slider.slider.value = 0.04
+    assert bytes(slider.image.value) != bytes(before)
+
+
+# --- through the real grader --------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_fast_corpus_of_part_2_grades_as_expected(real_root, real_cache, tmp_path, monkeypatch):
+    """Graded for real (kernels, shortened training, sandboxed where the machine allows): does
+    the solution get full marks, the untouched notebook zero, and each CI sample its scores?"""
+    from grade_corpus import compare, write_corpus
+
+    from cnn_course_instructor.records import Status
+    from cnn_course_instructor.sandbox import sandbox_available
+    from cnn_course_instructor.scheduler import grade_class
+
+    monkeypatch.setenv("CNN_COURSE_CACHE", str(real_cache))
+    samples = [sample for sample in SAMPLES if sample.fast]
+    write_corpus(samples, tmp_path / "submitted")
+    results = grade_class(
+        tmp_path / "submitted",
+        tmp_path / "out",
+        course=Course(REPO),
+        jobs=2,
+        data_root=real_root,
+        sandbox=sandbox_available() is None,
+        progress=lambda _: None,
+    )
+    by_name = {result.student: result for result in results}
+    assert all(result.lab == "cnn_part2" for result in results)  # told from the notebooks
+    for sample in samples:
+        assert by_name[sample.name].status is Status.GRADED, by_name[sample.name].reason
+        assert compare(sample, by_name[sample.name]) == [], sample.name
+    assert by_name["solution"].total == by_name["solution"].max == 23
+    assert by_name["untouched_stub"].total == 0
+    assert max(result.seconds for result in results) < 600
