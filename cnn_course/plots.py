@@ -618,6 +618,7 @@ def show_softmax_cross_entropy(
         f"= −log {probabilities[target]:.2f} = {loss:.2f}",
         fontsize=11,
     )
+    return figure
 
 
 # --- part 2: maps, fooled images, patches ----------------------------------------------------------
