@@ -98,6 +98,21 @@ def test_rebuild_refuses_unknown_layers_and_wrong_tensors():
         rebuild(records)
 
 
+def test_reference_models_have_the_lab_models_parameters_biases_included():
+    """Do the reference networks hold as many parameters as the lab's (72,298 for MNIST)?"""
+    lab_mnist = nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(32, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(6272, 10),
+    )
+    count = sum(p.numel() for p in REFERENCE.mnist_model().parameters())
+    assert count == sum(p.numel() for p in lab_mnist.parameters()) == 72_298
+
+
 def test_reference_models_follow_the_tables_students_are_given():
     """Do the reference networks match, layer by layer, the specs the visible checks use?"""
     for model, spec, shape in (

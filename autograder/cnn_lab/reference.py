@@ -19,7 +19,13 @@ __all__ = ["cifar_model", "mnist_model", "train_model"]
 def _from_spec(spec: Sequence[LayerSpec]) -> nn.Sequential:
     records = {
         "layers": [
-            {"kind": layer.kind, "config": dict(layer.config), "tensors": {}} for layer in spec
+            # convolutions and linear layers keep PyTorch's default bias, as the lab's do
+            {
+                "kind": layer.kind,
+                "config": dict(layer.config),
+                "tensors": {"bias": None} if layer.kind in ("Conv2d", "Linear") else {},
+            }
+            for layer in spec
         ]
     }
     return rebuild(records, with_weights=False)
