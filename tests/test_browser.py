@@ -225,10 +225,28 @@ def page(browser, lab):
 
 
 def open_notebook(page, lab: Lab, path: str):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     page.goto(lab.page_url(path))
     notebook = page.locator(NOTEBOOK)
     notebook.locator(".jp-Cell").first.wait_for(timeout=60_000)
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+    # On a slow machine JupyterLab may ask which kernel to start, though the notebook names it
+    # (its kernel specs were not loaded yet): accept the one it proposes, the notebook's own,
+    # then reload, so that the page's widget manager is the new kernel's.
+    dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
+    with contextlib.suppress(PlaywrightTimeout):
+        dialog.wait_for(timeout=5_000)
+        dialog.locator("button.jp-mod-accept").click()
+        dialog.wait_for(state="detached", timeout=10_000)
+        page.wait_for_selector(
+            ".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000
+        )
+        page.reload()
+        notebook.locator(".jp-Cell").first.wait_for(timeout=60_000)
+        page.wait_for_selector(
+            ".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000
+        )
     return notebook
 
 
