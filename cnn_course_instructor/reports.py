@@ -51,12 +51,13 @@ def render(template: str, **values) -> str:
 
 
 def grades_csv(results: list[SubmissionResult], lab: Lab) -> str:
-    """One row per student: a column per question id, then total, max and status."""
+    """One row per student, sorted by student: a column per question id, then total, max and
+    status."""
     buffer = io.StringIO()
     columns = ["student", *lab.graded, "total", "max", "status"]
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    for result in results:
+    for result in sorted(results, key=lambda result: result.student):
         row = {"student": result.student, **{q: result.scores.get(q, 0.0) for q in lab.graded}}
         row.update(total=result.total, max=result.max, status=result.status.value)
         writer.writerow(row)

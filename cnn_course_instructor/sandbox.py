@@ -57,7 +57,9 @@ LEASE_DIR = Path("/run/cnn-course/uids")
 MB = 1024 * 1024
 
 _SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-_ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "alternatives")
+# /etc/fonts: fontconfig's configuration, without which matplotlib's font lookup writes
+# "Fontconfig error" to stderr in the student's notebook.
+_ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "alternatives", "fonts")
 
 # Run inside the sandbox, before the command: limits counted in the sandbox's own user
 # namespace, and a high OOM score, so that under memory pressure the kernel kills student code
