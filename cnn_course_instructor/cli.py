@@ -115,6 +115,7 @@ def _grade(args: argparse.Namespace) -> int:
         data_root=args.data_root,
         sandbox=not args.no_sandbox,
         cell_timeout=args.cell_timeout,
+        scheduler=args.scheduler,
     )
     statuses: dict[str, int] = {}
     for result in results:
@@ -243,6 +244,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     grade.add_argument(
         "--no-sandbox", action="store_true", help="run student code unsandboxed (trusted code only)"
+    )
+    grade.add_argument(
+        "--scheduler",
+        metavar="tcp://HOST:8786",
+        help="grade on the workers of this Dask scheduler (default: on this machine, --jobs at "
+        "once); see README, Grading across machines",
     )
     grade.set_defaults(run=_grade)
 
