@@ -247,3 +247,20 @@ def test_the_course_archive_holds_the_grading_content_and_nothing_else(tmp_path,
     monkeypatch.setattr(distributed_grading, "COURSE_ARCHIVE_LIMIT", 100)
     with pytest.raises(CourseError, match="at most 100 bytes are sent with each task"):
         distributed_grading.course_archive(course)
+
+
+def test_the_check_on_each_worker_says_what_is_wrong_with_it(tmp_path, monkeypatch):
+    """Does the check every worker runs before grading name its fault: other grading code
+    than the client's, or no data at its data root (and which variable to set)?"""
+    monkeypatch.setenv("CNN_COURSE_DATA", str(tmp_path / "nothing"))
+    distributed_grading._worker_data_root.cache_clear()
+    fingerprint = distributed_grading.tools_fingerprint()
+    other = distributed_grading.worker_problem("0" * 64, False)
+    assert other and "tools differ" in other and "same version" in other
+    missing = distributed_grading.worker_problem(fingerprint, False)
+    assert missing and str(tmp_path / "nothing") in missing and "CNN_COURSE_DATA" in missing
+    root = tmp_path / "data"
+    write_tiny_mnist(root, n_train=60)
+    write_tiny_pack(root, tiny_cifar_arrays())
+    monkeypatch.setenv("CNN_COURSE_DATA", str(root))
+    assert distributed_grading.worker_problem(fingerprint, False) is None
