@@ -105,6 +105,12 @@ def _grade(args: argparse.Namespace) -> int:
 
     if args.jobs < 1:
         raise CourseError(f"--jobs must be 1 or more; got {args.jobs}.")
+    if args.scheduler and args.data_root:
+        raise CourseError(
+            f"--data-root {args.data_root} names this machine's data, but with --scheduler the "
+            "Dask workers grade, each with its own data root: set CNN_COURSE_DATA in each "
+            "worker's environment instead, and drop --data-root."
+        )
     results = grade_class(
         Path(args.submissions),
         Path(args.out),

@@ -203,8 +203,8 @@ def test_a_class_graded_on_dask_workers_matches_a_local_run_though_a_worker_dies
 
 
 def test_an_unreachable_scheduler_is_one_clear_message(monkeypatch, tmp_path, capsys):
-    """Does `grade --scheduler` at an address where nothing listens stop with a message that
-    says what was expected and what to do, not a traceback?"""
+    """Does `grade --scheduler` at an address where nothing listens, or with a --data-root of
+    this machine's, stop with a message that says what was expected and what to do?"""
     monkeypatch.setattr(distributed_grading, "CONNECT_TIMEOUT", 2)
     course_root = tmp_path / "course"
     shutil.copytree(SAMPLE_COURSE, course_root)
@@ -218,6 +218,8 @@ def test_an_unreachable_scheduler_is_one_clear_message(monkeypatch, tmp_path, ca
     assert f"Cannot reach the Dask scheduler at '{address}'" in error
     assert "dask scheduler" in error and "without --scheduler" in error
     assert "Traceback" not in error
+    assert cli.main([*argv, "--data-root", str(tmp_path)]) == 2
+    assert "set CNN_COURSE_DATA in each worker's environment" in capsys.readouterr().err
 
 
 def test_the_course_archive_holds_the_grading_content_and_nothing_else(tmp_path, monkeypatch):
