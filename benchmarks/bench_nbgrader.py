@@ -74,18 +74,29 @@ def main() -> int:
     parser.add_argument("--lab", default="cnn_lab")
     args = parser.parse_args()
     students = [f"student{number:02d}" for number in range(args.students)]
+    count = len(students)
+    print(f"{count} submissions ({args.lab}, the solution), {os.cpu_count()} cores", flush=True)
+    print(f"load average at the start: {_load()}")
+    print(
+        f"{'run':20} {'jobs':>4} {'wall s':>8} {'s/submission':>13} {'subm./min':>10} {'vs nbgrader':>12}"
+    )
+
+    def row(name: str, jobs: int, wall: float) -> None:  # printed as soon as it is measured
+        line = f"{name:20} {jobs:>4} {wall:>8.1f} {wall / count:>13.1f} {60 * count / wall:>10.2f}"
+        print(f"{line} {anchor / wall:>11.2f}x", flush=True)
+
     work = Path(tempfile.mkdtemp(prefix="bench-nbgrader-"))
-    rows = []
+    totals = {}
     try:
         course = work / "nbgrader"
         nbgrader_course(course, args.lab, students)
         started = time.perf_counter()
         nbgrader(course, "autograde", args.lab)
-        rows.append(("nbgrader autograde", 1, time.perf_counter() - started))
+        anchor = time.perf_counter() - started
         graded = sorted(p.name for p in (course / "autograded").iterdir())
         if graded != students:
             sys.exit(f"nbgrader autograded {graded}, expected {students}")
-        totals = {}
+        row("nbgrader autograde", 1, anchor)
         for jobs in dict.fromkeys((1, args.jobs)):
             out = work / f"cnn-course-jobs{jobs}"
             out.mkdir()
@@ -100,27 +111,20 @@ def main() -> int:
                 jobs=jobs,
                 progress=lambda _: None,
             )
-            rows.append(("cnn-course grade", jobs, time.perf_counter() - started))
+            row("cnn-course grade", jobs, time.perf_counter() - started)
             totals[jobs] = [(r.student, r.status.value, r.total) for r in results]
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    count = len(students)
-    print(f"{count} submissions ({args.lab}, the solution), {os.cpu_count()} cores")
-    print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
-    print(
-        f"{'run':20} {'jobs':>4} {'wall s':>8} {'s/submission':>13} {'subm./min':>10} {'vs nbgrader':>12}"
-    )
-    anchor = rows[0][2]
-    for name, jobs, wall in rows:
-        print(
-            f"{name:20} {jobs:>4} {wall:>8.1f} {wall / count:>13.1f} {60 * count / wall:>10.2f} "
-            f"{anchor / wall:>11.2f}x"
-        )
+    print(f"load average at the end: {_load()}")
     for jobs, rows_of in totals.items():
         print(f"cnn-course --jobs {jobs}: {rows_of}")
     same = len({tuple(rows_of) for rows_of in totals.values()}) == 1
     print(f"cnn-course grades identical across --jobs: {'yes' if same else 'NO'}")
     return 0 if same else 1
+
+
+def _load() -> str:
+    return ", ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 if __name__ == "__main__":
