@@ -105,6 +105,12 @@ def _grade(args: argparse.Namespace) -> int:
 
     if args.jobs < 1:
         raise CourseError(f"--jobs must be 1 or more; got {args.jobs}.")
+    if args.scheduler and args.data_root:
+        raise CourseError(
+            f"--data-root {args.data_root} names this machine's data, but with --scheduler the "
+            "Dask workers grade, each with its own data root: set CNN_COURSE_DATA in each "
+            "worker's environment instead, and drop --data-root."
+        )
     results = grade_class(
         Path(args.submissions),
         Path(args.out),
@@ -115,6 +121,7 @@ def _grade(args: argparse.Namespace) -> int:
         data_root=args.data_root,
         sandbox=not args.no_sandbox,
         cell_timeout=args.cell_timeout,
+        scheduler=args.scheduler,
     )
     statuses: dict[str, int] = {}
     for result in results:
@@ -243,6 +250,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     grade.add_argument(
         "--no-sandbox", action="store_true", help="run student code unsandboxed (trusted code only)"
+    )
+    grade.add_argument(
+        "--scheduler",
+        metavar="tcp://HOST:8786",
+        help="grade on the workers of this Dask scheduler (default: on this machine, --jobs at "
+        "once); see README, Grading across machines",
     )
     grade.set_defaults(run=_grade)
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
-import queue
 import secrets
 import signal
 import subprocess
@@ -13,20 +13,30 @@ import tempfile
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from cnn_course import data
 from cnn_course.errors import CourseError
 
 from .course import Course
+from .execute import EXECUTED_LIMIT
 from .records import Status, SubmissionResult
 from .reports import write_reports, write_text
-from .safefiles import UnsafeFile, remove_tree
+from .safefiles import UnsafeFile, read_regular, remove_tree
 from .sandbox import sandbox_available
 from .submissions import SUBMISSION_LIMIT, Submission, find_submissions, lab_of, read
 from .worker import CELL_TIMEOUT, Job
 
-__all__ = ["SUBMISSION_TIMEOUT", "UNKNOWN_LAB", "UnsandboxedWarning", "grade_class"]
+__all__ = [
+    "SUBMISSION_TIMEOUT",
+    "UNKNOWN_LAB",
+    "Graded",
+    "UnsandboxedWarning",
+    "grade_class",
+    "grade_submission",
+    "grading_settings",
+]
 
 SUBMISSION_TIMEOUT = 900
 UNKNOWN_LAB = "unknown-lab"  # where submissions go whose lab cannot be told
@@ -48,6 +58,7 @@ def grade_class(
     data_root: Path | None = None,
     sandbox: bool = True,
     cell_timeout: int = CELL_TIMEOUT,
+    scheduler: str | None = None,
     progress=print,
 ) -> list[SubmissionResult]:
     """Grade every submission into ``out/<lab>/``; resume where a previous run stopped.
@@ -61,6 +72,9 @@ def grade_class(
     A file that cannot be graded (an unusable name, a link, not a regular file, too large) gets
     its own ``invalid`` row. One run at a time may use ``out``: a second one refuses to start.
     ``sandbox=False`` runs student code unsandboxed, with a warning: trusted code only.
+    With ``scheduler`` (a Dask scheduler's address), the submissions are graded on its workers
+    instead, each with its own sandbox and data root; results come back here, where they are
+    written as in a local run (``jobs`` and ``data_root`` are then unused).
     """
     labs = list(course.labs)
     if lab is not None:
@@ -69,7 +83,7 @@ def grade_class(
         course.content(lab_id)  # every lab's hidden tests load and agree with its front matter
     submissions_folder = Path(submissions_folder).absolute()
     submissions = find_submissions(submissions_folder, labs)
-    if sandbox and (reason := sandbox_available()):
+    if scheduler is None and sandbox and (reason := sandbox_available()):
         raise CourseError(
             f"Cannot sandbox student code: {reason}. Grading runs every kernel under bubblewrap; "
             "--no-sandbox runs student code unprotected (trusted code only)."
@@ -82,12 +96,11 @@ def grade_class(
         warnings.warn(message, UnsandboxedWarning, stacklevel=2)
         progress(f"WARNING: {message}")
     root = data.resolve_root(data_root)
-    # Fail early if data is missing, and warm the cache the kernels read.
-    for loader in (data.load_mnist, data.load_cifar10):
-        loader("test", root=root.path)
+    if scheduler is None:
+        warm_data(root.path)  # on a cluster, each worker checks its own data root
     out = Path(out).absolute()
     out.mkdir(parents=True, exist_ok=True)
-    with _exclusive(out):
+    with _exclusive(out), _cluster(scheduler, sandbox, progress) as cluster:
         remove_tree(out / WORK)  # what a killed run left: the lock says no run uses it now
         (out / WORK).mkdir()
         return _grade(
@@ -102,13 +115,40 @@ def grade_class(
             sandbox,
             cell_timeout,
             progress,
+            cluster,
         )
 
 
+def _cluster(scheduler: str | None, sandbox: bool, progress):
+    """A client of the Dask scheduler at ``scheduler``, its workers checked; None: grade here."""
+    if scheduler is None:
+        return contextlib.nullcontext()
+    from .distributed_grading import connect
+
+    return connect(scheduler, sandbox, progress)
+
+
+def warm_data(data_root: Path) -> None:
+    """Fail early if the data is missing, and warm the cache the kernels read."""
+    for loader in (data.load_mnist, data.load_cifar10):
+        loader("test", root=data_root)
+
+
 def _grade(
-    submissions, out, course, labs, lab, jobs, force, data_root, sandbox, cell_timeout, progress
+    submissions,
+    out,
+    course,
+    labs,
+    lab,
+    jobs,
+    force,
+    data_root,
+    sandbox,
+    cell_timeout,
+    progress,
+    cluster=None,
 ) -> list[SubmissionResult]:
-    assigned = [(s, lab_of(s, labs, lab) or UNKNOWN_LAB) for s in submissions]
+    assigned = [(s, lab_id_of(s, labs, lab)) for s in submissions]
     for lab_id in {lab_id for _, lab_id in assigned}:
         (out / lab_id / "results").mkdir(parents=True, exist_ok=True)
     todo = [
@@ -118,43 +158,16 @@ def _grade(
         f"{len(submissions)} submissions, {len(submissions) - len(todo)} already graded, "
         f"{len(todo)} to grade"
     )
-    settings = {
-        "course": str(course.root),
-        "seed": _grading_seed(out),
-        "data_root": str(data_root.resolve()),
-        "cell_timeout": cell_timeout,
-        "sandboxed": sandbox,
-        "cache_entries": tuple(str(p) for p in data.cache_entries(data_root)),
-    }
-    slots: queue.Queue[int] = queue.Queue()
-    for slot in range(max(1, jobs)):
-        slots.put(slot)
+    seed = _grading_seed(out)
 
-    def invalid(reason: str) -> SubmissionResult:
-        return SubmissionResult.from_tests(Status.INVALID, reason, [], {})
-
-    def work(item: tuple[Submission, str]) -> None:
-        submission, lab_id = item
-        content = None
-        if submission.problem is not None:
-            result = invalid(submission.problem)
-        elif lab_id == UNKNOWN_LAB:
-            result = invalid(
-                f"cannot tell which lab this notebook is for (labs: {', '.join(labs)}); "
-                "grade it with --lab, or put it in submitted/<student>/<lab>/"
-            )
-        else:
-            try:
-                content = read(submission, SUBMISSION_LIMIT)
-            except UnsafeFile as problem:
-                result = invalid(f"{problem} (at most {SUBMISSION_LIMIT:,} bytes)")
-        if content is not None:
-            slot = slots.get()
-            try:
-                threads = 1 if jobs > 1 else None
-                result = _run_worker(submission, content, lab_id, settings, threads, out, course)
-            finally:
-                slots.put(slot)
+    def record(submission: Submission, lab_id: str, graded: Graded) -> None:
+        """Keep one submission's result: the only place results and executed notebooks are
+        written, whichever machine graded it; a regraded student's files are replaced whole."""
+        result = graded.result
+        if graded.executed is not None:
+            (out / lab_id / "executed").mkdir(exist_ok=True)
+            executed = graded.executed.decode("utf-8", errors="replace")  # nbformat wrote it
+            write_text(out / lab_id / "executed" / f"{submission.student}.ipynb", executed)
         result.student, result.lab, result.notebook = (
             submission.student,
             lab_id,
@@ -166,14 +179,56 @@ def _grade(
             f"({result.seconds:.0f} s)"
         )
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        list(pool.map(work, todo))
+    if cluster is not None:
+        from .distributed_grading import grade_on_cluster
+
+        grade_on_cluster(cluster, todo, course, labs, seed, sandbox, cell_timeout, record, progress)
+    else:
+        settings = grading_settings(course, seed, data_root, sandbox, cell_timeout)
+        threads = 1 if jobs > 1 else None
+
+        def work(item: tuple[Submission, str]) -> None:
+            submission, lab_id = item
+            screened = screen(submission, lab_id, labs)
+            if isinstance(screened, bytes):
+                screened = grade_submission(
+                    screened, submission.student, lab_id, course, settings, threads, out / WORK
+                )
+            record(submission, lab_id, screened)
+
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            list(pool.map(work, todo))
     results = [SubmissionResult.read(_result_path(out, lab_id, s)) for s, lab_id in assigned]
     for lab_id in labs:
         mine = [r for r in results if r.lab == lab_id]
         if mine:
             write_reports(out / lab_id, mine, course.lab(lab_id), out / "gradebook.db")
     return results
+
+
+def lab_id_of(submission: Submission, labs: list[str], forced: str | None) -> str:
+    """The lab a submission is graded as, or ``UNKNOWN_LAB`` when it cannot be told."""
+    return lab_of(submission, labs, forced) or UNKNOWN_LAB
+
+
+def screen(submission: Submission, lab_id: str, labs: list[str]) -> bytes | Graded:
+    """The submission's bytes, read safely once, or the ``invalid`` result of a file that cannot
+    be graded (an unusable name, an unknown lab, a link, not a regular file, too large)."""
+
+    def invalid(reason: str) -> Graded:
+        return Graded(SubmissionResult.from_tests(Status.INVALID, reason, [], {}), None)
+
+    if submission.problem is not None:
+        return invalid(submission.problem)
+    if lab_id == UNKNOWN_LAB:
+        return invalid(
+            f"cannot tell which lab this notebook is for (labs: {', '.join(labs)}); "
+            "grade it with --lab, or put it in submitted/<student>/<lab>/"
+        )
+    try:
+        return read(submission, SUBMISSION_LIMIT)
+    except UnsafeFile as problem:
+        return invalid(f"{problem} (at most {SUBMISSION_LIMIT:,} bytes)")
 
 
 class _exclusive:
@@ -215,18 +270,42 @@ def _grading_seed(out: Path) -> int:
     return int(path.read_text())
 
 
-def _run_worker(
-    submission: Submission,
+@dataclass(frozen=True)
+class Graded:
+    """One submission's result, and its executed notebook (at most ``EXECUTED_LIMIT`` bytes)."""
+
+    result: SubmissionResult
+    executed: bytes | None
+
+
+def grading_settings(
+    course: Course, seed: int, data_root: Path, sandbox: bool, cell_timeout: int
+) -> dict:
+    """What every worker ``Job`` of a run shares: the course, seed, data root and limits here."""
+    return {
+        "course": str(course.root),
+        "seed": seed,
+        "data_root": str(Path(data_root).resolve()),
+        "cell_timeout": cell_timeout,
+        "sandboxed": sandbox,
+        "cache_entries": tuple(str(p) for p in data.cache_entries(data_root)),
+    }
+
+
+def grade_submission(
     content: bytes,
+    student: str,
     lab: str,
+    course: Course,
     settings: dict,
     threads: int | None,
-    out: Path,
-    course: Course,
-) -> SubmissionResult:
+    work_parent: Path,
+) -> Graded:
+    """Grade one submission's bytes in a worker process of its own, in a folder of its own under
+    ``work_parent`` (removed after): the same code on this machine and on a Dask worker."""
     started = time.perf_counter()
     points = {qid: q.points for qid, q in course.lab(lab).graded.items()}
-    local = Path(tempfile.mkdtemp(prefix=f"{submission.student}-", dir=out / WORK))
+    local = Path(tempfile.mkdtemp(prefix=f"{student}-", dir=work_parent))
     notebook = local / "submission.ipynb"
     notebook.write_bytes(content)  # the grader's own copy: nothing reads the student's file again
     job = Job(
@@ -259,16 +338,18 @@ def _run_worker(
 
     try:
         _, stderr = process.communicate(timeout=SUBMISSION_TIMEOUT)
-        if Path(job.executed).is_file():
-            (out / lab / "executed").mkdir(exist_ok=True)
-            os.replace(job.executed, out / lab / "executed" / f"{submission.student}.ipynb")
+        executed = None
+        if Path(job.executed).is_file():  # written by the worker within EXECUTED_LIMIT
+            executed = read_regular(Path(job.executed), EXECUTED_LIMIT, "the executed notebook")
         if Path(job.result).is_file():
-            return SubmissionResult.read(Path(job.result))
+            return Graded(SubmissionResult.read(Path(job.result)), executed)
         tail = (stderr or "").strip().splitlines()[-1:] or [f"exit status {process.returncode}"]
-        return failed(Status.CRASHED, f"the grading process failed: {tail[0][:300]}")
+        return Graded(
+            failed(Status.CRASHED, f"the grading process failed: {tail[0][:300]}"), executed
+        )
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)  # the worker and all it started in its session
         process.wait()
-        return failed(Status.TIMEOUT, f"still running after {SUBMISSION_TIMEOUT} s")
+        return Graded(failed(Status.TIMEOUT, f"still running after {SUBMISSION_TIMEOUT} s"), None)
     finally:
         remove_tree(local)

@@ -76,12 +76,12 @@ def test_dependencies_point_one_way_and_no_code_edits_sys_path():
 
 
 def test_package_metadata_keeps_instructor_dependencies_in_an_extra():
-    """Are nbgrader and the build tools an `instructor` extra, not what students install?"""
+    """Are nbgrader, the build tools and Dask an `instructor` extra, not what students install?"""
     import tomllib
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     student = " ".join(project["dependencies"])
-    for name in ("nbgrader", "jupytext", "nbclient", "jinja2"):
+    for name in ("nbgrader", "jupytext", "nbclient", "jinja2", "distributed"):
         assert name not in student
         assert any(dep.startswith(name) for dep in project["optional-dependencies"]["instructor"])
     assert project["scripts"]["cnn-course"].startswith("cnn_course_instructor.")
