@@ -354,7 +354,7 @@ def test_student_notebook_runs_its_setup_and_shows_the_images(page, lab):
     """Does the student notebook run up to its first exercise, with the images on the page?"""
     notebook = open_notebook(page, lab, "student/cnn_lab.ipynb")
     start_running_all_cells(page)
-    wait_until_run_ends(page, timeout_s=180)
+    wait_until_run_ends(page, timeout_s=400)  # a cold machine starts its first kernel slowly
     check_student_run(notebook)
     shot(code_cell(notebook, MNIST_IMAGES), "student_mnist_images")
     shot(notebook.locator(".jp-CodeCell", has_text="Replace this line").first, "student_first_stub")
@@ -376,7 +376,7 @@ def test_myst_student_notebook_opens_and_runs_as_a_notebook(page, lab):
     assert tab.inner_text() == "cnn_lab.md"
     assert notebook.locator(".jp-Cell").count() == len(expected.cells)
     start_running_all_cells(page)
-    wait_until_run_ends(page, timeout_s=180)
+    wait_until_run_ends(page, timeout_s=400)  # a cold machine starts its first kernel slowly
     check_student_run(notebook)
     code_cell(notebook, MNIST_IMAGES).scroll_into_view_if_needed()
     shot(page.locator(".jp-LabShell"), "myst_notebook")
