@@ -212,6 +212,7 @@ def graded_class(real_root: Path, real_cache: Path, tmp_path_factory) -> GradedC
             submissions,
             linked_out,  # the output folder, given through a link
             course=Course(REPO),
+            lab="cnn_lab",  # the course has two labs; hand-made notebooks name none
             jobs=2,
             data_root=real_root,
             sandbox=sandboxed,

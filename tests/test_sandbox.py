@@ -240,7 +240,7 @@ def test_a_process_holder_in_one_run_never_changes_a_concurrent_runs_grades(
 
     def grade(folder: Path, out: Path) -> subprocess.Popen:
         command = [sys.executable, "-m", "cnn_course_instructor.cli", "grade", str(folder)]
-        command += ["--out", str(out), "--jobs", "2", "--cell-timeout", "200"]
+        command += ["--out", str(out), "--jobs", "2", "--cell-timeout", "200", "--lab", "cnn_lab"]
         return subprocess.Popen(
             command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
