@@ -8,11 +8,12 @@ from pathlib import Path
 
 import torch
 
-from cnn_course import data
+from cnn_course import data, training
 from cnn_course.errors import CourseError
 from cnn_course.judging import Verdict
 from cnn_course.labs import Lab
 
+from .rebuild import rebuild
 from .records import TestResult
 
 __all__ = ["GRADING_IMAGES", "Context", "NotRecorded", "Registry", "TestCase", "need"]
@@ -160,6 +161,14 @@ class Context:
                 chosen, _ = data.split_indices(total, min(subset.size, total), seed=subset.seed)
                 used[chosen] = True
         return (~used).nonzero().view(-1)
+
+    def trained_accuracy(self, records: dict, dataset: str) -> float:
+        """Accuracy on ``grading_set(dataset)`` of the model rebuilt from layer ``records``
+        (NaN scores count as 0). Raises RebuildError, RuntimeError or ValueError when the
+        model cannot be rebuilt or evaluated."""
+        images, labels = self.grading_set(dataset)
+        accuracy = training.evaluate(rebuild(records), images, labels)
+        return 0.0 if accuracy != accuracy else accuracy
 
     def grading_set(self, dataset: str) -> tuple[torch.Tensor, torch.Tensor]:
         """``(images (N, C, H, W), labels (N,))``: up to 2,000 unseen training images."""

@@ -187,14 +187,10 @@ def _accuracy_verdict(
 ) -> Verdict:
     records = need(record, key)
     threshold = THRESHOLDS[dataset]
-    images, labels = context.grading_set(dataset)
     try:
-        model = rebuild(records)
-        accuracy = training.evaluate(model, images, labels)
+        accuracy = context.trained_accuracy(records, dataset)
     except (RebuildError, RuntimeError, ValueError) as exc:
         return Verdict(False, f"the trained model could not be evaluated: {exc}")
-    if accuracy != accuracy:  # NaN weights give NaN scores
-        accuracy = 0.0
     if accuracy >= threshold:
         return Verdict(True, f"accuracy {accuracy:.4f} on unseen images", {"accuracy": accuracy})
     # Tell a wrong model from a wrong training loop: train the same architecture ourselves.
@@ -210,7 +206,7 @@ def _accuracy_verdict(
     try:
         fresh = rebuild(records, with_weights=False)
         train_model(fresh, context.training_set(subset), plan, epochs=plan.fast_epochs)
-        retrained = training.evaluate(fresh, images, labels)
+        retrained = training.evaluate(fresh, *context.grading_set(dataset))
     except Exception as exc:  # any architecture may fail to train; say so in the student's terms
         return Verdict(
             False,

@@ -13,7 +13,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from cnn_course import judging, training
+from cnn_course import judging
 from cnn_course.judging import BETTER_LAYERS, Verdict
 from cnn_course_instructor.rebuild import RebuildError, rebuild
 from cnn_course_instructor.registry import Context, Registry, need
@@ -141,13 +141,10 @@ def _variety(record: dict, context: Context) -> Verdict:
 def _accuracy(record: dict, context: Context) -> Verdict:
     records = need(record, "better_model")
     threshold = THRESHOLDS["cifar10"]
-    images, labels = context.grading_set("cifar10")
     try:
-        accuracy = training.evaluate(rebuild(records), images, labels)
+        accuracy = context.trained_accuracy(records, "cifar10")
     except (RebuildError, RuntimeError, ValueError) as exc:
         return Verdict(False, f"the trained model could not be evaluated: {exc}")
-    if accuracy != accuracy:  # NaN weights give NaN scores
-        accuracy = 0.0
     if accuracy >= threshold:
         return Verdict(True, f"accuracy {accuracy:.4f} on unseen images", {"accuracy": accuracy})
     return Verdict(
