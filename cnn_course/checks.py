@@ -19,17 +19,17 @@ from .judging import CIFAR_LAYERS, MNIST_LAYERS, LayerSpec, Verdict
 
 __all__ = [
     "CheckReport",
-    "q1_mnist_model",
-    "q2_loss_optimizer",
-    "q3_vector_to_class",
-    "q4_cnn_accuracy",
-    "q5_mnist_training",
-    "q6_cifar_model",
-    "q7_cifar_training",
-    "q8_conv2d",
-    "q9_output_size",
-    "q10_parameter_count",
-    "q11_mlp_model",
+    "q4_mnist_model",
+    "q5_loss_optimizer",
+    "q6_vector_to_class",
+    "q7_cnn_accuracy",
+    "q8_mnist_training",
+    "q11_cifar_model",
+    "q12_cifar_training",
+    "q1_conv2d",
+    "q2_output_size",
+    "q3_parameter_count",
+    "q9_mlp_model",
 ]
 
 
@@ -122,23 +122,23 @@ def _loss_optimizer(report, criterion, optimizer, model, model_name: str, learni
     report.verdict("optimiser", judging.optimizer_verdict(facts, model_name, learning_rate))
 
 
-def q1_mnist_model(model) -> CheckReport:
+def q4_mnist_model(model) -> CheckReport:
     """Check ``mnist_model`` layer by layer against the MNIST table."""
-    report = CheckReport("q1_mnist_model")
+    report = CheckReport("q4_mnist_model")
     _architecture(report, model, MNIST_LAYERS, (1, 28, 28))
     return report
 
 
-def q2_loss_optimizer(criterion, optimizer, model, learning_rate: float) -> CheckReport:
+def q5_loss_optimizer(criterion, optimizer, model, learning_rate: float) -> CheckReport:
     """Check the loss and the optimiser chosen for ``mnist_model``."""
-    report = CheckReport("q2_loss_optimizer")
+    report = CheckReport("q5_loss_optimizer")
     _loss_optimizer(report, criterion, optimizer, model, "mnist_model", learning_rate)
     return report
 
 
-def q6_cifar_model(model, criterion, optimizer, learning_rate: float) -> CheckReport:
+def q11_cifar_model(model, criterion, optimizer, learning_rate: float) -> CheckReport:
     """Check ``cifar_model`` against the CIFAR-10 table, with its loss and optimiser."""
-    report = CheckReport("q6_cifar_model")
+    report = CheckReport("q11_cifar_model")
     _architecture(report, model, CIFAR_LAYERS, (3, 32, 32))
     _loss_optimizer(report, criterion, optimizer, model, "cifar_model", learning_rate)
     return report
@@ -154,9 +154,9 @@ CLASS_CASES = (
 ACCURACY_CASE = (torch.tensor([1, 2, 3, 4]), torch.tensor([1, 2, 0, 4]))  # 3 right of 4
 
 
-def q3_vector_to_class(vector_to_class) -> CheckReport:
+def q6_vector_to_class(vector_to_class) -> CheckReport:
     """Check ``vector_to_class`` on two small worked cases."""
-    report = CheckReport("q3_vector_to_class")
+    report = CheckReport("q6_vector_to_class")
     if not report.add(
         "is a function", callable(vector_to_class), f"got {type(vector_to_class).__name__}"
     ):
@@ -167,9 +167,9 @@ def q3_vector_to_class(vector_to_class) -> CheckReport:
     return report
 
 
-def q4_cnn_accuracy(cnn_accuracy) -> CheckReport:
+def q7_cnn_accuracy(cnn_accuracy) -> CheckReport:
     """Check ``cnn_accuracy`` on a small worked case: 3 right out of 4."""
-    report = CheckReport("q4_cnn_accuracy")
+    report = CheckReport("q7_cnn_accuracy")
     if not report.add(
         "is a function", callable(cnn_accuracy), f"got {type(cnn_accuracy).__name__}"
     ):
@@ -200,14 +200,14 @@ def _training(title: str, model, history, n_epochs: int) -> CheckReport:
     return report
 
 
-def q5_mnist_training(model, history, n_epochs: int) -> CheckReport:
+def q8_mnist_training(model, history, n_epochs: int) -> CheckReport:
     """Check the MNIST training run's per-epoch record."""
-    return _training("q5_mnist_training", model, history, n_epochs)
+    return _training("q8_mnist_training", model, history, n_epochs)
 
 
-def q7_cifar_training(model, history, n_epochs: int) -> CheckReport:
+def q12_cifar_training(model, history, n_epochs: int) -> CheckReport:
     """Check the CIFAR-10 training run's per-epoch record."""
-    return _training("q7_cifar_training", model, history, n_epochs)
+    return _training("q12_cifar_training", model, history, n_epochs)
 
 
 # --- convolution by hand, sizes and parameter counts -------------------------------------------
@@ -253,9 +253,9 @@ CONVOLUTION_CASES = (
 SIZE_CASES = ((28, 3, 1, 1), (28, 2, 2, 0), (8, 3, 2, 0), (32, 5, 2, 2))
 
 
-def q8_conv2d(conv2d) -> CheckReport:
+def q1_conv2d(conv2d) -> CheckReport:
     """Check ``conv2d(x, weight, bias, stride, padding)`` against ``F.conv2d`` on small cases."""
-    report = CheckReport("q8_conv2d")
+    report = CheckReport("q1_conv2d")
     if not _is_function(report, conv2d):
         return report
     cases = [case[1:] for case in CONVOLUTION_CASES]
@@ -265,9 +265,9 @@ def q8_conv2d(conv2d) -> CheckReport:
     return report
 
 
-def q9_output_size(conv_output_size) -> CheckReport:
+def q2_output_size(conv_output_size) -> CheckReport:
     """Check ``conv_output_size(size, kernel_size, stride, padding)`` on four layers."""
-    report = CheckReport("q9_output_size")
+    report = CheckReport("q2_output_size")
     if not _is_function(report, conv_output_size):
         return report
     outputs = judging.call_record(conv_output_size, SIZE_CASES)
@@ -277,9 +277,9 @@ def q9_output_size(conv_output_size) -> CheckReport:
     return report
 
 
-def q10_parameter_count(conv_parameters, linear_parameters, mnist_parameters) -> CheckReport:
+def q3_parameter_count(conv_parameters, linear_parameters, mnist_parameters) -> CheckReport:
     """Check the two counting functions on one layer each, and the MNIST model's total."""
-    report = CheckReport("q10_parameter_count")
+    report = CheckReport("q3_parameter_count")
     if _is_function(report, conv_parameters):
         (output,) = judging.call_record(conv_parameters, [(3, 16, 5)])
         report.verdict(
@@ -301,9 +301,9 @@ def q10_parameter_count(conv_parameters, linear_parameters, mnist_parameters) ->
     return report
 
 
-def q11_mlp_model(model) -> CheckReport:
+def q9_mlp_model(model) -> CheckReport:
     """Check ``mlp_model``: fully connected layers only, about as many parameters as the CNN."""
-    report = CheckReport("q11_mlp_model")
+    report = CheckReport("q9_mlp_model")
     if not report.add(
         "is a torch.nn.Module", isinstance(model, nn.Module), f"got {type(model).__name__}"
     ):

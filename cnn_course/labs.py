@@ -131,6 +131,19 @@ class Lab:
         exercises = [q.exercise for q in questions.values() if q.exercise is not None]
         if len(set(exercises)) != len(exercises):
             raise CourseError(f"{where}: two questions share an exercise number: {exercises}.")
+        if exercises != sorted(exercises):
+            raise CourseError(
+                f"{where}: list the questions in the order of their exercises (students, grades "
+                f"and feedback see that order); found exercises {exercises}."
+            )
+        for question in questions.values():
+            number = re.match(r"q(\d+)(?:_|$)", question.id)
+            if number and question.exercise is not None and int(number[1]) != question.exercise:
+                raise CourseError(
+                    f"{where}: question {question.id} is exercise {question.exercise}: its id "
+                    f"must say the same number (q{question.exercise}_...), or students, feedback "
+                    f"and grade columns disagree."
+                )
         subsets = {}
         for key, spec in _table(config, "subsets", where, required=False).items():
             dataset = spec.get("dataset") if isinstance(spec, dict) else None

@@ -73,7 +73,7 @@ def read_source(path: Path) -> NotebookNode:
             f"{path} has no `cnn_course:` table in its front matter.\n"
             "Declare the lab there, e.g.\n"
             "cnn_course:\n  assignment: cnn_lab\n  title: ...\n  questions:\n"
-            "    q1_mnist_model: {exercise: 1, title: MNIST architecture, points: 3}"
+            "    q4_mnist_model: {exercise: 1, title: MNIST architecture, points: 3}"
         )
     lab = Lab.from_dict(notebook.metadata["cnn_course"], str(path))
     if lab.id != Path(path).stem:

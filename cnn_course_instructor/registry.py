@@ -49,7 +49,7 @@ class TestCase:
 class Registry:
     """The hidden tests of one lab, in the order they were registered.
 
-    ``@tests.case("q1_mnist_model", points=1, name="convolutions")`` registers a function
+    ``@tests.case("q4_mnist_model", points=1, name="convolutions")`` registers a function
     ``(record, context) -> Verdict``.
     """
 

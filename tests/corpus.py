@@ -17,17 +17,17 @@ REPO = Path(__file__).resolve().parents[1]
 SOLUTION = REPO / "notebooks" / "solution" / "cnn_lab.ipynb"
 STUDENT = REPO / "notebooks" / "student" / "cnn_lab.ipynb"
 FULL = {
-    "q8_conv2d": 3.0,
-    "q9_output_size": 2.0,
-    "q10_parameter_count": 2.0,
-    "q1_mnist_model": 3.0,
-    "q2_loss_optimizer": 1.0,
-    "q3_vector_to_class": 2.0,
-    "q4_cnn_accuracy": 2.0,
-    "q5_mnist_training": 3.0,
-    "q11_mlp_model": 2.0,
-    "q6_cifar_model": 3.0,
-    "q7_cifar_training": 4.0,
+    "q1_conv2d": 3.0,
+    "q2_output_size": 2.0,
+    "q3_parameter_count": 2.0,
+    "q4_mnist_model": 3.0,
+    "q5_loss_optimizer": 1.0,
+    "q6_vector_to_class": 2.0,
+    "q7_cnn_accuracy": 2.0,
+    "q8_mnist_training": 3.0,
+    "q9_mlp_model": 2.0,
+    "q11_cifar_model": 3.0,
+    "q12_cifar_training": 4.0,
 }
 
 
@@ -162,51 +162,51 @@ SAMPLES = [
     Sample(
         "conv2d_flipped_filter",
         ((CONV2D_SUM, CONV2D_SUM.replace("(weight * patch)", "(weight.flip(2, 3) * patch)")),),
-        scores(q8_conv2d=3.0),
+        scores(q1_conv2d=3.0),
         "the filter is flipped",
     ),
     Sample(
         "conv2d_without_bias",
         ((CONV2D_SUM, CONV2D_SUM.replace(" + bias\n", "\n")),),
-        scores(q8_conv2d=3.0),
+        scores(q1_conv2d=3.0),
         "the bias is missing",
     ),
     Sample(
         "output_size_true_division",
         ((OUTPUT_SIZE, OUTPUT_SIZE.replace(") // stride", ") / stride")),),
         # mnist_parameters, computed from a float size, is a float too.
-        scores(q9_output_size=2.0, q10_parameter_count=0.5),
+        scores(q2_output_size=2.0, q3_parameter_count=0.5),
         "use // (floor division)",
     ),
     Sample(
         "output_size_padding_once",
         ((OUTPUT_SIZE, OUTPUT_SIZE.replace("2 * padding", "padding")),),
-        scores(q9_output_size=1.0),  # the two cases without padding still pass
+        scores(q2_output_size=1.0),  # the two cases without padding still pass
         "2 × padding in all",
     ),
     Sample(
         "parameters_without_biases",
         ((CONV_COUNT, "    count = out_channels * in_channels * kernel_size * kernel_size"),),
-        scores(q10_parameter_count=1.5),  # both convolutions, and the total
+        scores(q3_parameter_count=1.5),  # both convolutions, and the total
         "the biases are missing",
     ),
     Sample(
         "mlp_too_wide",
         ((MLP_WIDTH, "n_hidden_mlp = 512"),),
-        scores(q11_mlp_model=1.0),
+        scores(q9_mlp_model=1.0),
         "the comparison is fair only with about the CNN's 72,298",
     ),
     Sample(
         "wrong_linear_input",
         ((MNIST_LINEAR, "    nn.Linear(n_h_2 * 7 * 7, nb_classes),\n)"),),
-        scores(q1_mnist_model=1.0, q5_mnist_training=3.0),
+        scores(q4_mnist_model=1.0, q8_mnist_training=3.0),
         "Linear(6272, 10)",
         fast=True,
     ),
     Sample(
         "missing_relu",
         ((MNIST_SECOND_RELU, MNIST_SECOND_RELU.replace("    nn.ReLU(),\n", "")),),
-        scores(q1_mnist_model=1.0),
+        scores(q4_mnist_model=1.0),
         "expected ReLU",
     ),
     Sample(
@@ -217,7 +217,7 @@ SAMPLES = [
                 "    y = torch.argmax(probabilities, dim=0)",
             ),
         ),
-        scores(q3_vector_to_class=2.0, q5_mnist_training=3.0, q7_cifar_training=4.0),
+        scores(q6_vector_to_class=2.0, q8_mnist_training=3.0, q12_cifar_training=4.0),
         "dim=0",
     ),
     Sample(
@@ -229,26 +229,26 @@ SAMPLES = [
             ),
         ),
         # The histories' accuracies over 1 cost no points: a history is feedback only.
-        scores(q4_cnn_accuracy=1.0),
+        scores(q7_cnn_accuracy=1.0),
         "divide by N",
     ),
     Sample(
         "softmax_before_loss",
         ((MNIST_LINEAR, "    nn.Linear(n_h_2 * 14 * 14, nb_classes),\n    nn.Softmax(dim=1),\n)"),),
         # Softmax then CrossEntropyLoss learns too slowly: 2 epochs stay under the threshold.
-        scores(q1_mnist_model=1.0, q5_mnist_training=3.0),
+        scores(q4_mnist_model=1.0, q8_mnist_training=3.0),
         "applies the softmax itself",
     ),
     Sample(
         "bce_loss",
         (("HERE\ncriterion = nn.CrossEntropyLoss()", "HERE\ncriterion = nn.BCELoss()"),),
-        scores(q2_loss_optimizer=0.5, q5_mnist_training=3.0),
+        scores(q5_loss_optimizer=0.5, q8_mnist_training=3.0),
         "BCELoss",
     ),
     Sample(
         "no_optimizer_step",
         (("        cifar_optimizer.step()\n", ""),),
-        scores(q7_cifar_training=4.0),
+        scores(q12_cifar_training=4.0),
         "training loop",
         fast=True,
     ),
@@ -256,7 +256,7 @@ SAMPLES = [
         "no_zero_grad",
         (("        cifar_optimizer.zero_grad()\n", ""),),
         # Gradients pile up over the epoch: the loss does not go down and accuracy stays low.
-        scores(q7_cifar_training=4.0),
+        scores(q12_cifar_training=4.0),
         "training loop",
     ),
     Sample(
@@ -267,7 +267,7 @@ SAMPLES = [
                 "        predict = cifar_model(imgs.permute(0, 2, 3, 1))\n",
             ),
         ),
-        scores(q7_cifar_training=4.0),
+        scores(q12_cifar_training=4.0),
         "training loop",
     ),
 ]

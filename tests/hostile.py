@@ -158,22 +158,22 @@ def _index(cells, question: str) -> int:
 
 def _reshape(cells) -> None:
     """Swap two independent exercise cells, duplicate one, and replace a check by a fake pass."""
-    q3, q4 = _index(cells, "q3_vector_to_class"), _index(cells, "q4_cnn_accuracy")
+    q3, q4 = _index(cells, "q6_vector_to_class"), _index(cells, "q7_cnn_accuracy")
     cells[q3], cells[q4] = cells[q4], cells[q3]
-    q1 = _index(cells, "q1_mnist_model")
+    q1 = _index(cells, "q4_mnist_model")
     duplicate = nbformat.from_dict({**dict(cells[q1]), "id": "q1-again"})
     cells.insert(q1, duplicate)
-    check = next(c for c in cells if c.source.startswith("checks.q1_mnist_model"))
+    check = next(c for c in cells if c.source.startswith("checks.q4_mnist_model"))
     check.source = "print('All tests passed!')"
 
 
 def _rename(cells) -> None:
-    cell = cells[_index(cells, "q1_mnist_model")]
+    cell = cells[_index(cells, "q4_mnist_model")]
     cell.source = cell.source.replace("mnist_model = nn.Sequential(", "net = nn.Sequential(")
 
 
 def _delete(cells) -> None:
-    del cells[_index(cells, "q4_cnn_accuracy")]
+    del cells[_index(cells, "q7_cnn_accuracy")]
 
 
 DEEP_TREE = """
@@ -301,14 +301,17 @@ def samples(canary: Path, port: int, out: Path, submissions: Path, host: dict) -
             "renamed_model",
             _edited_solution(_rename),
             "graded",
-            TOTAL - FULL["q1_mnist_model"] - FULL["q2_loss_optimizer"] - FULL["q5_mnist_training"],
+            TOTAL - FULL["q4_mnist_model"] - FULL["q5_loss_optimizer"] - FULL["q8_mnist_training"],
         ),
         # Deleting cnn_accuracy loses q4 and both training loops, which call it.
         Hostile(
             "deleted_cell",
             _edited_solution(_delete),
             "graded",
-            TOTAL - FULL["q4_cnn_accuracy"] - FULL["q5_mnist_training"] - FULL["q7_cifar_training"],
+            TOTAL
+            - FULL["q7_cnn_accuracy"]
+            - FULL["q8_mnist_training"]
+            - FULL["q12_cifar_training"],
         ),
         # --- issue 11: one student must never stop the class or touch a neighbour ---
         Hostile("deep_tree", _notebook([DEEP_TREE]), "graded", 0),

@@ -342,7 +342,7 @@ def check_student_run(notebook) -> None:
     assert len(widths) == 1 and widths[0] > 300, widths
     for code, _ in EXPLAINED[:2]:
         assert len(rendered_pngs(code_cell(notebook, code))) == 1, code
-    check = code_cell(notebook, "checks.q8_conv2d(conv2d)").locator(".cnn-course-check")
+    check = code_cell(notebook, "checks.q1_conv2d(conv2d)").locator(".cnn-course-check")
     assert "not implemented yet" in check.inner_text()
     problems = errors(notebook)
     assert len(problems) == 1 and "NotImplementedError" in problems[0], problems
@@ -358,7 +358,7 @@ def test_student_notebook_runs_its_setup_and_shows_the_images(page, lab):
     check_student_run(notebook)
     shot(code_cell(notebook, MNIST_IMAGES), "student_mnist_images")
     shot(notebook.locator(".jp-CodeCell", has_text="Replace this line").first, "student_first_stub")
-    shot(code_cell(notebook, "checks.q8_conv2d(conv2d)"), "student_first_check")
+    shot(code_cell(notebook, "checks.q1_conv2d(conv2d)"), "student_first_check")
     for code, name in EXPLAINED[:2]:  # the figures drawn before the first exercise
         shot(code_cell(notebook, code), f"student_{name}")
 
@@ -413,7 +413,7 @@ def test_solution_runs_clean_and_its_widgets_are_live(page, lab):
     for report in reports.all():
         assert report.locator("table tbody tr").count() >= 1
         assert report.inner_text().strip().endswith("All tests passed!")
-    shot(code_cell(notebook, "checks.q1_mnist_model(mnist_model)"), "check_report")
+    shot(code_cell(notebook, "checks.q4_mnist_model(mnist_model)"), "check_report")
 
     # The figures that explain each layer, drawn in the page.
     for code, name in EXPLAINED:

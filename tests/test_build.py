@@ -11,6 +11,7 @@ import nbformat
 import pytest
 from conftest import REPO
 
+from cnn_course import labs
 from cnn_course.errors import CourseError
 from cnn_course_instructor import build
 
@@ -109,6 +110,29 @@ def test_front_matter_without_questions_is_explained(tmp_path):
     path.write_text("---\njupytext:\n  text_representation:\n    format_name: myst\n---\n\n# Lab\n")
     with pytest.raises(CourseError, match="no `cnn_course:` table"):
         build.read_source(path)
+
+
+@pytest.mark.parametrize(
+    "questions, message",
+    [
+        ({"q1_a": {"exercise": 2}}, "q1_a is exercise 2: its id must say the same number"),
+        ({"q2_a": {"exercise": 2}, "q1_b": {"exercise": 1}}, "in the order of their exercises"),
+        ({"q1_a": {"exercise": 1}, "q2_b": {"exercise": 1}}, "share an exercise number"),
+    ],
+)
+def test_question_ids_and_exercise_numbers_must_agree(questions, message):
+    """Is a front matter whose ids, exercise numbers and order disagree refused, with the id?"""
+    table = {key: {**spec, "title": "t", "points": 1} for key, spec in questions.items()}
+    with pytest.raises(CourseError, match=message):
+        labs.Lab.from_dict({"assignment": "lab", "title": "Lab", "questions": table})
+
+
+def test_every_lab_of_the_course_numbers_its_questions_as_its_exercises():
+    """Does each question id of the course's labs carry its exercise number, in order?"""
+    for source in sorted((REPO / "source").glob("*.md")):
+        lab = build.read_lab(source)
+        numbered = [(q.id.split("_")[0], q.exercise) for q in lab.questions.values()]
+        assert all(prefix == f"q{number}" for prefix, number in numbered), (source, numbered)
 
 
 # --- step 4 and 5: nbgrader and the written forms -------------------------------------------

@@ -33,7 +33,7 @@ def result(student: str, status=Status.GRADED, reason="", tests=()) -> Submissio
 
 def low_accuracy(value: float) -> TestResult:
     return TestResult(
-        "q7_cifar_training",
+        "q12_cifar_training",
         "trained model reaches 0.30 accuracy",
         4,
         1,
@@ -54,7 +54,7 @@ def graded(tmp_path: Path) -> Path:
         result(
             "eve",
             tests=[
-                TestResult("q3_vector_to_class", "ties", 0.5, 0, "IndexError: boom", error=True)
+                TestResult("q6_vector_to_class", "ties", 0.5, 0, "IndexError: boom", error=True)
             ],
         ),
     ]
@@ -66,7 +66,7 @@ def graded(tmp_path: Path) -> Path:
 def test_faults_that_differ_only_in_numbers_are_counted_together(graded):
     """Do two low accuracies with different values make one fault, counted twice, named by student?"""
     summary = summarise(graded, LAB)
-    q7 = next(item for item in summary.questions if item.question.id == "q7_cifar_training")
+    q7 = next(item for item in summary.questions if item.question.id == "q12_cifar_training")
     assert [(fault.count, fault.students) for fault in q7.faults] == [(2, ["bo", "cy"])]
     assert q7.full_marks == 2  # ann and eve; dee crashed and scores nothing
     assert [item.question.exercise for item in summary.questions] == sorted(
@@ -79,7 +79,7 @@ def test_crashes_and_grader_errors_are_listed_for_a_human_look(graded):
     attention = {item.student: item.why for item in summarise(graded, LAB).attention}
     assert set(attention) == {"dee", "eve"}
     assert "kernel died" in attention["dee"]
-    assert "1 hidden test raised inside the grader (q3_vector_to_class: ties)" in attention["eve"]
+    assert "1 hidden test raised inside the grader (q6_vector_to_class: ties)" in attention["eve"]
 
 
 def test_report_page_shows_histograms_and_skips_files_the_grader_did_not_write(graded):

@@ -69,7 +69,7 @@ def test_model_written_with_functional_operations_is_graded_like_its_sequential_
     original = FunctionalCifar()
     records = judging.layer_records(original, (3, 32, 32))
     assert records["error"] is None
-    results = judge({"cifar_model": records, "cifar_optim": OPTIM_FACTS}, "q6_cifar_model")
+    results = judge({"cifar_model": records, "cifar_optim": OPTIM_FACTS}, "q11_cifar_model")
     assert all(r.passed for r in results.values()), results
     images = torch.rand(4, 3, 32, 32)
     original.eval()
@@ -81,7 +81,7 @@ def test_model_the_grader_cannot_rebuild_is_told_which_operation():
     from test_checks import FunctionalCifar
 
     records = judging.layer_records(FunctionalCifar(residual=True), (3, 32, 32))
-    results = judge({"cifar_model": records, "cifar_optim": OPTIM_FACTS}, "q6_cifar_model")
+    results = judge({"cifar_model": records, "cifar_optim": OPTIM_FACTS}, "q11_cifar_model")
     assert not results["classifier output"].passed
     assert "the operator +" in results["classifier output"].message
 
@@ -137,7 +137,7 @@ def calls(function, key: str) -> dict:
 def test_vector_to_class_right_answers_score_full_marks_even_on_ties():
     """Does a correct vector_to_class get every case, either tied index being accepted?"""
     for function in (lambda x: torch.argmax(x, dim=1), lambda x: x.max(1).indices):
-        results = judge(calls(function, "vector_to_class"), "q3_vector_to_class")
+        results = judge(calls(function, "vector_to_class"), "q6_vector_to_class")
         assert all(r.passed for r in results.values()), results
 
 
@@ -156,7 +156,7 @@ def test_vector_to_class_right_answers_score_full_marks_even_on_ties():
 )
 def test_vector_to_class_mistakes_are_named(function, keyword):
     """Does each typical vector_to_class mistake lose points with a message naming it?"""
-    results = judge(calls(function, "vector_to_class"), "q3_vector_to_class")
+    results = judge(calls(function, "vector_to_class"), "q6_vector_to_class")
     failed = [r for r in results.values() if not r.passed]
     assert failed and all(keyword in r.message for r in failed[:1]), results
 
@@ -188,7 +188,7 @@ def test_vector_to_class_mistakes_are_named(function, keyword):
 )
 def test_cnn_accuracy_spellings_and_mistakes(function, passed, keyword):
     """Do right spellings (NumPy numbers included) pass, and each mistake name its fault?"""
-    results = judge(calls(function, "cnn_accuracy"), "q4_cnn_accuracy")
+    results = judge(calls(function, "cnn_accuracy"), "q7_cnn_accuracy")
     if passed:
         assert all(r.passed for r in results.values()), results
     else:
@@ -203,16 +203,16 @@ def test_architecture_tests_accept_spellings_and_name_the_first_fault():
         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(6272, 10),
     )  # fmt: skip
     record = {"mnist_model": judging.layer_records(same, (1, 28, 28))}
-    assert all(r.passed for r in judge(record, "q1_mnist_model").values())
+    assert all(r.passed for r in judge(record, "q4_mnist_model").values())
     del same[3]
-    results = judge({"mnist_model": judging.layer_records(same, (1, 28, 28))}, "q1_mnist_model")
+    results = judge({"mnist_model": judging.layer_records(same, (1, 28, 28))}, "q4_mnist_model")
     assert results["convolutions"].passed and results["classifier output"].passed
     assert "layer 3: expected ReLU()" in results["activations and pooling in order"].message
     softmax = nn.Sequential(*REFERENCE.mnist_model(), nn.Softmax(dim=1))
-    results = judge({"mnist_model": judging.layer_records(softmax, (1, 28, 28))}, "q1_mnist_model")
+    results = judge({"mnist_model": judging.layer_records(softmax, (1, 28, 28))}, "q4_mnist_model")
     assert [r.passed for r in results.values()] == [True, True, False]
     assert "applies the softmax itself" in results["classifier output"].message
-    missing = judge({"mnist_model": {"error": "NameError: x"}}, "q1_mnist_model")
+    missing = judge({"mnist_model": {"error": "NameError: x"}}, "q4_mnist_model")
     assert [r.message for r in missing.values()] == ["NameError: x"] * 3
 
 
@@ -236,7 +236,7 @@ def test_loss_and_optimiser_faults_are_named(make, keyword):
     model = REFERENCE.mnist_model()
     criterion, optimizer = make(model)
     record = {"mnist_optim": judging.optimizer_record(criterion, optimizer, model)}
-    results = judge(record, "q2_loss_optimizer")
+    results = judge(record, "q5_loss_optimizer")
     if not keyword:
         assert all(r.passed for r in results.values())
     else:
@@ -278,7 +278,7 @@ def conv2d_record(function) -> dict:
 def test_conv2d_is_judged_against_torch_on_the_grader_inputs(function, failed, keyword):
     """Does a right conv2d get every case, and each typical mistake lose exactly the cases it
     gets wrong (padding and stride: the two cases that use them), with the fault named?"""
-    results = judge(conv2d_record(function), "q8_conv2d")
+    results = judge(conv2d_record(function), "q1_conv2d")
     wrong = [r for r in results.values() if not r.passed]
     assert len(results) == 4 and len(wrong) == failed, results
     assert all(keyword in r.message for r in wrong), results
@@ -310,7 +310,7 @@ def test_grader_inputs_change_with_the_seed_and_use_strides_and_paddings():
 def test_output_size_cases_and_mistakes(function, passed, keyword):
     """Does a right output size pass all four cases, and each mistake fail with its fault named?"""
     record = {"conv_output_size": judging.call_record(function, INPUTS["sizes"])}
-    results = judge(record, "q9_output_size")
+    results = judge(record, "q2_output_size")
     assert sum(r.passed for r in results.values()) == passed, results
     assert all(keyword in r.message for r in results.values() if not r.passed)
 
@@ -332,12 +332,12 @@ def test_parameter_counts_are_judged_against_the_layers_themselves():
     def linear(i, o):
         return o * (i + 1)
 
-    results = judge(record(conv, linear, 72_298), "q10_parameter_count")
+    results = judge(record(conv, linear, 72_298), "q3_parameter_count")
     assert len(results) == 4 and all(r.passed for r in results.values()), results
-    results = judge(record(lambda i, o, k: o * i * k * k, linear, 72_224), "q10_parameter_count")
+    results = judge(record(lambda i, o, k: o * i * k * k, linear, 72_224), "q3_parameter_count")
     wrong = [r for r in results.values() if not r.passed]
     assert len(wrong) == 3 and all("biases are missing" in r.message for r in wrong), results
-    missing = judge({"mnist_parameters": {"error": "NameError: x"}}, "q10_parameter_count")
+    missing = judge({"mnist_parameters": {"error": "NameError: x"}}, "q3_parameter_count")
     assert missing["mnist_parameters: the whole MNIST model"].message == "NameError: x"
 
 
@@ -364,7 +364,7 @@ def test_parameter_counts_are_judged_against_the_layers_themselves():
 def test_mlp_is_judged_on_its_layers_and_its_parameter_budget(model, passed):
     """Is the MLP graded on being fully connected with an activation, and on a budget close to
     the CNN's, each fault on its own test?"""
-    results = judge({"mlp_model": judging.layer_records(model, (1, 28, 28))}, "q11_mlp_model")
+    results = judge({"mlp_model": judging.layer_records(model, (1, 28, 28))}, "q9_mlp_model")
     assert [int(r.passed) for r in results.values()] == passed, results
 
 
@@ -410,15 +410,15 @@ def test_feedback_opens_with_what_to_fix_escaped_and_holds_results_only():
     result = SubmissionResult.from_tests(
         Status.GRADED,
         "cell 3: <script>alert(1)</script>",
-        [TestResult("q1_mnist_model", "convolutions", 1, 0, "got <b>")],
+        [TestResult("q4_mnist_model", "convolutions", 1, 0, "got <b>")],
         points,
         student="ann",
         lab="cnn_lab",
     )
     page = feedback_html(result, lab)
     assert "<script>" not in page and "&lt;script&gt;" in page and "got &lt;b&gt;" in page
-    label = lab.graded["q1_mnist_model"].label
-    assert page.index("What to fix") < page.index(f"{label} (q1_mnist_model): 0 / 3")
+    label = lab.graded["q4_mnist_model"].label
+    assert page.index("What to fix") < page.index(f"{label} (q4_mnist_model): 0 / 3")
     crashed = SubmissionResult.from_tests(Status.CRASHED, "kernel died", [], points, student="bo")
     assert "your work is safe" in feedback_html(crashed, lab)
 
@@ -478,7 +478,7 @@ def test_fast_corpus_grades_as_expected(graded_class):
     out = graded_class.out / "cnn_lab"
     rows = list(csv.DictReader((out / "grades.csv").open()))
     assert [row["student"] for row in rows] == sorted(results)
-    assert rows[0].keys() >= {"q1_mnist_model", "q7_cifar_training", "total", "max", "status"}
+    assert rows[0].keys() >= {"q4_mnist_model", "q12_cifar_training", "total", "max", "status"}
     assert SubmissionResult.read(out / "results" / "solution.json").total == sum(FULL.values())
     locked = (out / "feedback" / "right_other_spellings.html").read_text()
     assert "Locked cells were changed" in locked and "learning_rate = lab.training" in locked
@@ -551,7 +551,7 @@ def test_trained_model_with_the_wrong_number_of_scores_loses_its_points_without_
     model[-1] = nn.Linear(256, 9)
     record = {"cifar_model": judging.layer_records(model, (3, 32, 32))}
     context = Context(CONTENT.lab, INPUTS, real_root)
-    results = [r for r in CONTENT.tests.run(record, context) if r.question == "q7_cifar_training"]
+    results = [r for r in CONTENT.tests.run(record, context) if r.question == "q12_cifar_training"]
     accuracy = next(r for r in results if "accuracy" in r.name)
     assert not accuracy.passed and not accuracy.error, accuracy
     assert "the model gives 9 scores per image where the 10 classes need 10 scores" in (
@@ -562,18 +562,18 @@ def test_trained_model_with_the_wrong_number_of_scores_loses_its_points_without_
 def test_a_made_up_history_earns_nothing_but_a_wrong_one_is_still_reported():
     """Is the training history feedback only: 0 points, yet a failure shown as a failure?"""
     record = {"mnist_history": {"loss": [1.0, 2.0], "accuracy": [0.5, 0.4]}}
-    results = judge(record, "q5_mnist_training")
+    results = judge(record, "q8_mnist_training")
     history = next(r for r in results.values() if "history" in r.name or "per epoch" in r.name)
     assert history.points == 0 and not history.passed and "did not go down" in history.message
     page = feedback_html(
-        SubmissionResult.from_tests(Status.GRADED, "", [history], {"q5_mnist_training": 3}),
+        SubmissionResult.from_tests(Status.GRADED, "", [history], {"q8_mnist_training": 3}),
         CONTENT.lab,
     )
     assert "What to fix" in page and "did not go down" in page
     assert (
         SubmissionResult.from_json(
             SubmissionResult.from_tests(
-                Status.GRADED, "", [history], {"q5_mnist_training": 3}
+                Status.GRADED, "", [history], {"q8_mnist_training": 3}
             ).to_json()
         )
         .tests[0]
@@ -632,9 +632,9 @@ def test_notes_name_each_cell_by_its_exercise():
     answer = next(
         i
         for i, c in enumerate(student.cells)
-        if c.metadata.get("nbgrader", {}).get("grade_id") == "q1_mnist_model"
+        if c.metadata.get("nbgrader", {}).get("grade_id") == "q4_mnist_model"
     )
-    label = CONTENT.lab.graded["q1_mnist_model"].label
+    label = CONTENT.lab.graded["q4_mnist_model"].label
     assert names[answer] == f"cell {answer + 1} (your answer to {label})"
     assert names[answer + 1] == f"cell {answer + 2} (after {label})"
     assert names[0] == "cell 1"

@@ -39,7 +39,7 @@ DATA = locked_id('mnist_train = lab.subsets["mnist_train"]')  # the MNIST data c
 def submitted():
     """The released notebook with its first answer filled in, as a student hands it back."""
     notebook = copy.deepcopy(RELEASED)
-    notebook.cells[index_of(notebook, "q1_mnist_model")].source = "mnist_model = make_it()"
+    notebook.cells[index_of(notebook, "q4_mnist_model")].source = "mnist_model = make_it()"
     return notebook
 
 
@@ -81,7 +81,7 @@ def test_deleted_and_pasted_locked_cells_are_put_back_once(submitted):
 def test_answer_cells_and_cells_the_student_added_stay_where_they_were(submitted):
     """Are the student's own cells (answers, scratch work) kept, in their order?"""
     scratch = nbformat.v4.new_code_cell("print('trying things')")
-    submitted.cells.insert(index_of(submitted, "q1_mnist_model") + 1, scratch)
+    submitted.cells.insert(index_of(submitted, "q4_mnist_model") + 1, scratch)
     restored = restore_locked_cells(submitted, RELEASED)
     assert [c.source for c in restored.notebook.cells] == [c.source for c in submitted.cells]
     assert restored.changed == []

@@ -116,7 +116,7 @@ def _by_name(graded_class, name: str):
 def test_a_history_the_student_made_up_earns_no_points(graded_class):
     """Does a made-up training History (no trained model) score nothing on the training questions?"""
     result = graded_class.results["fake_history"]
-    assert result.scores["q5_mnist_training"] == 0 and result.scores["q7_cifar_training"] == 0
+    assert result.scores["q8_mnist_training"] == 0 and result.scores["q12_cifar_training"] == 0
 
 
 def test_a_second_run_on_the_same_output_folder_refuses(tmp_path):
@@ -208,7 +208,7 @@ def test_parallel_grades_equal_serial_grades(real_root, real_cache, tmp_path, mo
         result.seconds = 0.0
     assert serial == parallel
     partial = next(r for r in serial if r.student == "partial")
-    assert partial.scores["q3_vector_to_class"] == 2 and partial.scores["q4_cnn_accuracy"] == 1
+    assert partial.scores["q6_vector_to_class"] == 2 and partial.scores["q7_cnn_accuracy"] == 1
 
 
 def _partial(folder: Path, name: str) -> None:
@@ -267,7 +267,7 @@ def test_a_process_holder_in_one_run_never_changes_a_concurrent_runs_grades(
     first.communicate()
     assert second.returncode == 0, second_err
     rows = list(csv.DictReader((tmp_path / "out-honest" / "cnn_lab" / "grades.csv").open()))
-    alone = FULL["q3_vector_to_class"] + FULL["q4_cnn_accuracy"]  # what they get alone
+    alone = FULL["q6_vector_to_class"] + FULL["q7_cnn_accuracy"]  # what they get alone
     assert [(r["student"], r["status"], float(r["total"])) for r in rows] == [
         ("honest_a", "graded", alone),
         ("honest_b", "graded", alone),

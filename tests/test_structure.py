@@ -151,7 +151,7 @@ def test_changing_a_subset_or_an_epoch_count_changes_every_consumer(course_copy)
     (history_test,) = [
         case
         for case in content.tests.cases
-        if case.question == "q5_mnist_training" and "per epoch" in case.name
+        if case.question == "q8_mnist_training" and "per epoch" in case.name
     ]
     two_epochs = {"mnist_history": {"loss": [1.0, 0.5], "accuracy": [0.5, 0.8]}}
     verdict = history_test.function(two_epochs, context)

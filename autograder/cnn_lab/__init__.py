@@ -260,7 +260,7 @@ def _register_training(question, key, history_key, dataset, subset, schedule, sp
 
 for _index, (_name, *_) in enumerate(_CONVOLUTION_CASES):
 
-    @tests.case("q8_conv2d", points=0.75, name=_name)
+    @tests.case("q1_conv2d", points=0.75, name=_name)
     def _convolution(record: dict, context: Context, index: int = _index) -> Verdict:
         output = need(record, "conv2d")[index]
         return judging.conv2d_verdict(output, *context.inputs["convolutions"][index])
@@ -274,7 +274,7 @@ _SIZE_CASES = (
 )
 for _index, _name in enumerate(_SIZE_CASES):
 
-    @tests.case("q9_output_size", points=0.5, name=_name)
+    @tests.case("q2_output_size", points=0.5, name=_name)
     def _size(record: dict, context: Context, index: int = _index) -> Verdict:
         output = need(record, "conv_output_size")[index]
         return judging.output_size_verdict(output, *context.inputs["sizes"][index])
@@ -282,35 +282,35 @@ for _index, _name in enumerate(_SIZE_CASES):
 
 for _index, _name in enumerate(("convolution with 3 input channels", "another convolution")):
 
-    @tests.case("q10_parameter_count", points=0.5, name=_name)
+    @tests.case("q3_parameter_count", points=0.5, name=_name)
     def _conv_count(record: dict, context: Context, index: int = _index) -> Verdict:
         output = need(record, "conv_parameters")[index]
         c_in, c_out, kernel = context.inputs["convs"][index]
         return judging.parameter_count_verdict(output, nn.Conv2d(c_in, c_out, kernel))
 
 
-@tests.case("q10_parameter_count", points=0.5, name="linear layer")
+@tests.case("q3_parameter_count", points=0.5, name="linear layer")
 def _linear_count(record: dict, context: Context) -> Verdict:
     (n_in, n_out) = context.inputs["linears"][0]
     output = need(record, "linear_parameters")[0]
     return judging.parameter_count_verdict(output, nn.Linear(n_in, n_out))
 
 
-@tests.case("q10_parameter_count", points=0.5, name="mnist_parameters: the whole MNIST model")
+@tests.case("q3_parameter_count", points=0.5, name="mnist_parameters: the whole MNIST model")
 def _mnist_count(record: dict, context: Context) -> Verdict:
     layers = judging.parametrised_layers(MNIST_LAYERS)
     return judging.parameter_count_verdict(need(record, "mnist_parameters"), layers)
 
 
 _register_architecture(
-    "q1_mnist_model", "mnist_model", MNIST_LAYERS, {"convolutions": 1, "order": 1, "classifier": 1}
+    "q4_mnist_model", "mnist_model", MNIST_LAYERS, {"convolutions": 1, "order": 1, "classifier": 1}
 )
-_register_loss_optimizer("q2_loss_optimizer", "mnist_optim", "mnist_model", "mnist", 1)
+_register_loss_optimizer("q5_loss_optimizer", "mnist_optim", "mnist_model", "mnist", 1)
 
 _SCORE_CASES = ("random scores (64, 10)", "rows with tied maxima", "a single row (1, 10)")
 for _index, _name in enumerate((*_SCORE_CASES, "very large scores")):
 
-    @tests.case("q3_vector_to_class", points=0.5, name=_name)
+    @tests.case("q6_vector_to_class", points=0.5, name=_name)
     def _classes(record: dict, context: Context, index: int = _index) -> Verdict:
         outputs = need(record, "vector_to_class")
         (scores,) = context.inputs["scores"][index]
@@ -320,21 +320,21 @@ for _index, _name in enumerate((*_SCORE_CASES, "very large scores")):
 _FRACTION_CASES = ("fraction of right predictions", "all predictions right", "no prediction right")
 for _index, _name in enumerate(_FRACTION_CASES):
 
-    @tests.case("q4_cnn_accuracy", points=0.5, name=_name)
+    @tests.case("q7_cnn_accuracy", points=0.5, name=_name)
     def _fraction(record: dict, context: Context, index: int = _index) -> Verdict:
         outputs = need(record, "cnn_accuracy")
         predict, labels = context.inputs["predictions"][index]
         return judging.fraction_verdict(outputs[index], predict, labels)
 
 
-@tests.case("q4_cnn_accuracy", points=0.5, name="returns a Python number")
+@tests.case("q7_cnn_accuracy", points=0.5, name="returns a Python number")
 def _returns_number(record: dict, context: Context) -> Verdict:
     return judging.number_verdict(need(record, "cnn_accuracy")[0])
 
 
 # A history is what the student's code says about itself: feedback, never points (issue 11).
 _register_training(
-    "q5_mnist_training",
+    "q8_mnist_training",
     "mnist_model",
     "mnist_history",
     "mnist",
@@ -345,13 +345,13 @@ _register_training(
 )
 
 
-@tests.case("q11_mlp_model", points=1, name="fully connected layers only, raw scores out")
+@tests.case("q9_mlp_model", points=1, name="fully connected layers only, raw scores out")
 def _mlp_layers(record: dict, context: Context) -> Verdict:
     layers, error = _layers(record, "mlp_model")
     return judging.mlp_verdict(layers, MNIST_LAYERS[-1].output_shape, error)
 
 
-@tests.case("q11_mlp_model", points=1, name="about as many parameters as the CNN")
+@tests.case("q9_mlp_model", points=1, name="about as many parameters as the CNN")
 def _mlp_budget(record: dict, context: Context) -> Verdict:
     layers, _ = _layers(record, "mlp_model")
     budget = sum(p.numel() for p in judging.parametrised_layers(MNIST_LAYERS).parameters())
@@ -359,14 +359,14 @@ def _mlp_budget(record: dict, context: Context) -> Verdict:
 
 
 _register_architecture(
-    "q6_cifar_model",
+    "q11_cifar_model",
     "cifar_model",
     CIFAR_LAYERS,
     {"convolutions": 1, "order": 1, "classifier": 0.5},
 )
-_register_loss_optimizer("q6_cifar_model", "cifar_optim", "cifar_model", "cifar", 0.5)
+_register_loss_optimizer("q11_cifar_model", "cifar_optim", "cifar_model", "cifar", 0.5)
 _register_training(
-    "q7_cifar_training",
+    "q12_cifar_training",
     "cifar_model",
     "cifar_history",
     "cifar10",
