@@ -67,7 +67,14 @@ def iter_batches(tensor: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor
         yield tensor[start : start + batch_size]
 
 
-def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+# Images per forward pass when predicting: on one CPU thread, batches of 1,000 images run the
+# lab's networks about twice as slowly as batches of 250, whose layer outputs stay in cache.
+PREDICT_BATCH = 250
+
+
+def predict(
+    model: torch.nn.Module, images: torch.Tensor, batch_size: int = PREDICT_BATCH
+) -> torch.Tensor:
     """The model's outputs ``(N, K)`` for ``images (N, C, H, W)``, in eval mode and without grad.
 
     The train/eval mode of the model and of each of its layers is restored afterwards.
@@ -95,7 +102,10 @@ def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 1000
 
 
 def evaluate(
-    model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int = PREDICT_BATCH,
 ) -> float:
     """Accuracy of ``model`` on ``images (N, C, H, W)`` with ``labels (N,)``, as a fraction."""
     if not isinstance(labels, torch.Tensor) or labels.ndim != 1:

@@ -17,6 +17,8 @@ from nbformat import NotebookNode
 from cnn_course.errors import CourseError
 from cnn_course.labs import Lab
 
+from .course import lab_from_metadata, read_lab
+
 __all__ = [
     "END_MARKER",
     "START_MARKER",
@@ -68,25 +70,8 @@ def read_source(path: Path) -> NotebookNode:
         notebook = jupytext.read(path, fmt="md:myst")
     except Exception as exc:  # jupytext raises many kinds; all mean "not a readable lab"
         raise CourseError(f"Could not read {path} as MyST markdown: {exc}") from None
-    if not isinstance(notebook.metadata.get("cnn_course"), dict):
-        raise CourseError(
-            f"{path} has no `cnn_course:` table in its front matter.\n"
-            "Declare the lab there, e.g.\n"
-            "cnn_course:\n  assignment: cnn_lab\n  title: ...\n  questions:\n"
-            "    q4_mnist_model: {exercise: 1, title: MNIST architecture, points: 3}"
-        )
-    lab = Lab.from_dict(notebook.metadata["cnn_course"], str(path))
-    if lab.id != Path(path).stem:
-        raise CourseError(
-            f"{path}: the lab's `assignment: {lab.id}` must match its file name "
-            f"({Path(path).stem}); rename one of them."
-        )
+    lab_from_metadata(notebook.metadata, path)
     return notebook
-
-
-def read_lab(path: Path) -> Lab:
-    """The facts of the lab at ``path``, from its front matter."""
-    return Lab.from_dict(read_source(path).metadata["cnn_course"], str(path))
 
 
 # --- step 1b: the lab's facts in its cells ------------------------------------------------------

@@ -16,12 +16,54 @@ from functools import cached_property
 from pathlib import Path
 from types import ModuleType
 
+import yaml
+
 from cnn_course.errors import CourseError
 from cnn_course.labs import Lab
 
 from .registry import Registry
 
-__all__ = ["Course", "LabContent", "find_course"]
+__all__ = ["Course", "LabContent", "find_course", "lab_from_metadata", "read_lab"]
+
+
+def read_lab(path: Path) -> Lab:
+    """The facts of the lab at ``path``, from its front matter alone: the YAML block between the
+    first two ``---`` lines, which jupytext reads as the notebook's metadata. No notebook is
+    parsed, so the judge and the scheduler (which read them for every submission) need neither
+    jupytext nor nbformat."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CourseError(f"Could not read {path}: {exc}") from None
+    lines = text.splitlines()
+    metadata: object = {}
+    if lines and lines[0].strip() == "---":
+        end = next((i for i, line in enumerate(lines[1:], 1) if line.strip() == "---"), None)
+        if end is None:
+            raise CourseError(f"{path}: the front matter opened by `---` on line 1 never closes.")
+        try:
+            metadata = yaml.safe_load("\n".join(lines[1:end])) or {}
+        except yaml.YAMLError as exc:
+            raise CourseError(f"{path}: the front matter is not valid YAML: {exc}") from None
+    return lab_from_metadata(metadata if isinstance(metadata, dict) else {}, path)
+
+
+def lab_from_metadata(metadata: dict, path: Path) -> Lab:
+    """The lab declared by a source's ``cnn_course:`` table, checked against its file name."""
+    if not isinstance(metadata.get("cnn_course"), dict):
+        raise CourseError(
+            f"{path} has no `cnn_course:` table in its front matter.\n"
+            "Declare the lab there, e.g.\n"
+            "cnn_course:\n  assignment: cnn_lab\n  title: ...\n  questions:\n"
+            "    q1_conv2d: {exercise: 1, title: a convolution by hand, points: 3}"
+        )
+    lab = Lab.from_dict(metadata["cnn_course"], str(path))
+    if lab.id != Path(path).stem:
+        raise CourseError(
+            f"{path}: the lab's `assignment: {lab.id}` must match its file name "
+            f"({Path(path).stem}); rename one of them."
+        )
+    return lab
 
 
 @dataclass(frozen=True)
@@ -49,8 +91,6 @@ class Course:
     @cached_property
     def sources(self) -> dict[str, Path]:
         """Lab id -> its MyST source, for every ``source/*.md``."""
-        from .build import read_lab
-
         folder = self.root / "source"
         paths = sorted(folder.glob("*.md")) if folder.is_dir() else []
         if not paths:
@@ -69,8 +109,6 @@ class Course:
     @cached_property
     def labs(self) -> dict[str, Lab]:
         """Lab id -> its facts, in source order."""
-        from .build import read_lab
-
         return {lab_id: read_lab(path) for lab_id, path in self.sources.items()}
 
     def lab(self, lab_id: str) -> Lab:

@@ -54,16 +54,20 @@ def _layer(kind: str, config: dict, tensors: dict) -> nn.Module:
     raise RebuildError(f"the grader does not rebuild {kind} layers")
 
 
-def rebuild(records: dict, *, with_weights: bool = True) -> nn.Sequential:
+def rebuild(
+    records: dict, *, with_weights: bool = True, device: str | None = None
+) -> nn.Sequential:
     """An ``nn.Sequential`` of the recorded layers, with their trained tensors when asked.
 
-    Without weights, the layers keep PyTorch's fresh initialisation (for retraining).
+    Without weights, the layers keep PyTorch's fresh initialisation (for retraining); on the
+    ``meta`` device they only check that every layer is one the grader rebuilds.
     """
     layers = []
     for index, record in enumerate(records["layers"]):
         tensors = record.get("tensors", {})
         try:
-            layer = _layer(record["kind"], record["config"], tensors)
+            with torch.device(device or "cpu"):
+                layer = _layer(record["kind"], record["config"], tensors)
         except (KeyError, TypeError, ValueError) as exc:
             raise RebuildError(
                 f"layer {index} ({record.get('kind')}): unusable settings ({exc})"
@@ -88,40 +92,70 @@ def rebuild(records: dict, *, with_weights: bool = True) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-# What the grader spends on one rebuilt model, per image it evaluates (it evaluates 1,000 at
-# once): the lab's models output at most 65,536 values in one layer, 0.3 M in all, and need about
+# What the grader spends on one rebuilt model, per image it evaluates (it evaluates
+# training.PREDICT_BATCH = 250 at once): the lab's models output at most 65,536 values in one layer, 0.3 M in all, and need about
 # 20 M multiply-adds per image. The budget leaves a margin of 7 to 50 over that.
-LAYER_BUDGET = 500_000  # values of the largest layer output for one image (2 GB for 1,000)
+LAYER_BUDGET = 500_000  # values of the largest layer output for one image (500 MB for 250)
 ACTIVATION_BUDGET = 4_000_000  # values of all layer outputs for one image
 COMPUTE_BUDGET = 1_000_000_000  # multiply-adds for one image
+
+
+def _output_shape(kind: str, config: dict, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape a recorded layer gives an input of ``shape`` (batch first), as PyTorch computes
+    it; ValueError where PyTorch would refuse the input."""
+    if kind == "Conv2d":
+        channels, *size = shape[1:]
+        if len(size) != 2 or channels != config["in"]:
+            raise ValueError("the input does not fit")
+        spans = zip(
+            size,
+            config["kernel"],
+            config["stride"],
+            config["padding"],
+            config.get("dilation", (1, 1)),
+            strict=True,
+        )
+        out = tuple((n + 2 * p - d * (k - 1) - 1) // s + 1 for n, k, s, p, d in spans)
+        return (shape[0], config["out"], *out)
+    if kind in ("MaxPool2d", "AvgPool2d"):
+        spans = zip(shape[-2:], config["kernel"], config["stride"], strict=True)
+        return (*shape[:-2], *((n - k) // s + 1 for n, k, s in spans))
+    if kind == "Linear":
+        if shape[-1] != config["in"]:
+            raise ValueError("the input does not fit")
+        return (*shape[:-1], config["out"])
+    if kind == "Flatten":
+        start, end = (
+            d % len(shape) for d in (config.get("start_dim", 1), config.get("end_dim", -1))
+        )
+        return (*shape[:start], math.prod(shape[start : end + 1]), *shape[end + 1 :])
+    return shape  # every other layer the grader rebuilds keeps the shape of its input
 
 
 def over_budget(records: dict, input_shape: tuple[int, ...]) -> str | None:
     """Why the grader refuses to evaluate this model, or None when it fits the budget.
 
-    The model is rebuilt on PyTorch's ``meta`` device, which propagates shapes without
-    computing or allocating anything, so even a model that would need tens of gigabytes costs
-    nothing to measure. Unusable records are not judged here (``rebuild`` says what is wrong).
+    The sizes are computed from the layer records alone (the formulas PyTorch's layers follow),
+    so even a model that would need tens of gigabytes costs nothing to measure. Unusable records
+    are not judged here (``rebuild`` says what is wrong).
     """
     totals = {"activations": 0, "compute": 0, "largest": 0}
-
-    def count(module: nn.Module, inputs, output) -> None:
-        if not isinstance(output, torch.Tensor):
-            return
-        totals["activations"] += output.numel()
-        totals["largest"] = max(totals["largest"], output.numel())
-        if isinstance(module, nn.Conv2d):
-            per_output = module.in_channels // module.groups * math.prod(module.kernel_size)
-            totals["compute"] += output.numel() * per_output
-        elif isinstance(module, nn.Linear):
-            totals["compute"] += output.numel() * module.in_features
-
+    shape = (1, *input_shape)
     try:
-        with torch.device("meta"):
-            model = rebuild(records, with_weights=False)
-            for layer in model:
-                layer.register_forward_hook(count)
-            model(torch.empty(1, *input_shape))
+        rebuild(records, with_weights=False, device="meta")  # only layers the grader rebuilds
+        for record in records["layers"]:
+            config = record["config"]
+            shape = _output_shape(record["kind"], config, shape)
+            values = math.prod(shape)
+            if min(shape) <= 0:
+                return None  # PyTorch refuses such a layer; the tests say so
+            totals["activations"] += values
+            totals["largest"] = max(totals["largest"], values)
+            if record["kind"] == "Conv2d":
+                per_output = config["in"] // config.get("groups", 1) * math.prod(config["kernel"])
+                totals["compute"] += values * per_output
+            elif record["kind"] == "Linear":
+                totals["compute"] += values * config["in"]
     except Exception:  # noqa: BLE001 - unusable records are judged by the tests, not here
         return None
     image = "x".join(map(str, input_shape))

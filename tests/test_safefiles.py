@@ -147,3 +147,34 @@ def test_as_root_the_sandbox_runs_as_a_uid_of_its_own(monkeypatch):
         assert f"--reuid={first.uid}" in command[setpriv:]
         assert "--unshare-user" not in command[:setpriv]  # the outer bwrap only builds the view
         assert "--unshare-user" in command[setpriv:]
+
+
+@pytest.mark.parametrize(
+    "layers, shape",
+    [
+        ([nn.Conv2d(3, 8, 3, stride=2, padding=1)], (3, 32, 32)),
+        (
+            [nn.Conv2d(3, 6, (5, 3), stride=(1, 2), padding=(0, 2), dilation=2, groups=3)],
+            (3, 17, 9),
+        ),
+        ([nn.MaxPool2d(3, 2), nn.Flatten(), nn.Linear(8 * 8, 5)], (1, 17, 17)),
+        ([nn.AvgPool2d(2), nn.Flatten(0, 2)], (4, 9, 7)),
+        ([nn.Flatten(), nn.Linear(12, 3), nn.ReLU(), nn.Softmax(dim=1)], (3, 2, 2)),
+    ],
+)
+def test_budget_sizes_are_the_sizes_pytorch_computes(layers, shape, monkeypatch):
+    """Does the budget, computed from the records alone, count the values PyTorch's layers give?"""
+    from cnn_course_instructor import rebuild
+
+    model = nn.Sequential(*layers)
+    records = judging.layer_records(model, shape)
+    outputs = []
+    for layer in model:
+        layer.register_forward_hook(lambda _m, _i, output: outputs.append(output.numel()))
+    model(torch.zeros(1, *shape))
+    # A refusal quotes the count it refused: a zero budget makes the grader say it.
+    monkeypatch.setattr(rebuild, "LAYER_BUDGET", 0)
+    assert f"outputs {max(outputs):,} values for one" in over_budget(records, shape)
+    monkeypatch.setattr(rebuild, "LAYER_BUDGET", 10**9)
+    monkeypatch.setattr(rebuild, "ACTIVATION_BUDGET", 0)
+    assert f"layers output {sum(outputs):,} values" in over_budget(records, shape)

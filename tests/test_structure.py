@@ -17,6 +17,7 @@ from conftest import REPO
 
 from cnn_course import judging
 from cnn_course.errors import CourseError
+from cnn_course.labs import Lab
 from cnn_course_instructor import build
 from cnn_course_instructor.course import Course
 from cnn_course_instructor.registry import Context
@@ -94,6 +95,24 @@ def test_every_lab_has_hidden_tests_that_agree_with_its_front_matter():
     for lab_id, lab in course.labs.items():
         content = course.content(lab_id)
         assert content.tests.points() == {q: question.points for q, question in lab.graded.items()}
+
+
+def test_the_judge_loads_a_lab_without_notebook_libraries():
+    """Does loading a lab's facts and hidden tests (what the judge does for every submission)
+    leave out jupytext and nbformat, whose imports cost seconds, and agree with jupytext?"""
+    code = (
+        "import sys\n"
+        "from cnn_course_instructor.course import Course\n"
+        f"course = Course({str(REPO)!r})\n"
+        "for lab in course.labs: course.content(lab)\n"
+        "print(sorted(m for m in ('nbformat', 'jupytext', 'nbclient') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    for source in sorted((REPO / "source").glob("*.md")):
+        from_jupytext = build.read_source(source).metadata["cnn_course"]
+        assert Course(REPO).labs[source.stem] == Lab.from_dict(from_jupytext, str(source))
 
 
 def test_built_notebooks_carry_the_front_matter_facts():
