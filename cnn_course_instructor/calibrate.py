@@ -19,7 +19,17 @@ from cnn_course import data
 from .course import Course
 from .worker import Job, grade_notebook
 
-__all__ = ["calibrate"]
+__all__ = ["calibrate", "with_seed"]
+
+
+def with_seed(notebook: nbformat.NotebookNode, seed: int) -> nbformat.NotebookNode:
+    """A copy of a lab notebook whose ``training.seed_everything(...)`` calls use ``seed``."""
+    notebook = nbformat.from_dict(notebook)
+    for cell in notebook.cells:
+        cell.source = re.sub(
+            r"training\.seed_everything\(\d+\)", f"training.seed_everything({seed})", cell.source
+        )
+    return notebook
 
 
 def calibrate(course: Course, lab: str, seeds: list[int], data_root=None, print=print) -> dict:
@@ -29,26 +39,21 @@ def calibrate(course: Course, lab: str, seeds: list[int], data_root=None, print=
     root = data.resolve_root(data_root).path
     lowest: dict[str, float] = {}
     for seed in seeds:
-        for cell in solution.cells:
-            cell.source = re.sub(
-                r"training\.seed_everything\(\d+\)",
-                f"training.seed_everything({seed})",
-                cell.source,
-            )
+        solution = with_seed(solution, seed)
         with tempfile.TemporaryDirectory() as work:
-            path, scratch = Path(work) / "solution.ipynb", Path(work) / "scratch"
+            path = Path(work) / "solution.ipynb"
             nbformat.write(solution, path)
-            scratch.mkdir()
             job = Job(
                 course=str(course.root),
                 lab=lab,
                 notebook=str(path),
                 result=str(Path(work) / "result.json"),
                 executed=str(Path(work) / "executed.ipynb"),
-                scratch=str(scratch),
+                work=work,
                 seed=seed,
                 data_root=str(root),
-            )  # the trusted solution: no sandbox needed
+                sandboxed=False,  # the course's own solution: trusted code
+            )
             result = grade_notebook(job)
         line = [f"seed {seed}: total {result.total:g}, {result.seconds:.0f} s"]
         for test in result.tests:
