@@ -201,7 +201,6 @@ SAMPLES = [
         ((MNIST_LINEAR, "    nn.Linear(n_h_2 * 7 * 7, nb_classes),\n)"),),
         scores(q4_mnist_model=1.0, q8_mnist_training=3.0),
         "Linear(6272, 10)",
-        fast=True,
     ),
     Sample(
         "missing_relu",
@@ -269,5 +268,56 @@ SAMPLES = [
         ),
         scores(q12_cifar_training=4.0),
         "training loop",
+    ),
+    Sample(
+        "cifar_nine_outputs",
+        (
+            (
+                "    nn.Linear(n_hidden, nb_classes),\n)\ncifar_criterion",
+                "    nn.Linear(n_hidden, 9),\n)\ncifar_criterion",
+            ),
+        ),
+        # The student's own training raises (target 9 out of bounds); the grader's tests do not.
+        scores(q11_cifar_model=1.5, q12_cifar_training=4.0),
+        "10 outputs",
+    ),
+    Sample(
+        "accuracy_broadcast_column",
+        (
+            (
+                "accuracy = (predict == labels).float().mean().item()",
+                "accuracy = (predict.reshape(-1, 1) == labels).float().mean().item()",
+            ),
+        ),
+        scores(q7_cnn_accuracy=2.0),
+        "broadcast",
+    ),
+    Sample(
+        "loss_class_not_instance",
+        (("HERE\ncriterion = nn.CrossEntropyLoss()", "HERE\ncriterion = nn.CrossEntropyLoss"),),
+        scores(q5_loss_optimizer=0.5, q8_mnist_training=3.0),
+        "nn.CrossEntropyLoss()",
+    ),
+    Sample(
+        "optimizer_over_other_parameters",
+        (
+            (
+                "optimizer = torch.optim.Adam(mnist_model.parameters(), lr=learning_rate)",
+                "optimizer = torch.optim.Adam(nn.Linear(784, 10).parameters(), lr=learning_rate)",
+            ),
+        ),
+        scores(q5_loss_optimizer=0.5, q8_mnist_training=3.0),
+        "parameters of the model",
+    ),
+    Sample(
+        "cifar_learning_rate_one",
+        (
+            (
+                "cifar_optimizer = torch.optim.Adam(cifar_model.parameters(), lr=learning_rate)",
+                "cifar_optimizer = torch.optim.Adam(cifar_model.parameters(), lr=1.0)",
+            ),
+        ),
+        scores(q11_cifar_model=1.0, q12_cifar_training=4.0),
+        "learning rate",
     ),
 ]
