@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,10 +95,15 @@ class Registry:
                 f"{where} disagrees with the lab {lab.id}:\n  " + "\n  ".join(problems)
             )
 
-    def run(self, record: dict, context: Context) -> list[TestResult]:
-        """Every test on one record; a test that raises fails alone, with the reason."""
+    def run(
+        self, record: dict, context: Context, questions: Collection[str] | None = None
+    ) -> list[TestResult]:
+        """Every test on one record (or those of ``questions``); a test that raises fails alone,
+        with the reason."""
         results = []
         for case in self.cases:
+            if questions is not None and case.question not in questions:
+                continue
             try:
                 verdict = case.function(record, context)
                 if not isinstance(verdict, Verdict):

@@ -5,8 +5,12 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import signal
 import socket
 import struct
+import subprocess
+import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,24 +33,41 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
         monkeypatch.setenv("CNN_COURSE_CACHE", str(tmp_path_factory.mktemp("cache")))
 
 
-@pytest.fixture(scope="session")
-def real_root() -> Path:
+_ROOT_CANDIDATES = [os.environ.get("CNN_COURSE_DATA", ""), str(REPO.parent / "shared" / "data")]
+
+
+def find_real_root() -> Path | None:
     """The real MNIST/CIFAR-10 root: $CNN_COURSE_DATA, else ../shared/data beside the repo."""
-    candidates = [os.environ.get("CNN_COURSE_DATA", ""), str(REPO.parent / "shared" / "data")]
-    for candidate in filter(None, candidates):
+    for candidate in filter(None, _ROOT_CANDIDATES):
         path = Path(candidate)
         if (path / "MNIST" / "raw").is_dir() and (path / "CIFAR-10").is_dir():
             return path
-    message = f"real data not found (set CNN_COURSE_DATA); looked in {candidates}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def real_root() -> Path:
+    """The real data root (see ``find_real_root``); skips, or fails where required, without."""
+    found = find_real_root()
+    if found is not None:
+        return found
+    message = f"real data not found (set CNN_COURSE_DATA); looked in {_ROOT_CANDIDATES}"
     if os.environ.get("CNN_COURSE_REQUIRE_DATA"):
         pytest.fail(message)
     pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
-def real_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One cache for the whole session, so the LZMA pack is decompressed once."""
-    return tmp_path_factory.mktemp("real-cache")
+def real_cache(request: pytest.FixtureRequest) -> Path:
+    """One cache for the whole session, so the LZMA pack is decompressed once (the classes
+    graded in the background share it)."""
+    return _session_cache(request.config)
+
+
+def _session_cache(config: pytest.Config) -> Path:
+    if not hasattr(config, "_cnn_real_cache"):
+        config._cnn_real_cache = config._tmp_path_factory.mktemp("real-cache")
+    return config._cnn_real_cache
 
 
 @pytest.fixture
@@ -155,34 +176,92 @@ class GradedClass:
     results: dict  # student -> SubmissionResult
     corpus: list  # the corpus samples graded
     hostile: list  # the hostile samples graded (empty where the machine cannot sandbox)
-    canary: Path
+    canary: Path | None
     connections: int  # connections the host listener received while grading
     sandboxed: bool
 
 
-@pytest.fixture(scope="session")
-def graded_class(real_root: Path, real_cache: Path, tmp_path_factory) -> GradedClass:
-    """The corpus's CI subset, a broken file and, where the machine can sandbox, the hostile
-    corpus, graded together once (2 jobs, sandboxed where possible)."""
-    import shutil
+class _ClassRun:
+    """A class written to disk, then graded by `cnn-course grade` in a process of its own.
 
+    Started as soon as the session knows that a selected test needs it (``pytest_collection_
+    finish``), so that the tests needing no grading run meanwhile; the grader's budgets are in
+    CPU time, so sharing the machine with them changes no grade. The process gets its
+    environment when it starts: nothing a test later sets reaches it.
+    """
+
+    CELL_TIMEOUT = 20  # CPU seconds: twice the lab's longest shortened cell
+    # Two at once in each class, and two classes at once: with the tests that run meanwhile,
+    # the two cores stay busy (budgets in CPU time keep every grade as it is alone); three per
+    # class measured slower, the machine then spending its time switching.
+    JOBS = 2
+
+    def __init__(self, name: str, config: pytest.Config, root: Path):
+        self.name, self.root = name, root
+        self.work = config._tmp_path_factory.mktemp(name)
+        self.work.chmod(0o755)  # as a normal user too, its folders stay private (0700)
+        self.cache = _session_cache(config)
+        self.env = {**os.environ, "CNN_COURSE_CACHE": str(self.cache)}  # before any test runs
+        self.done = threading.Event()
+        self.process: subprocess.Popen | None = None
+        self.graded: GradedClass | None = None
+        self.failure = ""
+
+    def run(self) -> None:
+        """Write the class, grade it, and keep what the tests read (in the background thread)."""
+        try:
+            self.graded = CLASSES[self.name](self)
+        except BaseException as exc:  # noqa: BLE001 - the fixture reports it in the test
+            self.failure = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.done.set()
+
+    def grade(self, submissions: Path, out: Path, *options: str) -> dict:
+        """``cnn-course grade`` on ``submissions``; the results by student."""
+        from cnn_course_instructor.records import SubmissionResult
+        from cnn_course_instructor.sandbox import sandbox_available
+
+        if sandbox_available() is not None:
+            options = (*options, "--no-sandbox")
+        argv = [sys.executable, "-m", "cnn_course_instructor.cli", "grade", str(submissions)]
+        argv += ["--out", str(out), "--jobs", str(self.JOBS), "--data-root", str(self.root)]
+        argv += ["--cell-timeout", str(self.CELL_TIMEOUT), "--repo", str(REPO), *options]
+        with (self.work / "grade.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                argv, env=self.env, stdout=log, stderr=log, cwd=self.work, start_new_session=True
+            )
+            code = self.process.wait()
+        if code != 0:
+            tail = (self.work / "grade.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"cnn-course grade exited with {code}:\n{tail}")
+        return {
+            path.stem: SubmissionResult.read(path)
+            for path in sorted(Path(out).resolve().glob("*/results/*.json"))
+        }
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def _corpus_class(run: _ClassRun, *, hostile: str) -> GradedClass:
+    """Part 1's corpus (its CI subset) and a broken file when ``hostile`` is "light", with the
+    hostile samples of that weight, graded as one class (sandboxed where possible)."""
     import nbformat
     from corpus import SAMPLES
     from hostile import samples as hostile_samples
     from listener import Listener
 
-    from cnn_course_instructor.course import Course
     from cnn_course_instructor.sandbox import sandbox_available
-    from cnn_course_instructor.scheduler import grade_class
 
-    work = tmp_path_factory.mktemp("class")
-    work.chmod(0o755)  # as a normal user too, its folders stay private (mktemp makes them 0700)
+    work = run.work
     submissions, out = work / "submitted", work / "out"
     submissions.mkdir()
-    corpus = [sample for sample in SAMPLES if sample.fast]
+    corpus = [sample for sample in SAMPLES if sample.fast] if hostile == "light" else []
     for sample in corpus:
         nbformat.write(sample.notebook(), submissions / f"{sample.name}.ipynb")
-    (submissions / "broken.ipynb").write_text("{not json")
+    if hostile == "light":
+        (submissions / "broken.ipynb").write_text("{not json")
     sandboxed = sandbox_available() is None
     canary_folder = work / "canary"
     canary_folder.mkdir(parents=True, exist_ok=True)
@@ -202,23 +281,14 @@ def graded_class(real_root: Path, real_cache: Path, tmp_path_factory) -> GradedC
     unix_path.chmod(0o777)
     host = {"previous": previous / "grades.csv", "linked_out": linked_out, "socket": unix_path}
     listener = Listener()
-    hostile = hostile_samples(canary, listener.port, out, submissions, host) if sandboxed else []
-    for sample in hostile:
+    every = hostile_samples(canary, listener.port, out, submissions, host) if sandboxed else []
+    chosen = [sample for sample in every if sample.heavy == (hostile == "heavy")]
+    for sample in chosen:
         sample.write(submissions)
-    saved = os.environ.get("CNN_COURSE_CACHE")
-    os.environ["CNN_COURSE_CACHE"] = str(real_cache)
     try:
-        results = grade_class(
-            submissions,
-            linked_out,  # the output folder, given through a link
-            course=Course(REPO),
-            lab="cnn_lab",  # the course has two labs; hand-made notebooks name none
-            jobs=2,
-            data_root=real_root,
-            sandbox=sandboxed,
-            cell_timeout=60,
-            progress=lambda _: None,
-        )
+        # the output folder given through a link; the course has two labs, hand-made
+        # notebooks name none: all are graded as part 1
+        results = run.grade(submissions, linked_out, "--lab", "cnn_lab")
     finally:
         listener.close()
         unix.setblocking(False)
@@ -228,18 +298,103 @@ def graded_class(real_root: Path, real_cache: Path, tmp_path_factory) -> GradedC
         except BlockingIOError:
             unix_connections = 0
         unix.close()
-        if saved is None:
-            os.environ.pop("CNN_COURSE_CACHE", None)
-        else:
-            os.environ["CNN_COURSE_CACHE"] = saved
-    yield GradedClass(
-        out,
-        submissions,
-        {result.student: result for result in results},
-        corpus,
-        hostile,
-        canary,
-        listener.connections + unix_connections,
-        sandboxed,
+    connections = listener.connections + unix_connections
+    return GradedClass(out, submissions, results, corpus, chosen, canary, connections, sandboxed)
+
+
+def _part2_class(run: _ClassRun) -> GradedClass:
+    """Part 2's corpus (its CI subset), each notebook telling its lab by its metadata."""
+    from corpus_part2 import SAMPLES
+    from grade_corpus import write_corpus
+
+    from cnn_course_instructor.sandbox import sandbox_available
+
+    samples = [sample for sample in SAMPLES if sample.fast]
+    write_corpus(samples, run.work / "submitted")
+    results = run.grade(run.work / "submitted", run.work / "out")
+    sandboxed = sandbox_available() is None
+    return GradedClass(
+        run.work / "out", run.work / "submitted", results, samples, [], None, 0, sandboxed
     )
-    shutil.rmtree(canary_folder, ignore_errors=True)
+
+
+# fixture name -> how its class is made and graded
+CLASSES = {
+    "graded_part2": _part2_class,
+    "graded_class": lambda run: _corpus_class(run, hostile="light"),
+    "graded_heavy": lambda run: _corpus_class(run, hostile="heavy"),
+}
+# Classes in one group are graded one after the other; the groups at once.
+GROUPS = (("graded_part2",), ("graded_class", "graded_heavy"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that read a graded class run last (in their order): those needing none run while
+    the classes are graded in the background."""
+    items.sort(key=lambda item: any(name in CLASSES for name in getattr(item, "fixturenames", ())))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start grading, in background threads, the classes the selected tests need."""
+    needed = {name for item in session.items for name in getattr(item, "fixturenames", ())}
+    root = find_real_root()
+    wanted = [name for name in CLASSES if name in needed]
+    if root is None or not wanted or session.config.option.collectonly:
+        return
+    runs = {name: _ClassRun(name, session.config, root) for name in wanted}
+    session.config._cnn_class_runs = runs
+
+    def grade(group: list[_ClassRun]) -> None:
+        for run in group:
+            run.run()
+
+    for group in GROUPS:
+        chosen = [runs[name] for name in group if name in runs]
+        if chosen:
+            threading.Thread(target=grade, args=(chosen,), name="graded", daemon=True).start()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    for run in getattr(session.config, "_cnn_class_runs", {}).values():
+        run.stop()
+
+
+def wait_for_classes(config: pytest.Config) -> None:
+    """Wait until every class of this session is graded (none of their kernels still runs)."""
+    for run in getattr(config, "_cnn_class_runs", {}).values():
+        run.done.wait()
+
+
+def _graded(request: pytest.FixtureRequest, name: str) -> GradedClass:
+    request.getfixturevalue("real_root")  # skips (or fails, where required) without data
+    run = getattr(request.config, "_cnn_class_runs", {}).get(name)
+    if run is None:  # not foreseen at collection (e.g. requested dynamically): grade it now
+        run = _ClassRun(name, request.config, request.getfixturevalue("real_root"))
+        request.config._cnn_class_runs = {
+            **getattr(request.config, "_cnn_class_runs", {}),
+            name: run,
+        }
+        run.run()
+    run.done.wait()
+    if run.graded is None:
+        pytest.fail(f"grading the session's class {name} failed: {run.failure}")
+    return run.graded
+
+
+@pytest.fixture(scope="session")
+def graded_class(request: pytest.FixtureRequest) -> GradedClass:
+    """Part 1's CI corpus, a broken file and, where the machine can sandbox, the hostile corpus
+    but for the samples that train the whole lab, graded together once."""
+    return _graded(request, "graded_class")
+
+
+@pytest.fixture(scope="session")
+def graded_part2(request: pytest.FixtureRequest) -> GradedClass:
+    """Part 2's CI corpus, graded once (sandboxed where possible)."""
+    return _graded(request, "graded_part2")
+
+
+@pytest.fixture(scope="session")
+def graded_heavy(request: pytest.FixtureRequest) -> GradedClass:
+    """The hostile samples that train the whole lab (the stress tier's), graded once."""
+    return _graded(request, "graded_heavy")

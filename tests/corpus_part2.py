@@ -63,7 +63,6 @@ SAMPLES = [
             ),
         ],
         scores(),
-        fast=True,
     ),
     sample(
         "saliency_of_the_loss",
@@ -76,7 +75,6 @@ SAMPLES = [
         [("    model.eval()\n" + SALIENCY_COPY, SALIENCY_COPY)],
         scores(q4_saliency=2),
         "model.eval()",
-        fast=True,
     ),
     sample(
         "saliency_gradients_pile_up",
@@ -124,7 +122,6 @@ SAMPLES = [
         [(FGSM_RETURN, FGSM_RETURN.replace("images + epsilon", "images - epsilon"))],
         scores(q8_fgsm=2),
         "lowers the loss",
-        fast=True,
     ),
     sample(
         "fgsm_no_clamp",

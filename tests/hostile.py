@@ -27,7 +27,8 @@ class Hostile:
     ``kind`` says what file to write: ``file`` (the content), ``link`` (a symbolic link to the
     path in ``content``, relative names inside the submissions folder), ``fifo`` or ``big``
     (``content`` repeated past the size limit). ``total`` None: any total; ``words``: text the
-    row's reason or one of its test messages must hold.
+    row's reason or one of its test messages must hold. ``heavy``: it trains the whole lab
+    (graded by the stress tier; `make test` grades the rest).
     """
 
     name: str
@@ -36,6 +37,7 @@ class Hostile:
     total: float | None
     kind: str = "file"
     words: str = ""
+    heavy: bool = False
 
     def write(self, folder: Path) -> None:
         path = folder / f"{self.name}.ipynb"
@@ -267,6 +269,7 @@ def samples(canary: Path, port: int, out: Path, submissions: Path, host: dict) -
             "timeout",
             TOTAL,
             words="without computing and was interrupted",
+            heavy=True,
         ),
         Hostile("cheating_stub", _notebook(CHEATS, STUDENT, at_end=False), "graded", 0),
         Hostile("segfault", _notebook(["import ctypes\nctypes.string_at(0)"]), "crashed", 0),
@@ -295,15 +298,16 @@ def samples(canary: Path, port: int, out: Path, submissions: Path, host: dict) -
             words="s of CPU time and was interrupted",
         ),
         # Reordered independent cells, a duplicated cell and an edited check change nothing.
-        Hostile("reshaped_solution", _edited_solution(_reshape), "graded", TOTAL),
-        # Renaming mnist_model loses what needs that name: q1, q2 (its optimiser), q5.
+        Hostile("reshaped_solution", _edited_solution(_reshape), "graded", TOTAL, heavy=True),
+        # Renaming mnist_model loses what needs that name: q4, q5 (its optimiser), q8.
         Hostile(
             "renamed_model",
             _edited_solution(_rename),
             "graded",
             TOTAL - FULL["q4_mnist_model"] - FULL["q5_loss_optimizer"] - FULL["q8_mnist_training"],
+            heavy=True,
         ),
-        # Deleting cnn_accuracy loses q4 and both training loops, which call it.
+        # Deleting cnn_accuracy loses q7 and both training loops, which call it.
         Hostile(
             "deleted_cell",
             _edited_solution(_delete),
@@ -312,11 +316,12 @@ def samples(canary: Path, port: int, out: Path, submissions: Path, host: dict) -
             - FULL["q7_cnn_accuracy"]
             - FULL["q8_mnist_training"]
             - FULL["q12_cifar_training"],
+            heavy=True,
         ),
         # --- issue 11: one student must never stop the class or touch a neighbour ---
         Hostile("deep_tree", _notebook([DEEP_TREE]), "graded", 0),
         Hostile("disk_filler", _notebook([DISK_FILLER]), "graded", 0),
-        Hostile("process_holder", _notebook([PROCESS_HOLDER.replace("90", "20")]), None, 0),
+        Hostile("process_holder", _notebook([PROCESS_HOLDER.replace("90", "10")]), None, 0),
         Hostile(
             "output_flood", _notebook([OUTPUT_FLOOD]), "graded", 0, words="output over 2,000,000"
         ),

@@ -107,6 +107,7 @@ def _grades(out: Path) -> list[dict[str, str]]:
 
 
 @pytest.mark.slow
+@pytest.mark.stress
 def test_a_class_graded_on_dask_workers_matches_a_local_run_though_a_worker_dies(
     sample_class, tmp_path
 ):

@@ -69,6 +69,7 @@ def test_a_spinning_cell_and_a_waiting_cell_are_interrupted_and_later_cells_run(
 
 
 @pytest.mark.slow
+@pytest.mark.stress
 def test_a_cell_within_its_cpu_budget_is_never_cut_by_the_machines_load(tmp_path):
     """Does a cell computing 2 CPU-seconds under a 4 s budget finish, idle and oversubscribed?"""
     runs = []

@@ -41,7 +41,7 @@ OPTIM_FACTS = {
 def judge(record: dict, question: str) -> dict[str, TestResult]:
     """The hidden tests of one question on ``record``, by test name."""
     context = Context(CONTENT.lab, INPUTS)
-    results = [r for r in CONTENT.tests.run(record, context) if r.question == question]
+    results = CONTENT.tests.run(record, context, questions={question})
     return {r.name: r for r in results}
 
 
@@ -465,6 +465,21 @@ def test_a_second_lab_is_graded_end_to_end_with_its_own_tests(tiny_root, tmp_pat
 
 
 @pytest.mark.slow
+def test_calibrate_grades_the_solution_once_per_seed(tiny_root, tmp_path, capsys):
+    """Does `cnn-course calibrate` run the lab's own solution shortened, one line per seed?"""
+    from cnn_course_instructor import build, cli
+
+    course_root = tmp_path / "course"
+    shutil.copytree(SAMPLE_COURSE, course_root)
+    build.build(course_root)
+    argv = ["calibrate", "sample_lab", "--seeds", "3", "4", "--repo", str(course_root)]
+    assert cli.main([*argv, "--data-root", str(tiny_root)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(",")[0] for line in lines[:2]] == ["seed 3: total 2", "seed 4: total 2"]
+    assert lines[2].startswith("lowest:")
+
+
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_fast_corpus_grades_as_expected(graded_class):
     """Do the CI subset's submissions get their expected scores, with feedback naming each fault?"""
@@ -530,7 +545,7 @@ def test_the_executed_solution_ran_clean_and_the_stub_stopped_at_its_first_exerc
         if o.output_type == "error"
     ]
     assert errors and errors[0][1] == "NotImplementedError"
-    first_exercise = [cell.get("id") for cell in stub.cells].index("q8-conv2d")
+    first_exercise = [cell.get("id") for cell in stub.cells].index("q1-conv2d")
     assert errors[0][0] > first_exercise and "conv2d(" in stub.cells[errors[0][0]].source
 
 
@@ -551,7 +566,7 @@ def test_trained_model_with_the_wrong_number_of_scores_loses_its_points_without_
     model[-1] = nn.Linear(256, 9)
     record = {"cifar_model": judging.layer_records(model, (3, 32, 32))}
     context = Context(CONTENT.lab, INPUTS, real_root)
-    results = [r for r in CONTENT.tests.run(record, context) if r.question == "q12_cifar_training"]
+    results = CONTENT.tests.run(record, context, questions={"q12_cifar_training"})
     accuracy = next(r for r in results if "accuracy" in r.name)
     assert not accuracy.passed and not accuracy.error, accuracy
     assert "the model gives 9 scores per image where the 10 classes need 10 scores" in (
@@ -582,6 +597,7 @@ def test_a_made_up_history_earns_nothing_but_a_wrong_one_is_still_reported():
     )
 
 
+@pytest.mark.stress
 @pytest.mark.slow
 def test_a_class_graded_under_cpu_load_gets_the_grades_it_gets_idle(tiny_root, tmp_path):
     """Do two busy processes per core change no grade and no status, for work within budget?"""

@@ -57,7 +57,7 @@ def probe_functions(notebook: nbformat.NotebookNode, tmp_path, seed: int = 11) -
 
 
 def function_scores(record: dict, inputs: dict) -> tuple[dict[str, float], str]:
-    results = CONTENT.tests.run(record, Context(CONTENT.lab, inputs))
+    results = CONTENT.tests.run(record, Context(CONTENT.lab, inputs), questions=FUNCTION_QUESTIONS)
     scores = dict.fromkeys(FUNCTION_QUESTIONS, 0.0)
     for result in results:
         if result.question in scores:
@@ -291,27 +291,14 @@ def test_map_explorer_widget_redraws_for_another_image_and_class():
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_fast_corpus_of_part_2_grades_as_expected(real_root, real_cache, tmp_path, monkeypatch):
+def test_fast_corpus_of_part_2_grades_as_expected(graded_part2):
     """Graded for real (kernels, shortened training, sandboxed where the machine allows): does
     the solution get full marks, the untouched notebook zero, and each CI sample its scores?"""
-    from grade_corpus import compare, write_corpus
+    from grade_corpus import compare
 
     from cnn_course_instructor.records import Status
-    from cnn_course_instructor.sandbox import sandbox_available
-    from cnn_course_instructor.scheduler import grade_class
 
-    monkeypatch.setenv("CNN_COURSE_CACHE", str(real_cache))
-    samples = [sample for sample in SAMPLES if sample.fast]
-    write_corpus(samples, tmp_path / "submitted")
-    results = grade_class(
-        tmp_path / "submitted",
-        tmp_path / "out",
-        course=Course(REPO),
-        jobs=2,
-        data_root=real_root,
-        sandbox=sandbox_available() is None,
-        progress=lambda _: None,
-    )
+    samples, results = graded_part2.corpus, list(graded_part2.results.values())
     by_name = {result.student: result for result in results}
     assert all(result.lab == "cnn_part2" for result in results)  # told from the notebooks
     for sample in samples:

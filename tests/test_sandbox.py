@@ -13,7 +13,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import REPO
+from conftest import REPO, wait_for_classes
 from corpus import FULL, STUDENT
 from hostile import ATTEMPTS, PROCESS_HOLDER, TOTAL
 
@@ -69,35 +69,43 @@ def _row(rows: dict, sample, results: dict) -> dict:
     return matches[0]
 
 
-def test_hostile_corpus_grades_to_its_expected_outcomes(graded_class):
-    """Does every hostile or broken submission end with its expected row, no escape, no harm to others?"""
-    out = graded_class.out / "cnn_lab"
+def _check_rows(graded, request) -> dict:
+    """Each hostile sample's row as expected, and no escape, no harm, no process left behind:
+    the checks every hostile class passes. The rows by student."""
+    out = graded.out / "cnn_lab"
     rows = {row["student"]: row for row in csv.DictReader((out / "grades.csv").open())}
-    assert graded_class.hostile and len(rows) == len(graded_class.results)
-    assert float(rows["solution"]["total"]) == TOTAL, "a hostile neighbour changed an honest grade"
-    for sample in graded_class.hostile:
-        row = _row(rows, sample, graded_class.results)
+    assert graded.hostile and len(rows) == len(graded.results)
+    for sample in graded.hostile:
+        row = _row(rows, sample, graded.results)
         if sample.status is not None:
             assert row["status"] == sample.status, (sample.name, row)
         if sample.total is not None:
             assert float(row["total"]) == sample.total, (sample.name, row)
         if sample.words:
-            result = graded_class.results[row["student"]]
+            result = graded.results[row["student"]]
             said = result.reason + " " + " ".join(t.message for t in result.tests)
             assert sample.words in said, (sample.name, said)
-
-    assert graded_class.connections == 0
-    assert not graded_class.canary.exists() and not (REPO / "owned").exists()
+    assert graded.connections == 0
+    assert not graded.canary.exists() and not (REPO / "owned").exists()
     assert not Path("/tmp/owned-by-student").exists()
+    wait_for_classes(request.config)  # no other class of this session is grading now
     assert _new_sandbox_processes() == []
+    # Nothing of the grader's own is left in the output folder.
+    assert list((graded.out / ".work").iterdir()) == []
+    return rows
+
+
+def test_hostile_corpus_grades_to_its_expected_outcomes(graded_class, request):
+    """Does every hostile or broken submission end with its expected row, no escape, no harm to others?"""
+    rows = _check_rows(graded_class, request)
+    assert float(rows["solution"]["total"]) == TOTAL, "a hostile neighbour changed an honest grade"
+    out = graded_class.out / "cnn_lab"
     executed = nbformat.read(out / "executed" / "escape_attempts.ipynb", as_version=4)
     printed = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
     assert "ESCAPED" not in printed and printed.count("blocked:") == ATTEMPTS, printed
     visible = eval(printed.split("processes visible: ")[1].splitlines()[0])
     assert visible[0] == 1 and len(visible) <= 4, visible  # bwrap's init, the kernel: no host's
     assert "uid 1000" in printed
-    noisy = graded_class.results["noisy_solution"]
-    assert "output over" in noisy.reason and "MemoryError" in noisy.reason
     # The output flood is capped, whatever message type carried it.
     assert (out / "executed" / "output_flood.ipynb").stat().st_size < 5_000_000
     # A link to a root-only file shows none of it anywhere.
@@ -105,8 +113,15 @@ def test_hostile_corpus_grades_to_its_expected_outcomes(graded_class):
         _row(rows, _by_name(graded_class, "root_only_link"), graded_class.results)["student"]
     ]
     assert "root:" not in shadow.to_json()
-    # Nothing of the grader's own is left in the output folder.
-    assert list((graded_class.out / ".work").iterdir()) == []
+
+
+@pytest.mark.stress
+def test_hostile_samples_that_train_the_whole_lab_grade_as_expected(graded_heavy, request):
+    """Do the hostile samples built on the whole solution (noise, reordered, renamed or deleted
+    cells) get their rows, the escape probe inside them blocked?"""
+    _check_rows(graded_heavy, request)
+    noisy = graded_heavy.results["noisy_solution"]
+    assert "output over" in noisy.reason and "MemoryError" in noisy.reason
 
 
 def _by_name(graded_class, name: str):
@@ -139,10 +154,12 @@ def _stub_variants(folder: Path, count: int) -> None:
         nbformat.write(notebook, folder / f"s{number:02d}.ipynb")
 
 
+@pytest.mark.stress
 def test_grading_resumes_after_kill_9_without_losing_or_repeating_rows(
-    real_root, real_cache, tmp_path
+    real_root, real_cache, tmp_path, request
 ):
     """Killed with SIGKILL mid-class, does a rerun finish with exactly one row per student?"""
+    wait_for_classes(request.config)  # the sandboxes it counts at the end are its own
     submissions, out = tmp_path / "submitted", tmp_path / "out"
     submissions.mkdir()
     _stub_variants(submissions, 6)
@@ -183,6 +200,7 @@ def test_grading_resumes_after_kill_9_without_losing_or_repeating_rows(
     assert _new_sandbox_processes() == []
 
 
+@pytest.mark.stress
 def test_parallel_grades_equal_serial_grades(real_root, real_cache, tmp_path, monkeypatch):
     """Do two workers at once give exactly the rows one worker gives?"""
     monkeypatch.setenv("CNN_COURSE_CACHE", str(real_cache))
@@ -228,11 +246,13 @@ def _partial(folder: Path, name: str) -> None:
     nbformat.write(notebook, folder / f"{name}.ipynb")
 
 
+@pytest.mark.stress
 def test_a_process_holder_in_one_run_never_changes_a_concurrent_runs_grades(
-    real_root, real_cache, tmp_path
+    real_root, real_cache, tmp_path, request
 ):
     """With one run's sandbox holding all the processes it may, does a run started at the same
     time still grade its honest notebooks exactly as alone?"""
+    wait_for_classes(request.config)  # the sandboxes it counts are its own
     hostile, honest = tmp_path / "hostile", tmp_path / "honest"
     hostile.mkdir()
     honest.mkdir()
@@ -252,7 +272,13 @@ def test_a_process_holder_in_one_run_never_changes_a_concurrent_runs_grades(
         command = [sys.executable, "-m", "cnn_course_instructor.cli", "grade", str(folder)]
         command += ["--out", str(out), "--jobs", "2", "--cell-timeout", "200", "--lab", "cnn_lab"]
         return subprocess.Popen(
-            command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            command,
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
         )
 
     first = grade(hostile, tmp_path / "out-hostile")
@@ -263,7 +289,7 @@ def test_a_process_holder_in_one_run_never_changes_a_concurrent_runs_grades(
     second = grade(honest, tmp_path / "out-honest")
     second_out, second_err = second.communicate(timeout=600)
     assert first.poll() is None, "the holder's run ended before the honest run"
-    first.kill()
+    os.killpg(first.pid, signal.SIGKILL)  # the grader and its workers, as Ctrl-C's group would
     first.communicate()
     assert second.returncode == 0, second_err
     rows = list(csv.DictReader((tmp_path / "out-honest" / "cnn_lab" / "grades.csv").open()))
