@@ -106,11 +106,30 @@ def _attention(result: SubmissionResult) -> Attention | None:
         count = "1 hidden test" if len(broken) == 1 else f"{len(broken)} hidden tests"
         reasons.append(f"{count} raised inside the grader ({names})")
     if result.changed_locked_cells:
-        changed = "; ".join(result.changed_locked_cells)
-        reasons.append(f"locked cells changed (the released ones ran instead): {changed}")
+        reasons.append(_locked_summary(result.changed_locked_cells))
     if not reasons:
         return None
     return Attention(result.student, str(result.status), "; ".join(reasons))
+
+
+SHOWN_LOCKED = 3  # changed locked cells the report names; the feedback page lists them all
+
+
+def _locked_summary(changed: list[str]) -> str:
+    """What the report says of changed locked cells: a notebook written from scratch changes
+    every one of them, which the report counts rather than lists."""
+    if len(changed) <= SHOWN_LOCKED:
+        return f"locked cells changed (the released ones ran instead): {'; '.join(changed)}"
+    kinds: dict[str, int] = {}
+    for entry in changed:
+        kind = entry.rsplit(": ", 1)[-1]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    counted = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
+    return (
+        f"{len(changed)} locked cells changed ({counted}; the released ones ran instead): "
+        f"{'; '.join(changed[:SHOWN_LOCKED])}; and {len(changed) - SHOWN_LOCKED} more, listed "
+        "on the feedback page"
+    )
 
 
 def _read_results(folder: Path) -> tuple[list[SubmissionResult], list[str]]:

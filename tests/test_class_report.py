@@ -82,6 +82,28 @@ def test_crashes_and_grader_errors_are_listed_for_a_human_look(graded):
     assert "1 hidden test raised inside the grader (q6_vector_to_class: ties)" in attention["eve"]
 
 
+@pytest.mark.parametrize(
+    "changed, said",
+    [
+        (['cell 33 ("learning_rate = ..."): edited'], 'cell 33 ("learning_rate = ..."): edited'),
+        (
+            [f'cell {n} ("x"): deleted' for n in range(40)] + ['cell 50 ("y"): edited'],
+            "41 locked cells changed (40 deleted, 1 edited; the released ones ran instead): "
+            'cell 0 ("x"): deleted; cell 1 ("x"): deleted; cell 2 ("x"): deleted; and 38 more',
+        ),
+    ],
+    ids=["one-named", "many-counted"],
+)
+def test_changed_locked_cells_are_named_or_counted_for_a_look(graded, changed, said):
+    """Is a student who changed a locked cell listed, the cell named, and a notebook that
+    changed dozens counted rather than listed cell by cell?"""
+    item = result("fay")
+    item.changed_locked_cells[:] = changed
+    (graded / "results" / "fay.json").write_text(item.to_json())
+    attention = {item.student: item.why for item in summarise(graded, LAB).attention}
+    assert said in attention["fay"]
+
+
 def test_report_page_shows_histograms_and_skips_files_the_grader_did_not_write(graded):
     """Is the page written with one PNG per question, and a planted link or huge file skipped?"""
     (graded / "results" / "zed.json").symlink_to("/etc/passwd")
