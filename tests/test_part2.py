@@ -197,6 +197,22 @@ def test_reference_mistakes_differ_from_the_reference_on_the_grader_network():
     assert torch.allclose(right, REFERENCE.occlusion_map(model, image, label))  # no state left
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_each_fgsm_mistake_is_told_apart_whatever_the_draw(seed):
+    """For any run's draw, does each FGSM mistake the hidden test names (wrong sign, no clamp,
+    training mode) move more of the values than the 1% the test forgives?"""
+    from cnn_course_instructor.rebuild import rebuild
+
+    inputs = CONTENT.grading_inputs(seed)
+    model = rebuild(inputs["grader_model"]).eval()
+    for images, labels, epsilon in inputs["fgsm"]:
+        right = REFERENCE.fgsm(model, images, labels, epsilon)
+        for how in ({"sign": -1.0}, {"clamp": False}, {"training": True}):
+            wrong = REFERENCE.fgsm(model, images, labels, epsilon, **how)
+            moved = float(((wrong - right).abs() > 1e-4).float().mean())
+            assert moved > 0.01, (how, epsilon, moved)
+
+
 def test_loaded_model_is_judged_by_its_learnt_weights_not_its_running_statistics():
     """Is a model loaded from the state dict accepted even when the trained one later ran in
     training mode (its running statistics moved), and a fresh one refused, naming the layer?"""
