@@ -278,8 +278,9 @@ SAMPLES = [
             ),
         ),
         # The student's own training raises (target 9 out of bounds); the grader's tests do not.
-        scores(q11_cifar_model=1.5, q12_cifar_training=4.0),
-        "10 outputs",
+        # The layer table loses its classifier points; the training, 10 scores needed for 10 classes.
+        scores(q11_cifar_model=0.5, q12_cifar_training=4.0),
+        "per image where the 10 classes need 10 scores",
     ),
     Sample(
         "accuracy_broadcast_column",
@@ -289,8 +290,9 @@ SAMPLES = [
                 "accuracy = (predict.reshape(-1, 1) == labels).float().mean().item()",
             ),
         ),
-        scores(q7_cnn_accuracy=2.0),
-        "broadcast",
+        # A number is returned (the type check passes); every value is wrong, and said why.
+        scores(q7_cnn_accuracy=1.5),
+        "broadcasts; make both tensors (N,)",
     ),
     Sample(
         "loss_class_not_instance",
@@ -307,7 +309,7 @@ SAMPLES = [
             ),
         ),
         scores(q5_loss_optimizer=0.5, q8_mnist_training=3.0),
-        "parameters of the model",
+        "does not hold mnist_model's parameters",
     ),
     Sample(
         "cifar_learning_rate_one",
@@ -317,7 +319,8 @@ SAMPLES = [
                 "cifar_optimizer = torch.optim.Adam(cifar_model.parameters(), lr=1.0)",
             ),
         ),
-        scores(q11_cifar_model=1.0, q12_cifar_training=4.0),
-        "learning rate",
+        # The optimiser test names the rate; the training test sends the student to the optimiser.
+        scores(q11_cifar_model=0.25, q12_cifar_training=4.0),
+        "expected the learning rate learning_rate = 0.001, got 1",
     ),
 ]

@@ -71,7 +71,11 @@ def main() -> int:
     wall = time.perf_counter() - started
     by_name = {r.student: r for r in results}
     questions = list(samples[0].expected)
-    print(f"\n{'sample':24} " + " ".join(f"{q[:2]:>9}" for q in questions) + "    total  seconds")
+    print(
+        f"\n{'sample':32} "
+        + " ".join(f"{q.split('_')[0]:>9}" for q in questions)
+        + "    total  seconds"
+    )
     failures = 0
     for sample in samples:
         result = by_name[sample.name]
@@ -85,7 +89,7 @@ def main() -> int:
             for q in questions
         ]
         print(
-            f"{sample.name:24} "
+            f"{sample.name:32} "
             + " ".join(f"{c:>9}" for c in cells)
             + f"  {result.total:>7g}  {result.seconds:>7.1f}"
         )

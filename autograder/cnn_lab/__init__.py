@@ -220,7 +220,8 @@ def _accuracy_verdict(
             False,
             f"accuracy {accuracy:.4f} on unseen images, below {threshold:.2f}; the same "
             f"architecture trained by the grader reaches {retrained:.4f}, so look at the training "
-            "loop (zero_grad, forward, loss, backward, step, and the data it is fed)",
+            "loop (zero_grad, forward, loss, backward, step), the optimiser it steps (its "
+            "model's parameters, its learning rate) and the data it is fed",
             measured,
         )
     return Verdict(
