@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import shutil
@@ -289,8 +290,17 @@ def test_a_process_holder_in_one_run_never_changes_a_concurrent_runs_grades(
     second = grade(honest, tmp_path / "out-honest")
     second_out, second_err = second.communicate(timeout=600)
     assert first.poll() is None, "the holder's run ended before the honest run"
-    os.killpg(first.pid, signal.SIGKILL)  # the grader and its workers, as Ctrl-C's group would
+    os.killpg(first.pid, signal.SIGKILL)  # the grader and its workers
     first.communicate()
+    # Known bug, open: a sandbox whose grader was killed with SIGKILL while its kernel held every
+    # process it may can outlive it (the parent-death chain stops short of the inner sandbox).
+    # End what this test started, so that no later test or run inherits it.
+    deadline = time.monotonic() + 30
+    while _new_sandbox_processes() and time.monotonic() < deadline:
+        for pid in _new_sandbox_processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        time.sleep(0.2)
     assert second.returncode == 0, second_err
     rows = list(csv.DictReader((tmp_path / "out-honest" / "cnn_lab" / "grades.csv").open()))
     alone = FULL["q6_vector_to_class"] + FULL["q7_cnn_accuracy"]  # what they get alone
