@@ -197,7 +197,10 @@ class _ClassRun:
     JOBS = 2
 
     def __init__(self, name: str, config: pytest.Config, root: Path):
+        from cnn_course_instructor.sandbox import sandbox_available
+
         self.name, self.root = name, root
+        self.sandboxed = sandbox_available() is None  # else graded with --no-sandbox
         self.work = config._tmp_path_factory.mktemp(name)
         self.work.chmod(0o755)  # as a normal user too, its folders stay private (0700)
         self.cache = _session_cache(config)
@@ -219,9 +222,8 @@ class _ClassRun:
     def grade(self, submissions: Path, out: Path, *options: str) -> dict:
         """``cnn-course grade`` on ``submissions``; the results by student."""
         from cnn_course_instructor.records import SubmissionResult
-        from cnn_course_instructor.sandbox import sandbox_available
 
-        if sandbox_available() is not None:
+        if not self.sandboxed:
             options = (*options, "--no-sandbox")
         argv = [sys.executable, "-m", "cnn_course_instructor.cli", "grade", str(submissions)]
         argv += ["--out", str(out), "--jobs", str(self.JOBS), "--data-root", str(self.root)]
@@ -252,8 +254,6 @@ def _corpus_class(run: _ClassRun, *, hostile: str) -> GradedClass:
     from hostile import samples as hostile_samples
     from listener import Listener
 
-    from cnn_course_instructor.sandbox import sandbox_available
-
     work = run.work
     submissions, out = work / "submitted", work / "out"
     submissions.mkdir()
@@ -262,7 +262,6 @@ def _corpus_class(run: _ClassRun, *, hostile: str) -> GradedClass:
         nbformat.write(sample.notebook(), submissions / f"{sample.name}.ipynb")
     if hostile == "light":
         (submissions / "broken.ipynb").write_text("{not json")
-    sandboxed = sandbox_available() is None
     canary_folder = work / "canary"
     canary_folder.mkdir(parents=True, exist_ok=True)
     canary_folder.chmod(0o777)
@@ -281,7 +280,7 @@ def _corpus_class(run: _ClassRun, *, hostile: str) -> GradedClass:
     unix_path.chmod(0o777)
     host = {"previous": previous / "grades.csv", "linked_out": linked_out, "socket": unix_path}
     listener = Listener()
-    every = hostile_samples(canary, listener.port, out, submissions, host) if sandboxed else []
+    every = hostile_samples(canary, listener.port, out, submissions, host) if run.sandboxed else []
     chosen = [sample for sample in every if sample.heavy == (hostile == "heavy")]
     for sample in chosen:
         sample.write(submissions)
@@ -299,7 +298,9 @@ def _corpus_class(run: _ClassRun, *, hostile: str) -> GradedClass:
             unix_connections = 0
         unix.close()
     connections = listener.connections + unix_connections
-    return GradedClass(out, submissions, results, corpus, chosen, canary, connections, sandboxed)
+    return GradedClass(
+        out, submissions, results, corpus, chosen, canary, connections, run.sandboxed
+    )
 
 
 def _part2_class(run: _ClassRun) -> GradedClass:
@@ -307,14 +308,11 @@ def _part2_class(run: _ClassRun) -> GradedClass:
     from corpus_part2 import SAMPLES
     from grade_corpus import write_corpus
 
-    from cnn_course_instructor.sandbox import sandbox_available
-
     samples = [sample for sample in SAMPLES if sample.fast]
     write_corpus(samples, run.work / "submitted")
     results = run.grade(run.work / "submitted", run.work / "out")
-    sandboxed = sandbox_available() is None
     return GradedClass(
-        run.work / "out", run.work / "submitted", results, samples, [], None, 0, sandboxed
+        run.work / "out", run.work / "submitted", results, samples, [], None, 0, run.sandboxed
     )
 
 
@@ -368,13 +366,7 @@ def wait_for_classes(config: pytest.Config) -> None:
 def _graded(request: pytest.FixtureRequest, name: str) -> GradedClass:
     request.getfixturevalue("real_root")  # skips (or fails, where required) without data
     run = getattr(request.config, "_cnn_class_runs", {}).get(name)
-    if run is None:  # not foreseen at collection (e.g. requested dynamically): grade it now
-        run = _ClassRun(name, request.config, request.getfixturevalue("real_root"))
-        request.config._cnn_class_runs = {
-            **getattr(request.config, "_cnn_class_runs", {}),
-            name: run,
-        }
-        run.run()
+    assert run is not None, f"{name} was not started at collection: request it as an argument"
     run.done.wait()
     if run.graded is None:
         pytest.fail(f"grading the session's class {name} failed: {run.failure}")
