@@ -8,7 +8,9 @@ import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from urllib.error import URLError
 
@@ -39,6 +41,7 @@ __all__ = [
     "make_loader",
     "resolve_root",
     "split_indices",
+    "split_size",
 ]
 
 DATA_ENV = "CNN_COURSE_DATA"
@@ -168,19 +171,19 @@ def load_mnist(
     root: str | os.PathLike | None = None,
     n: int | None = None,
     seed: int = 0,
+    indices: torch.Tensor | None = None,
     download: bool = False,
 ) -> ImageSet:
     """Load MNIST's ``"train"`` or ``"test"`` split as an :class:`ImageSet` of ``(N, 1, 28, 28)``.
 
-    With ``n``, a seeded sample of ``n`` images (see :func:`split_indices`). The files are read
-    by torchvision from ``<root>/MNIST/raw/``; with ``download=True`` and no files there,
-    torchvision downloads them first.
+    With ``n``, a seeded sample of ``n`` images (see :func:`split_indices`); with ``indices``,
+    the images at those positions of the split. The files are read by torchvision from
+    ``<root>/MNIST/raw/`` (once: later loads memory-map a decoded copy in the cache); with
+    ``download=True`` and no files there, torchvision downloads them first.
     """
     _check_split(split)
-    images, labels = _mnist_arrays(resolve_root(root), split, download)
-    indices = _sample(len(labels), n, seed, split)
-    images, labels = images[indices].unsqueeze(1), labels[indices]
-    return _image_set(images, labels, MNIST_CLASSES, f"MNIST {split}", indices, n, seed)
+    arrays = _mnist_arrays(resolve_root(root), download)
+    return _select(arrays, split, n, seed, indices, MNIST_CLASSES, "MNIST")
 
 
 def load_cifar10(
@@ -189,28 +192,68 @@ def load_cifar10(
     root: str | os.PathLike | None = None,
     n: int | None = None,
     seed: int = 0,
+    indices: torch.Tensor | None = None,
     download: bool = False,
 ) -> ImageSet:
     """Load CIFAR-10's ``"train"`` or ``"test"`` split as an :class:`ImageSet` of ``(N, 3, 32, 32)``.
 
     Read by torchvision from ``<root>/cifar-10-batches-py/`` when present, else from the
-    offline pack ``<root>/CIFAR-10/*.npz``; with ``download=True`` and neither there,
-    torchvision downloads the canonical files.
+    offline pack ``<root>/CIFAR-10/*.npz`` (once: later loads memory-map a decoded copy in the
+    cache); with ``download=True`` and neither there, torchvision downloads the canonical files.
+    ``n``, ``seed`` and ``indices`` choose images as in :func:`load_mnist`.
     """
     _check_split(split)
     arrays = _cifar_arrays(resolve_root(root), download)
-    x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-    indices = _sample(len(y), n, seed, split)
-    # Fancy indexing copies, so read-only memory maps of the cache never reach torch.
-    images = torch.from_numpy(x[indices.numpy()]).permute(0, 3, 1, 2)  # NHWC -> NCHW
-    labels = torch.from_numpy(y[indices.numpy()].astype(np.int64))
     names = tuple(str(name) for name in arrays["label_names"])
-    return _image_set(images, labels, names, f"CIFAR-10 {split}", indices, n, seed)
+    return _select(arrays, split, n, seed, indices, names, "CIFAR-10")
+
+
+def split_size(dataset: str, split: str, root: str | os.PathLike | None = None) -> int:
+    """How many images the ``split`` of ``dataset`` ("mnist" or "cifar10") holds, loading none."""
+    _check_split(split)
+    data_root = resolve_root(root)
+    if dataset == "mnist":
+        arrays = _mnist_arrays(data_root, download=False)
+    elif dataset == "cifar10":
+        arrays = _cifar_arrays(data_root, download=False)
+    else:
+        raise CourseError(f"dataset must be 'mnist' or 'cifar10'; got {dataset!r}.")
+    return len(arrays[f"y_{split}"])
 
 
 def _check_split(split: str) -> None:
     if split not in SPLITS:
         raise CourseError(f"split must be 'train' or 'test'; got {split!r}.")
+
+
+def _select(
+    arrays: dict[str, np.ndarray],
+    split: str,
+    n: int | None,
+    seed: int,
+    indices: torch.Tensor | None,
+    class_names: tuple[str, ...],
+    title: str,
+) -> ImageSet:
+    """The chosen images of a split held as uint8 arrays (NHWC, or NHW for grey images)."""
+    x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+    if indices is None:
+        indices = _sample(len(y), n, seed, split)
+    else:
+        if n is not None:
+            raise CourseError("Pass either n (a seeded sample) or indices, not both.")
+        indices = torch.as_tensor(indices, dtype=torch.int64).view(-1)
+        if len(indices) and not 0 <= int(indices.min()) <= int(indices.max()) < len(y):
+            raise CourseError(
+                f"indices must lie in 0..{len(y) - 1} (the {title} {split} split); found "
+                f"{int(indices.min())}..{int(indices.max())}."
+            )
+    # Fancy indexing copies, so read-only memory maps of the cache never reach torch.
+    chosen = indices.numpy()
+    images = torch.from_numpy(x[chosen])
+    images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)  # NCHW
+    labels = torch.from_numpy(y[chosen].astype(np.int64))
+    return _image_set(images, labels, class_names, f"{title} {split}", indices, n, seed)
 
 
 def _sample(total: int, n: int | None, seed: int, split: str) -> torch.Tensor:
@@ -242,21 +285,42 @@ def _mnist_raw_paths(folder: Path, suffix: str = "") -> list[Path]:
     return [folder / f"{stem}{suffix}" for pair in MNIST_FILES.values() for stem in pair]
 
 
-def _mnist_arrays(root: DataRoot, split: str, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    from torchvision.datasets import MNIST
+MNIST_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
+
+def _mnist_files(root: DataRoot) -> list[Path] | None:
+    """The MNIST files under ``root`` that the loaders read (plain, else gzip), or None."""
     raw = root.path / "MNIST" / "raw"
-    if all(path.is_file() for path in _mnist_raw_paths(raw)):
-        source = root.path
-    elif all(path.is_file() for path in _mnist_raw_paths(raw, ".gz")):
-        source = _unpacked_mnist(raw)
-    elif download:
+    for suffix in ("", ".gz"):
+        if all(path.is_file() for path in _mnist_raw_paths(raw, suffix)):
+            return _mnist_raw_paths(raw, suffix)
+    return None
+
+
+def _mnist_arrays(root: DataRoot, download: bool) -> dict[str, np.ndarray]:
+    """Both MNIST splits as uint8 arrays (images ``(N, 28, 28)``), keyed like the CIFAR pack."""
+    files = _mnist_files(root)
+    if files is None and download:
+        from torchvision.datasets import MNIST
+
         _download(MNIST, root, "MNIST", "MNIST")
-        source = root.path
-    else:
+        files = _mnist_files(root)
+    if files is None:
         raise _not_found("MNIST", root, _mnist_expected(root))
-    dataset = MNIST(str(source), train=split == "train", download=False)
-    return dataset.data, dataset.targets
+
+    def read() -> dict[str, np.ndarray]:
+        from torchvision.datasets import MNIST
+
+        gz = files[0].suffix == ".gz"
+        source = _unpacked_mnist(files[0].parent) if gz else root.path
+        arrays = {}
+        for split in SPLITS:
+            dataset = MNIST(str(source), train=split == "train", download=False)
+            arrays[f"x_{split}"] = dataset.data.numpy()
+            arrays[f"y_{split}"] = dataset.targets.numpy().astype(np.uint8)
+        return arrays
+
+    return _decoded("mnist-arrays", files, MNIST_KEYS, read)
 
 
 def _mnist_expected(root: DataRoot) -> list[str]:
@@ -310,7 +374,17 @@ def _cifar_expected(root: DataRoot) -> list[str]:
     ]
 
 
+def _cifar_batches(root: DataRoot) -> list[Path]:
+    """The files of torchvision's canonical CIFAR-10 folder (what keys its cached copy)."""
+    return sorted(path for path in (root.path / CIFAR_FOLDER).iterdir() if path.is_file())
+
+
 def _cifar_from_torchvision(root: DataRoot) -> dict[str, np.ndarray]:
+    read = partial(_read_cifar_batches, root)
+    return _decoded("cifar10-batches", _cifar_batches(root), PACK_KEYS, read)
+
+
+def _read_cifar_batches(root: DataRoot) -> dict[str, np.ndarray]:
     from torchvision.datasets import CIFAR10
 
     arrays: dict[str, np.ndarray] = {}
@@ -343,14 +417,25 @@ def _find_pack(root: DataRoot) -> Path | None:
 
 def _pack_arrays(pack: Path) -> dict[str, np.ndarray]:
     """Read the pack, through an uncompressed memory-mapped copy in the cache when possible."""
-    cached = cache_dir() / f"cifar10-pack-{_file_key(pack)}"
+    return _decoded("cifar10-pack", [pack], PACK_KEYS, lambda: _read_pack(pack))
+
+
+def _decoded(
+    name: str, sources: list[Path], keys: tuple[str, ...], read: Callable[[], dict]
+) -> dict[str, np.ndarray]:
+    """The arrays ``read`` decodes from ``sources``, memory-mapped from a copy in the cache.
+
+    The copy is made on the first read and keyed by the sources' names, sizes and times, so
+    replacing a file makes a new one; an unwritable cache only costs speed.
+    """
+    cached = cache_dir() / f"{name}-{_file_key(*sources)}"
     if (cached / "complete").is_file():
-        return {key: np.load(cached / f"{key}.npy", mmap_mode="r") for key in PACK_KEYS}
-    arrays = _read_pack(pack)
+        return {key: np.load(cached / f"{key}.npy", mmap_mode="r") for key in keys}
+    arrays = read()
     try:
         _write_cache(cached, arrays)
     except OSError:
-        pass  # An unwritable cache only costs speed: the next load reads the pack again.
+        pass
     return arrays
 
 
@@ -459,17 +544,19 @@ def cache_entries(root: str | os.PathLike | None = None) -> list[Path]:
     """The cache folders the loaders read for the data root ``root`` (those that exist)."""
     data_root = resolve_root(root)
     entries = []
-    raw = data_root.path / "MNIST" / "raw"
-    if all(path.is_file() for path in _mnist_raw_paths(raw, ".gz")):
-        entries.append(cache_dir() / f"mnist-{_file_key(*_mnist_raw_paths(raw, '.gz'))}")
-    if not (data_root.path / CIFAR_FOLDER).is_dir():
+    files = _mnist_files(data_root)
+    if files is not None:
+        entries.append(cache_dir() / f"mnist-arrays-{_file_key(*files)}")
+    if (data_root.path / CIFAR_FOLDER).is_dir():
+        entries.append(cache_dir() / f"cifar10-batches-{_file_key(*_cifar_batches(data_root))}")
+    else:
         try:
             pack = _find_pack(data_root)
         except CourseError:
             pack = None
         if pack is not None:
             entries.append(cache_dir() / f"cifar10-pack-{_file_key(pack)}")
-    return [entry for entry in entries if entry.is_dir()]
+    return [entry for entry in entries if (entry / "complete").is_file()]
 
 
 def _file_key(*paths: Path) -> str:

@@ -142,10 +142,8 @@ def _mnist_status(root: DataRoot, checks: list[FileCheck]) -> DatasetStatus:
         source = "torchvision MNIST files (gzip)"
     else:
         return DatasetStatus("MNIST", None, None, {}, mine)
-    counts = {}
-    for split in SPLITS:
-        images, _ = _mnist_arrays(root, split, download=False)
-        counts[split] = int(images.shape[0])
+    arrays = _mnist_arrays(root, download=False)
+    counts = {split: len(arrays[f"y_{split}"]) for split in SPLITS}
     return DatasetStatus("MNIST", source, raw, counts, mine)
 
 

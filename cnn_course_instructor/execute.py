@@ -265,6 +265,7 @@ def run_notebook(
     kernel_manager = None
     if sandboxed is not None:
         spec_path = Path(cwd) / "sandbox.json"
+        Path(f"{spec_path}.pid").unlink(missing_ok=True)  # an earlier run's: not this sandbox
         spec_path.write_text(
             dataclasses.replace(sandboxed, env={**sandboxed.env, **(env or {})}).to_json()
         )

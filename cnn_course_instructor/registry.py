@@ -180,13 +180,12 @@ class Context:
 
         def make():
             loader = data.load_mnist if dataset == "mnist" else data.load_cifar10
-            full = loader("train", root=self.root)
-            unseen = self.unseen_indices(dataset, len(full))
+            unseen = self.unseen_indices(dataset, data.split_size(dataset, "train", self.root))
             order = torch.randperm(
                 len(unseen), generator=torch.Generator().manual_seed(GRADING_ORDER_SEED)
             )
-            chosen = unseen[order[:GRADING_IMAGES]]
-            return full.images[chosen], full.labels[chosen]
+            chosen = loader("train", root=self.root, indices=unseen[order[:GRADING_IMAGES]])
+            return chosen.images, chosen.labels
 
         return self._once(f"grading-{dataset}", make)
 

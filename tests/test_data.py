@@ -6,6 +6,8 @@ import functools
 import http.server
 import os
 import stat
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,6 +18,7 @@ import torch
 import torchvision
 from conftest import (
     tiny_cifar_arrays,
+    write_idx,
     write_tiny_cifar_batches,
     write_tiny_mnist,
     write_tiny_pack,
@@ -88,6 +91,52 @@ def test_mnist_read_only_gz_root_unpacks_into_cache(tmp_path, monkeypatch):
         Path(os.environ["CNN_COURSE_CACHE"]).glob("mnist-*/MNIST/raw/t10k-images-idx3-ubyte")
     )
     assert len(cached) == 1
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["idx", "idx.gz"])
+def test_mnist_later_loads_come_from_the_cache_without_torchvision(tmp_path, compress):
+    """After torchvision's first read, does a new process load MNIST from the cache, never
+    importing torchvision (1.3 s of every kernel and judge), and does replacing a file
+    make a new copy?"""
+    write_tiny_mnist(tmp_path / "root", compress=compress)
+    first = data.load_mnist("train", root=tmp_path / "root")
+    cache = Path(os.environ["CNN_COURSE_CACHE"])
+    assert len(list(cache.glob("mnist-arrays-*/complete"))) == 1
+    assert data.cache_entries(tmp_path / "root")[0].name.startswith("mnist-arrays-")
+    script = (
+        "import sys; from cnn_course import data\n"
+        f"images = data.load_mnist('train', root={str(tmp_path / 'root')!r}).images\n"
+        "assert 'torchvision' not in sys.modules, 'torchvision was imported'\n"
+        "print(round(float(images.sum()), 3))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) == round(float(first.images.sum()), 3)
+    time.sleep(0.01)
+    labels = tmp_path / "root" / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    write_idx(labels, np.full(20, 7, dtype=np.uint8), compress)
+    assert data.load_mnist("test", root=tmp_path / "root").labels.tolist() == [7] * 20
+
+
+def test_images_by_position_and_split_sizes(tmp_path):
+    """Do ``indices`` load exactly those images, in that order, and does split_size count a
+    split without loading it? Out-of-range positions and n with indices are explained."""
+    write_tiny_mnist(tmp_path)
+    write_tiny_pack(tmp_path, tiny_cifar_arrays())
+    assert data.split_size("mnist", "train", tmp_path) == 40
+    assert data.split_size("cifar10", "test", tmp_path) == 10
+    for loader in (data.load_mnist, data.load_cifar10):
+        full = loader("train", root=tmp_path)
+        picked = loader("train", root=tmp_path, indices=torch.tensor([7, 2, 9]))
+        assert torch.equal(picked.images, full.images[[7, 2, 9]])
+        assert picked.labels.tolist() == full.labels[[7, 2, 9]].tolist()
+        assert picked.indices.tolist() == [7, 2, 9]
+        with pytest.raises(CourseError, match=r"indices must lie in 0\.\.\d+"):
+            loader("train", root=tmp_path, indices=torch.tensor([0, 1000]))
+        with pytest.raises(CourseError, match="either n .* or indices"):
+            loader("train", root=tmp_path, n=3, indices=torch.tensor([0]))
+    with pytest.raises(CourseError, match="dataset must be 'mnist' or 'cifar10'"):
+        data.split_size("svhn", "train", tmp_path)
 
 
 def test_seeded_subset_is_reproducible_and_disjoint_from_the_rest(tmp_path):
