@@ -15,13 +15,16 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import yaml
 
 from cnn_course.errors import CourseError
 from cnn_course.labs import Lab
 
-from .registry import Registry
+if TYPE_CHECKING:  # the registry imports torch: loaded with the grading content only
+    from .registry import Registry
+
 
 __all__ = ["Course", "LabContent", "find_course", "lab_from_metadata", "read_lab"]
 
@@ -122,6 +125,8 @@ class Course:
     def content(self, lab_id: str) -> LabContent:
         """The lab's grading content, loaded from ``autograder/<lab>/`` and checked against it."""
         if lab_id not in self._content:
+            from .registry import Registry
+
             lab = self.lab(lab_id)
             folder = self.root / "autograder" / lab_id
             module = _load_package(folder, self.root)

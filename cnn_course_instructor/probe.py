@@ -1,7 +1,7 @@
 """The grader's last cell: record what the student's names hold, as plain data.
 
 This module runs inside the student's kernel: the grader sends its text as the notebook's last
-cell (``probe_cell``), executed in a namespace of its own. It holds no test and no answer, and
+cell (``worker.probe_cell``), executed in a namespace of its own. It holds no test and no answer, and
 imports only torch and the student runtime. The plan (which names to record, and how) and the
 inputs come from the lab's grading content through a file; the record goes back through a file
 that the grader reads with ``torch.load(weights_only=True)``, which runs no code.
@@ -24,7 +24,7 @@ import torch
 
 from cnn_course import judging
 
-try:  # in the student's kernel, probe_cell runs the rebuild module's text first
+try:  # in the student's kernel, worker.probe_cell runs the rebuild module's text first
     rebuild  # noqa: B018
 except NameError:
     from cnn_course_instructor.rebuild import rebuild
@@ -84,20 +84,3 @@ def record(namespace, plan_path, output_path):
         except BaseException as exc:  # noqa: B036 - a student's object may raise anything
             found[step["key"]] = judging.failure(exc)
     torch.save(found, output_path)
-
-
-def probe_cell(plan_path: str, output_path: str) -> str:
-    """The code of the cell the grader appends: this module, run apart from the student's names."""
-    from pathlib import Path
-
-    from . import rebuild
-
-    source = Path(__file__).read_text(encoding="utf-8")
-    builder = Path(rebuild.__file__).read_text(encoding="utf-8")  # torch only, like this module
-    return (
-        "_cnn_course_probe = {'__name__': 'cnn_course_probe'}\n"
-        f"exec(compile({builder!r}, 'cnn_course_rebuild', 'exec'), _cnn_course_probe)\n"
-        f"exec(compile({source!r}, 'cnn_course_probe', 'exec'), _cnn_course_probe)\n"
-        f"_cnn_course_probe['record'](globals(), {str(plan_path)!r}, {str(output_path)!r})\n"
-        "del _cnn_course_probe\n"
-    )

@@ -22,6 +22,7 @@ never share one), and an inner bwrap makes the user namespace and the rest of th
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import functools
@@ -32,6 +33,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -473,16 +475,39 @@ def run(
     timeout: float | None = None,
 ) -> subprocess.CompletedProcess:
     """Run ``argv`` in ``sandbox`` to its end, with ``stdin`` as its input; output captured."""
+    with started(sandbox, argv) as process:
+        stdout, stderr = process.communicate(stdin, timeout=timeout)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+@contextlib.contextmanager
+def started(sandbox: Sandbox, argv: list[str]) -> Iterator[subprocess.Popen]:
+    """``argv`` started in ``sandbox``; see ``piped``."""
     with lease() as held, _DataFiles(sandbox.files) as fds:
         command = held.wrap(bwrap_command(sandbox, argv, data_fds=fds))
-        return subprocess.run(
-            command,
-            input=stdin,
-            capture_output=True,
-            timeout=timeout,
-            pass_fds=list(fds.values()),
-            start_new_session=True,
-        )
+        with piped(command, pass_fds=list(fds.values())) as process:
+            yield process
+
+
+@contextlib.contextmanager
+def piped(command: list[str], **popen) -> Iterator[subprocess.Popen]:
+    """``command`` started in a session of its own, its standard streams piped to this process;
+    on exit, killed with all it started if it still runs, and waited for."""
+    process = subprocess.Popen(
+        command,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        **popen,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()  # reaps it and closes the pipes
 
 
 class _DataFiles:

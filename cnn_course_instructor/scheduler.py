@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import secrets
 import signal
@@ -26,7 +27,7 @@ from .reports import write_reports, write_text
 from .safefiles import UnsafeFile, read_regular, remove_tree
 from .sandbox import sandbox_available
 from .submissions import SUBMISSION_LIMIT, Submission, find_submissions, lab_of, read
-from .worker import CELL_TIMEOUT, Job
+from .worker import CELL_TIMEOUT, Job, grading_plan
 
 __all__ = [
     "SUBMISSION_TIMEOUT",
@@ -292,6 +293,13 @@ def grading_settings(
     }
 
 
+@functools.lru_cache(maxsize=16)
+def _plan(course: Course, lab: str, seed: int) -> bytes:
+    """The probe's plan for a lab and seed, made once per run (and per Dask worker): each
+    worker process then starts without torch."""
+    return grading_plan(course.content(lab), seed)
+
+
 def grade_submission(
     content: bytes,
     student: str,
@@ -308,12 +316,15 @@ def grade_submission(
     local = Path(tempfile.mkdtemp(prefix=f"{student}-", dir=work_parent))
     notebook = local / "submission.ipynb"
     notebook.write_bytes(content)  # the grader's own copy: nothing reads the student's file again
+    plan = local / "grader_plan.pt"
+    plan.write_bytes(_plan(course, lab, settings["seed"]))
     job = Job(
         lab=lab,
         notebook=str(notebook),
         result=str(local / "result.json"),
         executed=str(local / "executed.ipynb"),
         work=str(local),
+        plan=str(plan),
         **settings,
     )
     job.write(local / "job.json")

@@ -10,24 +10,22 @@ limits and sandbox, never in the student's kernel.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import nbformat
-import torch
-
-from cnn_course import data
 
 from . import sandbox
-from .course import Course
+from .course import Course, LabContent
 from .execute import EXECUTED_LIMIT, OUTPUT_LIMIT, run_notebook, write_bounded
 from .locked import restore_locked_cells
-from .probe import probe_cell
 from .records import Status, SubmissionResult, TestResult
 
 __all__ = [
@@ -37,7 +35,9 @@ __all__ = [
     "RECORD_LIMIT",
     "Job",
     "cell_names",
+    "grading_plan",
     "main",
+    "probe_cell",
 ]
 
 CELL_TIMEOUT = 300
@@ -62,6 +62,8 @@ class Job:
     cell_timeout: int = CELL_TIMEOUT
     sandboxed: bool = True  # False: no sandbox (trusted code only)
     cache_entries: tuple[str, ...] = ()  # the data cache folders the kernel reads
+    plan: str = ""  # a file holding grading_plan(content, seed); "": the worker writes one
+    restore_locked: bool = True  # False: locked cells run as written (calibrating seeded solutions)
 
     def write(self, path: Path) -> None:
         Path(path).write_text(json.dumps(asdict(self)), encoding="utf-8")
@@ -84,11 +86,45 @@ def _threads_env() -> dict[str, str]:
     return {"OMP_NUM_THREADS": threads} if threads else {}
 
 
+def grading_plan(content: LabContent, seed: int) -> bytes:
+    """The file the probe reads: what to record, and the inputs the grader drew for ``seed``.
+
+    The same for every submission of a run, so the scheduler writes it once per lab and seed;
+    a worker given none writes its own.
+    """
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({"plan": content.probe_plan, "inputs": content.grading_inputs(seed)}, buffer)
+    return buffer.getvalue()
+
+
+def probe_cell(plan_path: str, output_path: str) -> str:
+    """The code of the cell the grader appends: the probe module, run apart from the student's
+    names (its text and the rebuild module's, which import only torch and the student runtime)."""
+    here = Path(__file__).resolve().parent
+    source = (here / "probe.py").read_text(encoding="utf-8")
+    builder = (here / "rebuild.py").read_text(encoding="utf-8")
+    return (
+        "_cnn_course_probe = {'__name__': 'cnn_course_probe'}\n"
+        f"exec(compile({builder!r}, 'cnn_course_rebuild', 'exec'), _cnn_course_probe)\n"
+        f"exec(compile({source!r}, 'cnn_course_probe', 'exec'), _cnn_course_probe)\n"
+        f"_cnn_course_probe['record'](globals(), {str(plan_path)!r}, {str(output_path)!r})\n"
+        "del _cnn_course_probe\n"
+    )
+
+
 def grade_notebook(job: Job) -> SubmissionResult:
-    """Execute one submission with the probe appended, then judge the plain record it leaves."""
+    """Execute one submission with the probe appended, then judge the plain record it leaves.
+
+    The judge starts at once, in its own sandbox: it loads torch and the lab's tests while the
+    kernel runs, then waits for the record on its standard input.
+    """
     started = time.perf_counter()
-    content = Course(Path(job.course)).content(job.lab)
-    points = {qid: question.points for qid, question in content.lab.graded.items()}
+    lab = Course(Path(job.course)).lab(job.lab)
+    points = {qid: question.points for qid, question in lab.graded.items()}
 
     changed: list[str] = []
 
@@ -113,12 +149,13 @@ def grade_notebook(job: Job) -> SubmissionResult:
     if not any(cell.cell_type == "code" for cell in notebook.cells):
         return outcome(Status.INVALID, "the notebook has no code cells")
     released = Path(job.course) / "notebooks" / "student" / f"{job.lab}.ipynb"
-    if released.is_file():  # grade on the released setup, as nbgrader does
+    if job.restore_locked and released.is_file():  # grade the released setup, as nbgrader does
         restored = restore_locked_cells(notebook, nbformat.read(released, as_version=4))
         notebook, changed[:] = restored.notebook, restored.changed
     work = Path(job.work)
-    plan_path = work / "grader_plan.pt"
-    torch.save({"plan": content.probe_plan, "inputs": content.grading_inputs(job.seed)}, plan_path)
+    plan_path = Path(job.plan) if job.plan else work / "grader_plan.pt"
+    if not job.plan:
+        plan_path.write_bytes(grading_plan(Course(Path(job.course)).content(job.lab), job.seed))
     env = {
         "CNN_COURSE_FAST": "1",
         "CNN_COURSE_GRADING": "1",  # the helpers skip what no hidden test reads
@@ -138,50 +175,59 @@ def grade_notebook(job: Job) -> SubmissionResult:
         scratch = work / "scratch"
         scratch.mkdir(exist_ok=True)
         plan, record, cwd = str(plan_path), str(scratch / "record.pt"), scratch
-        env.update({"CNN_COURSE_DATA": job.data_root, "CNN_COURSE_CACHE": str(data.cache_dir())})
+        env.update({"CNN_COURSE_DATA": job.data_root, "CNN_COURSE_CACHE": _cache_dir()})
     notebook.cells.append(nbformat.v4.new_code_cell(probe_cell(plan, record)))
-    execution = run_notebook(
-        notebook,
-        cwd=cwd,
-        env=env,
-        cell_timeout=job.cell_timeout,
-        allow_errors=True,
-        sandboxed=box,
-        collect=(record,),
-        collect_limit=RECORD_LIMIT,
-    )
-    notebook.cells.pop()  # the probe is the grader's, not part of the student's record
-    kept = write_bounded(notebook, Path(job.executed), EXECUTED_LIMIT)
-    errors = [
-        (p.index, p.text.splitlines()[-1] if p.text.strip() else p.text)
-        for p in execution.problems
-        if p.kind == "error"
-    ]
-    names = cell_names(notebook, content.lab)
-    notes = "; ".join(dict.fromkeys(f"{names[index]}: {text}" for index, text in errors[:8]))
-    if execution.truncated:
-        notes = f"output over {OUTPUT_LIMIT:,} bytes was dropped; {notes}"
-    if not kept:
-        notes = f"the executed notebook was over {EXECUTED_LIMIT:,} bytes and was not kept; {notes}"
-    if execution.timed_out:  # always a visible status, whatever the tests then give
-        limits = "; ".join(cell.describe(names.get(cell.index, "")) for cell in execution.timed_out)
-        notes = f"{limits}. {notes}".strip()
-    found = execution.collected.get(record)
-    if not isinstance(found, bytes):
-        timed_out = execution.timed_out or execution.error_name == "CellTimeoutError"
-        status = Status.TIMEOUT if timed_out else Status.CRASHED
-        if any(text.startswith("MemoryError") for _, text in errors):
-            status = Status.OUT_OF_MEMORY
-        what = execution.error_name or "no grading record was written"
-        if found and "No such file" not in found:
-            what = f"the grading record was refused: {found}"
-        return outcome(status, f"the kernel stopped before grading ({what}). {notes}".strip())
-    record_path = work / "record.pt"
-    record_path.write_bytes(found)
-    verdict = _judge(job, record_path)
+    with _judge_started(job) as judge:
+        execution = run_notebook(
+            notebook,
+            cwd=cwd,
+            env=env,
+            cell_timeout=job.cell_timeout,
+            allow_errors=True,
+            sandboxed=box,
+            collect=(record,),
+            collect_limit=RECORD_LIMIT,
+        )
+        notebook.cells.pop()  # the probe is the grader's, not part of the student's record
+        kept = write_bounded(notebook, Path(job.executed), EXECUTED_LIMIT)
+        errors = [
+            (p.index, p.text.splitlines()[-1] if p.text.strip() else p.text)
+            for p in execution.problems
+            if p.kind == "error"
+        ]
+        names = cell_names(notebook, lab)
+        notes = "; ".join(dict.fromkeys(f"{names[index]}: {text}" for index, text in errors[:8]))
+        if execution.truncated:
+            notes = f"output over {OUTPUT_LIMIT:,} bytes was dropped; {notes}"
+        if not kept:
+            notes = (
+                f"the executed notebook was over {EXECUTED_LIMIT:,} bytes and was not kept; {notes}"
+            )
+        if execution.timed_out:  # always a visible status, whatever the tests then give
+            limits = "; ".join(
+                cell.describe(names.get(cell.index, "")) for cell in execution.timed_out
+            )
+            notes = f"{limits}. {notes}".strip()
+        found = execution.collected.get(record)
+        if not isinstance(found, bytes):
+            timed_out = execution.timed_out or execution.error_name == "CellTimeoutError"
+            status = Status.TIMEOUT if timed_out else Status.CRASHED
+            if any(text.startswith("MemoryError") for _, text in errors):
+                status = Status.OUT_OF_MEMORY
+            what = execution.error_name or "no grading record was written"
+            if found and "No such file" not in found:
+                what = f"the grading record was refused: {found}"
+            return outcome(status, f"the kernel stopped before grading ({what}). {notes}".strip())
+        verdict = _judge(judge, found)
     if isinstance(verdict, str):
         return outcome(Status.CRASHED, f"{verdict}. {notes}".strip())
     return outcome(Status.TIMEOUT if execution.timed_out else Status.GRADED, notes, verdict)
+
+
+def _cache_dir() -> str:
+    from cnn_course import data  # torch: only for trusted, unsandboxed runs
+
+    return str(data.cache_dir())
 
 
 def cell_names(notebook: nbformat.NotebookNode, lab) -> dict[int, str]:
@@ -200,54 +246,52 @@ def cell_names(notebook: nbformat.NotebookNode, lab) -> dict[int, str]:
     return names
 
 
-def _judge(job: Job, record_path: Path) -> list[TestResult] | str:
-    """Run the hidden tests on the record in their own process: the results, or why not."""
+@contextlib.contextmanager
+def _judge_started(job: Job) -> Iterator[subprocess.Popen]:
+    """The hidden tests' process, started in its own sandbox, reading the record from its input;
+    ended on exit if it still runs."""
     work = Path(job.work)
     request = {"course": job.course, "lab": job.lab, "seed": job.seed, "data_root": job.data_root}
     module = ["-m", "cnn_course_instructor.judge"]
-    if job.sandboxed:
-        binds, data_env = data_view(job)
-        # The course at /course (wherever it lies on the host, /tmp included, which the
-        # sandbox has its own of); the instructor package at its own path, where it imports from.
-        request["data_root"], request["course"] = "/data", "/course"
-        request_path = work / "judge.json"
+    request_path = work / "judge.json"
+    if not job.sandboxed:
         request_path.write_text(json.dumps(request), encoding="utf-8")
-        tools = Path(__file__).resolve().parent
-        view = [
-            sandbox.Mount(str(Path(job.course).resolve()), "/course"),
-            sandbox.Mount(str(tools), str(tools)),
-        ]
-        box = sandbox.Sandbox(
-            binds=(*binds, *view),
-            env={"CNN_COURSE_FAST": "1", "MPLBACKEND": "Agg", **data_env, **_threads_env()},
-            limits=JUDGE_LIMITS,
-            files={
-                f"{GRADER_RUN}/judge.json": str(request_path),
-                f"{GRADER_RUN}/record.pt": str(record_path),
-            },
-        )
-        argv = [sys.executable, *module, f"{GRADER_RUN}/judge.json", f"{GRADER_RUN}/record.pt"]
-        try:
-            done = sandbox.run(box, argv, timeout=JUDGE_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            return f"the grader's tests did not finish in {JUDGE_TIMEOUT} s"
-    else:
-        request_path = work / "judge.json"
-        request_path.write_text(json.dumps(request), encoding="utf-8")
-        try:
-            done = subprocess.run(
-                [sys.executable, *module, str(request_path), str(record_path)],
-                capture_output=True,
-                timeout=JUDGE_TIMEOUT,
-                preexec_fn=_judge_limits,
-            )
-        except subprocess.TimeoutExpired:
-            return f"the grader's tests did not finish in {JUDGE_TIMEOUT} s"
+        argv = [sys.executable, *module, str(request_path), "-"]
+        with sandbox.piped(argv, preexec_fn=_judge_limits) as process:
+            yield process
+        return
+    binds, data_env = data_view(job)
+    # The course at /course (wherever it lies on the host, /tmp included, which the
+    # sandbox has its own of); the instructor package at its own path, where it imports from.
+    request["data_root"], request["course"] = "/data", "/course"
+    request_path.write_text(json.dumps(request), encoding="utf-8")
+    tools = Path(__file__).resolve().parent
+    view = [
+        sandbox.Mount(str(Path(job.course).resolve()), "/course"),
+        sandbox.Mount(str(tools), str(tools)),
+    ]
+    box = sandbox.Sandbox(
+        binds=(*binds, *view),
+        env={"CNN_COURSE_FAST": "1", "MPLBACKEND": "Agg", **data_env, **_threads_env()},
+        limits=JUDGE_LIMITS,
+        files={f"{GRADER_RUN}/judge.json": str(request_path)},
+    )
+    argv = [sys.executable, *module, f"{GRADER_RUN}/judge.json", "-"]
+    with sandbox.started(box, argv) as process:
+        yield process
+
+
+def _judge(process: subprocess.Popen, record: bytes) -> list[TestResult] | str:
+    """Send the record to the started judge: the test results, or why there are none."""
     try:
-        answer = json.loads(done.stdout.decode(errors="replace").strip().splitlines()[-1])
+        stdout, stderr = process.communicate(record, timeout=JUDGE_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return f"the grader's tests did not finish in {JUDGE_TIMEOUT} s"
+    try:
+        answer = json.loads(stdout.decode(errors="replace").strip().splitlines()[-1])
     except (ValueError, IndexError):
-        tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [
-            f"exit status {done.returncode}"
+        tail = stderr.decode(errors="replace").strip().splitlines()[-1:] or [
+            f"exit status {process.returncode}"
         ]
         return f"the grader's tests failed on this record ({tail[0][:300]})"
     if "unusable" in answer:

@@ -12,8 +12,8 @@ from torch import nn
 from cnn_course import checks_part2, judging, plots, training, widgets
 from cnn_course.errors import CourseError
 from cnn_course_instructor.course import Course
-from cnn_course_instructor.probe import probe_cell
 from cnn_course_instructor.registry import Context
+from cnn_course_instructor.worker import probe_cell
 
 CONTENT = Course(REPO).content("cnn_part2")
 REFERENCE = CONTENT.module.reference

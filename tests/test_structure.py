@@ -248,7 +248,7 @@ def test_probe_is_a_module_that_records_plain_data(tmp_path):
     """Does the probe cell, run apart from the student's names, record plain data only?"""
     from torch import nn
 
-    from cnn_course_instructor.probe import probe_cell
+    from cnn_course_instructor.worker import probe_cell
 
     plan = [
         {"key": "model", "kind": "model", "name": "net", "input_shape": (1, 4, 4)},
