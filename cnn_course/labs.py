@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +41,26 @@ class Subset:
     split: str
     size: int
     seed: int
+    fast_size: int | None = None  # images trained on in shortened mode: the sample's first ones
 
-    def load(self, root: str | os.PathLike | None = None):
-        """The subset as a ``data.ImageSet`` (see ``data.load_mnist``)."""
+    def load(self, root: str | os.PathLike | None = None, *, fast: bool | None = None):
+        """The subset as a ``data.ImageSet`` (see ``data.load_mnist``): in shortened mode
+        (``fast``, by default ``CNN_COURSE_FAST``), only its first ``fast_size`` images."""
         from . import data
+        from .training import fast_mode
 
         loader = data.load_mnist if self.dataset == "mnist" else data.load_cifar10
-        return loader(self.split, root=root, n=self.size, seed=self.seed)
+        chosen = loader(self.split, root=root, n=self.size, seed=self.seed)
+        if self.fast_size is None or not (fast_mode() if fast is None else fast):
+            return chosen
+        first = slice(0, self.fast_size)
+        return replace(
+            chosen,
+            images=chosen.images[first],
+            labels=chosen.labels[first],
+            indices=chosen.indices[first],
+            name=f"{chosen.name}, its first {self.fast_size} in shortened mode",
+        )
 
 
 @dataclass(frozen=True)
@@ -92,6 +105,8 @@ class Lab:
                 values.pop(key, None)
             if values.get("manual") is False:
                 del values["manual"]
+            if "fast_size" in values and values["fast_size"] is None:
+                del values["fast_size"]
             return values
 
         return {
@@ -161,7 +176,10 @@ class Lab:
                 split,
                 _integer(spec, "size", where, key, minimum=1),
                 _integer(spec, "seed", where, key),
+                _integer(spec, "fast_size", where, key, optional=True, minimum=1),
             )
+            if (subsets[key].fast_size or 0) > subsets[key].size:
+                raise CourseError(f"{where}: subset {key}: fast_size exceeds size.")
         training = {}
         for key, spec in _table(config, "training", where, required=False).items():
             schedule = Schedule(

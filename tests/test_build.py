@@ -9,6 +9,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 from conftest import REPO
 
 from cnn_course import labs
@@ -125,6 +126,36 @@ def test_question_ids_and_exercise_numbers_must_agree(questions, message):
     table = {key: {**spec, "title": "t", "points": 1} for key, spec in questions.items()}
     with pytest.raises(CourseError, match=message):
         labs.Lab.from_dict({"assignment": "lab", "title": "Lab", "questions": table})
+
+
+def test_a_subset_trains_on_its_first_fast_size_images_in_shortened_mode(tmp_path, monkeypatch):
+    """Does ``fast_size`` give the shortened run (and the grader's retraining) the sample's first
+    images, the full run all of them, survive the round trip, and refuse more than ``size``?"""
+    from conftest import write_tiny_mnist
+
+    write_tiny_mnist(tmp_path)  # 40 training images
+    config = {
+        "assignment": "lab",
+        "title": "Lab",
+        "questions": {"q1_a": {"exercise": 1, "title": "t", "points": 1}},
+        "subsets": {"train": {"dataset": "mnist", "size": 30, "seed": 2, "fast_size": 12}},
+    }
+    lab = labs.Lab.from_dict(config)
+    assert labs.Lab.from_dict(lab.to_dict()) == lab
+    subset = lab.subsets["train"]
+    monkeypatch.delenv("CNN_COURSE_FAST", raising=False)
+    whole = subset.load(tmp_path)
+    assert len(whole) == 30 and len(subset.load(tmp_path, fast=True)) == 12
+    monkeypatch.setenv("CNN_COURSE_FAST", "1")
+    short = subset.load(tmp_path)
+    assert torch.equal(short.images, whole.images[:12]) and short.indices.tolist() == (
+        whole.indices[:12].tolist()
+    )
+    assert "its first 12 in shortened mode" in short.name
+    assert len(subset.load(tmp_path, fast=False)) == 30
+    config["subsets"]["train"]["fast_size"] = 31
+    with pytest.raises(CourseError, match="subset train: fast_size exceeds size"):
+        labs.Lab.from_dict(config)
 
 
 def test_every_lab_of_the_course_numbers_its_questions_as_its_exercises():

@@ -480,6 +480,41 @@ def test_calibrate_grades_the_solution_once_per_seed(tiny_root, tmp_path, capsys
 
 
 @pytest.mark.slow
+def test_grading_restores_locked_cells_but_calibration_runs_its_seeded_setup(tiny_root, tmp_path):
+    """Does a changed locked cell run as released when grading, and as written when calibrating
+    (whose seeds live in the locked setup cell)? The changed cell makes the solution wrong."""
+    from cnn_course_instructor import build
+    from cnn_course_instructor.worker import Job, grade_notebook
+
+    course_root = tmp_path / "course"
+    shutil.copytree(SAMPLE_COURSE, course_root)
+    build.build(course_root)
+    solution = nbformat.read(course_root / "notebooks/solution/sample_lab.ipynb", as_version=4)
+    changed = next(cell for cell in solution.cells if cell.source == "factor = 2")
+    changed.source = "factor = 3"
+    nbformat.write(solution, tmp_path / "changed.ipynb")
+    totals = {}
+    for restore in (True, False):
+        work = tmp_path / f"work-{restore}"
+        work.mkdir()
+        job = Job(
+            course=str(course_root),
+            lab="sample_lab",
+            notebook=str(tmp_path / "changed.ipynb"),
+            result=str(work / "result.json"),
+            executed=str(work / "executed.ipynb"),
+            work=str(work),
+            seed=0,
+            data_root=str(tiny_root),
+            sandboxed=False,
+            restore_locked=restore,
+        )
+        result = grade_notebook(job)
+        totals[restore] = (result.total, len(result.changed_locked_cells))
+    assert totals == {True: (2, 1), False: (0, 0)}
+
+
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_fast_corpus_grades_as_expected(graded_class):
     """Do the CI subset's submissions get their expected scores, with feedback naming each fault?"""

@@ -21,12 +21,11 @@ from .reference import train_model
 __all__ = ["PROBE", "PUBLIC_FACTS", "THRESHOLDS", "grading_inputs", "tests"]
 
 # Accuracy a trained model must reach on the grading images in shortened mode
-# (CNN_COURSE_FAST). `cnn-course calibrate cnn_lab` on the solution, seeds 0-4 (2026-11-30):
-# MNIST 0.8875 0.8880 0.8770 0.8925 0.8785, CIFAR-10 0.3685 0.3950 0.3750 0.3750 0.3780.
+# (CNN_COURSE_FAST: MNIST 2 epochs, CIFAR-10 2 epochs). `cnn-course calibrate cnn_lab` on the
+# solution, seeds 0-4 (2026-11-30, CIFAR-10 shortened from 4 epochs to 2):
+# MNIST 0.8865 0.8815 0.8790 0.8830 0.8790, CIFAR-10 0.3180 0.3360 0.3415 0.2720 0.3060.
 # Chance is 0.10. The thresholds sit about 0.07 below the lowest seed.
-# With part 1's new exercises (the MLP's initialisation draws from the generator before the
-# CIFAR-10 model's), seeds 0-1 (2026-11-30): MNIST 0.8865 0.8815, CIFAR-10 0.3815 0.3815.
-THRESHOLDS = {"mnist": 0.80, "cifar10": 0.30}
+THRESHOLDS = {"mnist": 0.80, "cifar10": 0.20}
 
 # Facts of the grading that the lab's text quotes (`{{ grading.thresholds.mnist }}`), so that
 # what students read is what the grader does.
