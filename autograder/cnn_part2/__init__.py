@@ -23,10 +23,10 @@ from . import reference
 __all__ = ["PROBE", "THRESHOLDS", "grading_inputs", "tests"]
 
 # Accuracy the better network must reach on the grading images in shortened mode
-# (CNN_COURSE_FAST, 2 epochs). `cnn-course calibrate cnn_part2` on the solution (2026-11-30):
-# seeds 0-2: 0.3875 0.4330 0.4195 (the corpus run's solution: 0.3955). Chance is 0.10. The
-# threshold sits about 0.07 below the lowest seed, as part 1's do.
-THRESHOLDS = {"cifar10": 0.32}
+# (CNN_COURSE_FAST: 2 epochs on the subset's first 2,000 images). `cnn-course calibrate
+# cnn_part2` on the solution, seeds 0-4 (2026-11-30): 0.3370 0.3150 0.3470 0.3555 0.3345.
+# Chance is 0.10. The threshold sits about 0.07 below the lowest seed, as part 1's do.
+THRESHOLDS = {"cifar10": 0.25}
 
 GRADCAM_LAYERS = (6, 2)  # layers of the grader's network: the last ReLU (16x16), the first (32x32)
 TOP_LAYER, TOP_K = 6, 5
