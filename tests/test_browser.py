@@ -493,7 +493,7 @@ def test_part_2_runs_clean_with_its_maps_fooled_images_and_live_widgets(page, la
         ('maps = {"saliency": saliencies', "part2_maps"),
         ("plots.show_patches(better_model", "part2_patches"),
         ("plots.show_curve(epsilons", "part2_fgsm_curve"),
-        ("plots.show_adversarial(X_test[right]", "part2_fooled"),
+        ("plots.show_adversarial(X_test[shown]", "part2_fooled"),
     ):
         cell = code_cell(notebook, code)
         widths = rendered_pngs(cell)
