@@ -115,6 +115,21 @@ def test_the_judge_loads_a_lab_without_notebook_libraries():
         assert Course(REPO).labs[source.stem] == Lab.from_dict(from_jupytext, str(source))
 
 
+def test_a_grading_worker_starts_without_torch_or_torchvision():
+    """Does the worker process, started once per submission, import neither torch (1.4 s: its
+    judge and kernel load it) nor torchvision, while the student runtime avoids torchvision?"""
+    code = (
+        "import sys\n"
+        "import cnn_course_instructor.worker\n"
+        "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))\n"
+        "from cnn_course import checks, data, labs, plots, training, widgets\n"
+        "print(sorted(m for m in ('torchvision',) if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[]", "[]"]
+
+
 def test_built_notebooks_carry_the_front_matter_facts():
     """Do the built notebooks' settings cell and metadata hold exactly the source's facts?"""
     lab = build.read_lab(REPO / "source" / "cnn_lab.md")
