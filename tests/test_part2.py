@@ -213,6 +213,25 @@ def test_each_fgsm_mistake_is_told_apart_whatever_the_draw(seed):
             assert moved > 0.01, (how, epsilon, moved)
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_top_activations_order_and_images_are_told_apart_whatever_the_draw(seed):
+    """For any run's draw (a quarter of which leave channel 3 dead), do the grader's images
+    excite the chosen channel with distinct maxima, so that increasing order, or the images
+    with the lowest maxima, fail?"""
+    from cnn_course_instructor.rebuild import rebuild
+
+    inputs = CONTENT.grading_inputs(seed)
+    model = rebuild(inputs["grader_model"]).eval()
+    ((layer, images, channel, k),) = inputs["top_activations"]
+    right = REFERENCE.top_activations(model, model[layer["layer"]], images, channel, k)
+    with torch.no_grad():
+        maxima = model[: layer["layer"] + 1](images)[:, channel].flatten(1).max(dim=1).values
+    top = maxima.sort(descending=True).values[: k + 1]
+    assert float((top[:-1] - top[1:]).min()) > 1e-4, top
+    assert judging.positions_verdict({"output": judging.plain(right)}, right).passed
+    assert not judging.positions_verdict({"output": judging.plain(right.flip(0))}, right).passed
+
+
 def test_loaded_model_is_judged_by_its_learnt_weights_not_its_running_statistics():
     """Is a model loaded from the state dict accepted even when the trained one later ran in
     training mode (its running statistics moved), and a fresh one refused, naming the layer?"""

@@ -65,15 +65,30 @@ def grading_inputs(seed: int) -> dict:
     images = _smooth_images(48, generator)
     classes = torch.randint(0, 10, (48,), generator=generator)
     one = images[:1]
+    grader_model = reference.grader_model_records(seed)
     return {
-        "grader_model": reference.grader_model_records(seed),
+        "grader_model": grader_model,
         "augment": [(images[index % 8],) for index in range(24)],
         "saliency_map": [(images[:6], classes[:6]), (one, classes[:1])],
         "occlusion_map": [(images[6], int(classes[6])), (images[7], int(classes[7]))],
         "grad_cam": [({"layer": layer}, images[8:14], classes[8:14]) for layer in GRADCAM_LAYERS],
-        "top_activations": [({"layer": TOP_LAYER}, images, 3, TOP_K)],
+        "top_activations": [
+            ({"layer": TOP_LAYER}, images, _lively_channel(grader_model, images), TOP_K)
+        ],
         "fgsm": [(_saturated(images[14:22]), classes[14:22], epsilon) for epsilon in EPSILONS],
     }
+
+
+def _lively_channel(records: dict, images: torch.Tensor) -> int:
+    """The channel at ``TOP_LAYER`` whose ``TOP_K`` most excited images stand furthest apart
+    (from each other and from the next): a channel a draw left dead (all zeros after its ReLU)
+    would let any order, and any images, pass or fail by the tie-breaking of a sort."""
+    model = rebuild(records).eval()
+    with torch.no_grad():
+        maps = model[: TOP_LAYER + 1](images)
+    best = maps.flatten(2).max(dim=2).values  # (images, channels)
+    top = best.topk(TOP_K + 1, dim=0).values  # in decreasing order, per channel
+    return int((top[:-1] - top[1:]).min(dim=0).values.argmax())
 
 
 def _saturated(images: torch.Tensor) -> torch.Tensor:
