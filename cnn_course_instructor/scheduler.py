@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -293,10 +294,19 @@ def grading_settings(
     }
 
 
-@functools.lru_cache(maxsize=16)
 def _plan(course: Course, lab: str, seed: int) -> bytes:
     """The probe's plan for a lab and seed, made once per run (and per Dask worker): each
-    worker process then starts without torch."""
+    worker process then starts without torch. One thread at a time: a lab's draw may seed
+    torch's global generator, which two threads drawing at once would share."""
+    with _PLAN_LOCK:
+        return _plan_once(course, lab, seed)
+
+
+_PLAN_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=16)
+def _plan_once(course: Course, lab: str, seed: int) -> bytes:
     return grading_plan(course.content(lab), seed)
 
 

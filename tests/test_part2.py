@@ -213,6 +213,30 @@ def test_each_fgsm_mistake_is_told_apart_whatever_the_draw(seed):
             assert moved > 0.01, (how, epsilon, moved)
 
 
+def test_the_plan_drawn_by_concurrent_graders_is_the_one_the_judge_draws():
+    """Do threads making the probe's plan at once (the scheduler's pool, a Dask worker's) all
+    get the plan a lone process draws? The grader network's draw seeds torch's global
+    generator: interleaved, its weights would differ from the judge's (maps judged wrong)."""
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cnn_course_instructor import scheduler
+    from cnn_course_instructor.worker import grading_plan
+
+    alone = grading_plan(CONTENT, 5)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch threads often, as a loaded machine may
+    try:
+        for _ in range(3):
+            scheduler._plan_once.cache_clear()
+            courses = [Course(REPO)] * 8  # one run's course, as the scheduler shares it
+            with ThreadPoolExecutor(4) as pool:
+                plans = list(pool.map(scheduler._plan, courses, ["cnn_part2"] * 8, [5] * 8))
+            assert all(plan == alone for plan in plans)
+    finally:
+        sys.setswitchinterval(interval)
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_top_activations_order_and_images_are_told_apart_whatever_the_draw(seed):
     """For any run's draw (a quarter of which leave channel 3 dead), do the grader's images
