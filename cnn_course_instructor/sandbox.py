@@ -17,7 +17,9 @@ bubblewrap``), or from ``$CNN_COURSE_BWRAP``; it needs unprivileged user namespa
 and most distributions allow. As a normal user, bwrap runs as that user. As root, an outer
 bwrap builds the root as root (so it can read files only root can reach), then drops, with
 ``setpriv``, to a uid leased for this sandbox alone (one lock file per uid, so concurrent runs
-never share one), and an inner bwrap makes the user namespace and the rest of the sandbox.
+never share one), and an inner bwrap makes the user namespace and the rest of the sandbox. The
+outer bwrap's PID namespace holds them both: when the process that started the sandbox dies,
+the outer bwrap's init dies, and the kernel ends every process of the sandbox with it.
 """
 
 from __future__ import annotations
@@ -224,6 +226,12 @@ class UidLease:
         assert self.uid is not None
         return _root_form(command, self.uid)
 
+    def host_pid(self, outer: int, pid: int) -> int | None:
+        """The host pid of the process that the inner bwrap's ``--info-fd`` names ``pid``
+        (a pid in the outer bwrap's PID namespace); ``outer`` is the outer bwrap's host pid.
+        None when no such process runs (any more)."""
+        return _host_pid(outer, pid)
+
 
 class _NoLease:
     uid = None
@@ -236,6 +244,43 @@ class _NoLease:
 
     def wrap(self, command: list[str]) -> list[str]:
         return command
+
+    def host_pid(self, outer: int, pid: int) -> int | None:
+        return pid  # bwrap runs in the host's PID namespace: its pids are the host's
+
+
+def _status(pid: int | str) -> dict[str, str]:
+    """The fields of ``/proc/PID/status`` (OSError once the process is gone)."""
+    text = Path(f"/proc/{pid}/status").read_text(encoding="utf-8", errors="replace")
+    return {
+        name: value.strip()
+        for name, _, value in (line.partition(":") for line in text.splitlines())
+    }
+
+
+def _host_pid(outer: int, pid: int) -> int | None:
+    """The descendant of host process ``outer`` whose pid one PID namespace down is ``pid``."""
+    parents: dict[int, int] = {}
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = _status(entry.name)
+        except OSError:
+            continue
+        host = int(entry.name)
+        parents[host] = int(status.get("PPid", "0"))
+        levels = status.get("NSpid", "").split()  # pids from the host's namespace inwards
+        if len(levels) > 1 and int(levels[1]) == pid:
+            found.append(host)
+    for host in found:  # pids repeat across namespaces: keep the one in the outer bwrap's
+        ancestor = parents.get(host, 0)
+        while ancestor > 1 and ancestor != outer:
+            ancestor = parents.get(ancestor, 0)
+        if ancestor == outer:
+            return host
+    return None
 
 
 def lease() -> UidLease | _NoLease:
@@ -442,6 +487,12 @@ def _root_form(command: list[str], uid: int) -> list[str]:
         "/proc",
         "--dev",
         "/dev",
+        # The sandbox dies with the outer bwrap's PID namespace: a parent-death signal from the
+        # outer bwrap (root, but without capabilities) reaches only processes of its own uid, so
+        # it never reached the inner bwrap, which runs as the leased uid. Its init is root and
+        # dies with it, and the kernel then ends every process in the namespace, the inner
+        # sandbox's included.
+        "--unshare-pid",
         "--die-with-parent",
         "--",
         "setpriv",
@@ -535,10 +586,11 @@ def launch_kernel(spec_path: str, connection_file: str) -> int:
         with os.fdopen(info_read) as stream:
             info = stream.read()
         try:
-            pid = json.loads(info)["child-pid"]
-            tmp = Path(f"{spec_path}.pid.tmp")
-            tmp.write_text(str(pid))
-            os.replace(tmp, f"{spec_path}.pid")
+            pid = held.host_pid(process.pid, json.loads(info)["child-pid"])
+            if pid is not None:  # else the sandbox ended at once: its error is on stderr
+                tmp = Path(f"{spec_path}.pid.tmp")
+                tmp.write_text(str(pid))
+                os.replace(tmp, f"{spec_path}.pid")
         except (ValueError, KeyError):
             pass  # bwrap failed before it started the sandbox: its error is on stderr
 

@@ -136,7 +136,8 @@ def test_the_sandbox_command_names_only_the_allow_list(tmp_path):
 
 
 def test_as_root_the_sandbox_runs_as_a_uid_of_its_own(monkeypatch):
-    """Does the root form drop to the leased uid before the inner bwrap, and lease distinct uids?"""
+    """Does the root form drop to the leased uid before the inner bwrap, inside a PID namespace
+    of the outer one, and lease distinct uids?"""
     monkeypatch.setattr(sandbox, "LEASE_DIR", Path("/tmp") / f"leases-{os.getpid()}")
     if os.geteuid() != 0:
         pytest.skip("the root form is for root")
@@ -146,6 +147,8 @@ def test_as_root_the_sandbox_runs_as_a_uid_of_its_own(monkeypatch):
         setpriv = command.index("setpriv")
         assert f"--reuid={first.uid}" in command[setpriv:]
         assert "--unshare-user" not in command[:setpriv]  # the outer bwrap only builds the view
+        # ... and holds the PID namespace, whose end ends every process of the sandbox
+        assert {"--unshare-pid", "--die-with-parent"} <= set(command[:setpriv])
         assert "--unshare-user" in command[setpriv:]
 
 

@@ -61,6 +61,88 @@ def _new_sandbox_processes() -> list[str]:
     return [pid for pid in _sandbox_processes() if pid not in _BEFORE]
 
 
+def _status(pid: int | str) -> dict[str, str]:
+    """The fields of ``/proc/PID/status`` (OSError once the process is gone)."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {name: value.strip() for name, _, value in (line.partition(":") for line in lines)}
+
+
+def _running_under(uid: int) -> list[int]:
+    """Processes whose real uid is ``uid``, zombies aside (they run nothing; their parent reaps
+    them)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                status = _status(entry.name)
+            except OSError:
+                continue
+            if int(status["Uid"].split()[0]) == uid and not status["State"].startswith("Z"):
+                found.append(int(entry.name))
+    return found
+
+
+# A grader of one notebook in a sandbox (what a worker does), in its own process group.
+_GRADER = """
+import sys
+from pathlib import Path
+import nbformat
+from cnn_course_instructor.execute import run_notebook
+from cnn_course_instructor.sandbox import Sandbox
+notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(sys.argv[2])])
+run_notebook(notebook, cwd=Path(sys.argv[1]), sandboxed=Sandbox(), env={"HOLD_SECONDS": "300"})
+"""
+
+
+def test_a_killed_grader_leaves_no_process_of_its_sandbox(tmp_path):
+    """Killed with SIGKILL, its whole process group at once, while its sandboxed kernel holds
+    all the processes it may, does a grader leave no process under the uid its sandbox ran as?"""
+    if os.geteuid() != 0:
+        pytest.skip("as a normal user the sandbox runs as that user: it has no uid of its own")
+    grader = subprocess.Popen(
+        [sys.executable, "-c", _GRADER, str(tmp_path), PROCESS_HOLDER],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "grader.log").open("w"),
+        start_new_session=True,
+    )
+    uid, namespaces = None, set()
+    try:
+        pid_file, deadline = tmp_path / "sandbox.json.pid", time.monotonic() + 60
+        while not pid_file.is_file() and grader.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        sandbox_pid = int(pid_file.read_text())  # the sandbox's init, as the host sees it
+        status = _status(sandbox_pid)
+        uid, parent = int(status["Uid"].split()[0]), int(status["PPid"])
+        namespaces = {os.readlink(f"/proc/{pid}/ns/pid") for pid in (sandbox_pid, parent)}
+        while len(_running_under(uid)) < 100 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(_running_under(uid)) >= 100, "the holder never held its processes"
+        os.killpg(grader.pid, signal.SIGKILL)
+        grader.wait()
+        deadline = time.monotonic() + 10  # under 1 s here, on a machine under load
+        while _running_under(uid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _running_under(uid) == [], f"uid {uid} still runs, its grader killed"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(grader.pid, signal.SIGKILL)
+        grader.wait()
+        # End what this test started, and only that: its uid, in its sandbox's namespaces.
+        for _ in range(50):
+            ours = []
+            for pid in _running_under(uid) if uid is not None else []:
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{pid}/ns/pid") in namespaces:
+                        ours.append(pid)
+            if not ours:
+                break
+            for pid in ours:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
+
+
 def _row(rows: dict, sample, results: dict) -> dict:
     """The grades.csv row of ``sample``; one with an unusable name is found by its reason."""
     if sample.name in rows:
