@@ -56,6 +56,7 @@ KERNEL_RUN = "/run/kernel"  # the kernel's sockets and the probe's record (a tmp
 INNER_UID = 1000  # the uid the code sees inside
 UID_BASE, UID_COUNT = 61000, 4000  # as root: host uids leased to sandboxes, one each
 LEASE_DIR = Path("/run/cnn-course/uids")
+LEFTOVER_SECONDS = 10.0  # how long a lease waits for what still runs as its uid to end
 MB = 1024 * 1024
 
 _SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
@@ -194,7 +195,10 @@ def sandbox_available() -> str | None:
 class UidLease:
     """As root: a host uid no other sandbox uses while this one runs (a lock file per uid).
 
-    The lock goes with the process that holds it, so a killed grader frees its uids.
+    The lock goes with the process that holds it, so a killed grader frees its uids. Whatever
+    still runs as the uid when it is leased, or when its lease ends, is killed first: no sandbox
+    shares its uid, or the process budget counted per uid, with what an earlier one left. A uid
+    whose processes do not end within ``LEFTOVER_SECONDS`` is passed over.
     """
 
     def __init__(self) -> None:
@@ -212,12 +216,17 @@ class UidLease:
             except OSError:
                 os.close(fd)
                 continue
+            if not _end_processes(uid):  # something an earlier sandbox left will not die
+                os.close(fd)
+                continue
             self.uid, self._fd = uid, fd
             return self
         raise RuntimeError(f"all {UID_COUNT} sandbox uids are in use")
 
     def __exit__(self, *exc) -> None:
         if self._fd is not None:
+            assert self.uid is not None
+            _end_processes(self.uid)  # nothing of this sandbox outlives its lease
             os.close(self._fd)
             self._fd = None
 
@@ -256,6 +265,52 @@ def _status(pid: int | str) -> dict[str, str]:
         name: value.strip()
         for name, _, value in (line.partition(":") for line in text.splitlines())
     }
+
+
+def _real_uid(status: dict[str, str]) -> int:
+    return int(status.get("Uid", "-1").split()[0])
+
+
+def _running_as(uid: int) -> list[int]:
+    """The pids of the processes whose real uid is ``uid``, zombies aside (they run nothing)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = _status(entry.name)
+        except OSError:
+            continue
+        if _real_uid(status) == uid and not status.get("State", "").startswith("Z"):
+            found.append(int(entry.name))
+    return found
+
+
+def _end_processes(uid: int, timeout: float | None = None) -> bool:
+    """As root: SIGKILL every process whose real uid is ``uid``, again until none is left;
+    False if some still run after ``timeout`` seconds (``LEFTOVER_SECONDS`` by default).
+
+    Each is signalled through a pidfd opened before its uid is checked again, so a pid that
+    ended and was reused in between is never signalled.
+    """
+    deadline = time.monotonic() + (LEFTOVER_SECONDS if timeout is None else timeout)
+    while pids := _running_as(uid):
+        if time.monotonic() > deadline:
+            return False
+        for pid in pids:
+            try:
+                pidfd = os.pidfd_open(pid)
+            except OSError:  # ended meanwhile
+                continue
+            try:
+                if _real_uid(_status(pid)) == uid:
+                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            except OSError:  # ended meanwhile
+                pass
+            finally:
+                os.close(pidfd)
+        time.sleep(0.05)
+    return True
 
 
 def _host_pid(outer: int, pid: int) -> int | None:
