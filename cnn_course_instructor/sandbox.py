@@ -17,7 +17,9 @@ bubblewrap``), or from ``$CNN_COURSE_BWRAP``; it needs unprivileged user namespa
 and most distributions allow. As a normal user, bwrap runs as that user. As root, an outer
 bwrap builds the root as root (so it can read files only root can reach), then drops, with
 ``setpriv``, to a uid leased for this sandbox alone (one lock file per uid, so concurrent runs
-never share one), and an inner bwrap makes the user namespace and the rest of the sandbox.
+never share one), and an inner bwrap makes the user namespace and the rest of the sandbox. The
+outer bwrap's PID namespace holds them both: when the process that started the sandbox dies,
+the outer bwrap's init dies, and the kernel ends every process of the sandbox with it.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ KERNEL_RUN = "/run/kernel"  # the kernel's sockets and the probe's record (a tmp
 INNER_UID = 1000  # the uid the code sees inside
 UID_BASE, UID_COUNT = 61000, 4000  # as root: host uids leased to sandboxes, one each
 LEASE_DIR = Path("/run/cnn-course/uids")
+LEFTOVER_SECONDS = 10.0  # how long a lease waits for what still runs as its uid to end
 MB = 1024 * 1024
 
 _SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
@@ -194,7 +197,10 @@ def sandbox_available() -> str | None:
 class UidLease:
     """As root: a host uid no other sandbox uses while this one runs (a lock file per uid).
 
-    The lock goes with the process that holds it, so a killed grader frees its uids.
+    The lock goes with the process that holds it, so a killed grader frees its uids. Whatever
+    still runs as the uid when it is leased, or when its lease ends, is killed first: no sandbox
+    shares its uid, or the process budget counted per uid, with what an earlier one left. A uid
+    whose processes do not end within ``LEFTOVER_SECONDS`` is passed over.
     """
 
     def __init__(self) -> None:
@@ -212,12 +218,17 @@ class UidLease:
             except OSError:
                 os.close(fd)
                 continue
+            if not _end_processes(uid):  # something an earlier sandbox left will not die
+                os.close(fd)
+                continue
             self.uid, self._fd = uid, fd
             return self
         raise RuntimeError(f"all {UID_COUNT} sandbox uids are in use")
 
     def __exit__(self, *exc) -> None:
         if self._fd is not None:
+            assert self.uid is not None
+            _end_processes(self.uid)  # nothing of this sandbox outlives its lease
             os.close(self._fd)
             self._fd = None
 
@@ -225,6 +236,12 @@ class UidLease:
         """The root form of a ``bwrap_command``: outer bwrap as root, setpriv, inner bwrap."""
         assert self.uid is not None
         return _root_form(command, self.uid)
+
+    def host_pid(self, outer: int, pid: int) -> int | None:
+        """The host pid of the process that the inner bwrap's ``--info-fd`` names ``pid``
+        (a pid in the outer bwrap's PID namespace); ``outer`` is the outer bwrap's host pid.
+        None when no such process runs (any more)."""
+        return _host_pid(outer, pid)
 
 
 class _NoLease:
@@ -238,6 +255,89 @@ class _NoLease:
 
     def wrap(self, command: list[str]) -> list[str]:
         return command
+
+    def host_pid(self, outer: int, pid: int) -> int | None:
+        return pid  # bwrap runs in the host's PID namespace: its pids are the host's
+
+
+def _status(pid: int | str) -> dict[str, str]:
+    """The fields of ``/proc/PID/status`` (OSError once the process is gone)."""
+    text = Path(f"/proc/{pid}/status").read_text(encoding="utf-8", errors="replace")
+    return {
+        name: value.strip()
+        for name, _, value in (line.partition(":") for line in text.splitlines())
+    }
+
+
+def _real_uid(status: dict[str, str]) -> int:
+    return int(status.get("Uid", "-1").split()[0])
+
+
+def _running_as(uid: int) -> list[int]:
+    """The pids of the processes whose real uid is ``uid``, zombies aside (they run nothing)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = _status(entry.name)
+        except OSError:
+            continue
+        if _real_uid(status) == uid and not status.get("State", "").startswith("Z"):
+            found.append(int(entry.name))
+    return found
+
+
+def _end_processes(uid: int, timeout: float | None = None) -> bool:
+    """As root: SIGKILL every process whose real uid is ``uid``, again until none is left;
+    False if some still run after ``timeout`` seconds (``LEFTOVER_SECONDS`` by default).
+
+    Each is signalled through a pidfd opened before its uid is checked again, so a pid that
+    ended and was reused in between is never signalled.
+    """
+    deadline = time.monotonic() + (LEFTOVER_SECONDS if timeout is None else timeout)
+    while pids := _running_as(uid):
+        if time.monotonic() > deadline:
+            return False
+        for pid in pids:
+            try:
+                pidfd = os.pidfd_open(pid)
+            except OSError:  # ended meanwhile
+                continue
+            try:
+                if _real_uid(_status(pid)) == uid:
+                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            except OSError:  # ended meanwhile
+                pass
+            finally:
+                os.close(pidfd)
+        time.sleep(0.05)
+    return True
+
+
+def _host_pid(outer: int, pid: int) -> int | None:
+    """The descendant of host process ``outer`` whose pid one PID namespace down is ``pid``."""
+    parents: dict[int, int] = {}
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = _status(entry.name)
+        except OSError:
+            continue
+        host = int(entry.name)
+        parents[host] = int(status.get("PPid", "0"))
+        levels = status.get("NSpid", "").split()  # pids from the host's namespace inwards
+        if len(levels) > 1 and int(levels[1]) == pid:
+            found.append(host)
+    for host in found:  # pids repeat across namespaces: keep the one in the outer bwrap's
+        ancestor = parents.get(host, 0)
+        while ancestor > 1 and ancestor != outer:
+            ancestor = parents.get(ancestor, 0)
+        if ancestor == outer:
+            return host
+    return None
 
 
 def lease() -> UidLease | _NoLease:
@@ -444,6 +544,12 @@ def _root_form(command: list[str], uid: int) -> list[str]:
         "/proc",
         "--dev",
         "/dev",
+        # The sandbox dies with the outer bwrap's PID namespace: a parent-death signal from the
+        # outer bwrap (root, but without capabilities) reaches only processes of its own uid, so
+        # it never reached the inner bwrap, which runs as the leased uid. Its init is root and
+        # dies with it, and the kernel then ends every process in the namespace, the inner
+        # sandbox's included.
+        "--unshare-pid",
         "--die-with-parent",
         "--",
         "setpriv",
@@ -560,10 +666,11 @@ def launch_kernel(spec_path: str, connection_file: str) -> int:
         with os.fdopen(info_read) as stream:
             info = stream.read()
         try:
-            pid = json.loads(info)["child-pid"]
-            tmp = Path(f"{spec_path}.pid.tmp")
-            tmp.write_text(str(pid))
-            os.replace(tmp, f"{spec_path}.pid")
+            pid = held.host_pid(process.pid, json.loads(info)["child-pid"])
+            if pid is not None:  # else the sandbox ended at once: its error is on stderr
+                tmp = Path(f"{spec_path}.pid.tmp")
+                tmp.write_text(str(pid))
+                os.replace(tmp, f"{spec_path}.pid")
         except (ValueError, KeyError):
             pass  # bwrap failed before it started the sandbox: its error is on stderr
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -135,18 +139,79 @@ def test_the_sandbox_command_names_only_the_allow_list(tmp_path):
     assert len(sizes) == 4  # /dev/shm, /tmp, home and /run/kernel: each capped
 
 
-def test_as_root_the_sandbox_runs_as_a_uid_of_its_own(monkeypatch):
-    """Does the root form drop to the leased uid before the inner bwrap, and lease distinct uids?"""
-    monkeypatch.setattr(sandbox, "LEASE_DIR", Path("/tmp") / f"leases-{os.getpid()}")
+def test_as_root_the_sandbox_runs_as_a_uid_of_its_own():
+    """Does the root form drop to the leased uid before the inner bwrap, inside a PID namespace
+    of the outer one, and lease distinct uids?"""
     if os.geteuid() != 0:
         pytest.skip("the root form is for root")
+    # The machine's own lease folder: a lease ends what runs as its uid, so a folder of this
+    # test's own could hand it a uid a sandbox of another run is using.
     with sandbox.UidLease() as first, sandbox.UidLease() as second:
         assert first.uid != second.uid
         command = first.wrap(sandbox.bwrap_command(sandbox.Sandbox(), ["true"], python=None))
         setpriv = command.index("setpriv")
         assert f"--reuid={first.uid}" in command[setpriv:]
         assert "--unshare-user" not in command[:setpriv]  # the outer bwrap only builds the view
+        # ... and holds the PID namespace, whose end ends every process of the sandbox
+        assert {"--unshare-pid", "--die-with-parent"} <= set(command[:setpriv])
         assert "--unshare-user" in command[setpriv:]
+
+
+@pytest.fixture
+def reserved_uid(monkeypatch, tmp_path):
+    """As root: a uid leased in the machine's lease folder for the whole test (no sandbox of
+    another run can use it), which every lease the test takes, in a folder of its own, gets."""
+    if os.geteuid() != 0:
+        pytest.skip("uids are leased as root")
+    with sandbox.UidLease() as held:
+        monkeypatch.setattr(sandbox, "LEASE_DIR", tmp_path / "leases")
+        monkeypatch.setattr(sandbox, "UID_BASE", held.uid)
+        monkeypatch.setattr(sandbox, "UID_COUNT", 1)
+        yield held.uid
+
+
+def _leave_processes(uid: int, children: int) -> subprocess.Popen:
+    """A process running as ``uid``, in a session and process group of its own, that forks
+    ``children`` sleeping children: what a sandbox killed from outside could leave. Returns once
+    all of them run."""
+    code = (
+        f"import os, time\nfor _ in range({children}):\n    if os.fork() == 0:\n"
+        "        time.sleep(600)\n        os._exit(0)\nprint('held', flush=True)\ntime.sleep(600)"
+    )
+    command = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
+    process = subprocess.Popen(
+        [*command, sys.executable, "-c", code], stdout=subprocess.PIPE, start_new_session=True
+    )
+    assert process.stdout.readline() == b"held\n"
+    return process
+
+
+def test_leasing_a_uid_first_ends_what_still_runs_as_it(reserved_uid):
+    """Does a new lease of a uid end every process an earlier sandbox left running as it?"""
+    left = _leave_processes(reserved_uid, 20)
+    try:
+        assert len(sandbox._running_as(reserved_uid)) == 21
+        with sandbox.UidLease() as lease:
+            assert lease.uid == reserved_uid
+            assert sandbox._running_as(reserved_uid) == []
+        assert left.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(left.pid, signal.SIGKILL)  # the children too: they share its group
+        left.wait()
+
+
+def test_ending_a_lease_ends_what_still_runs_as_its_uid(reserved_uid):
+    """Once its lease ends, does nothing run as the uid any more?"""
+    with sandbox.UidLease() as lease:
+        left = _leave_processes(lease.uid, 5)
+    try:
+        assert sandbox._running_as(reserved_uid) == []
+        assert left.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(left.pid, signal.SIGKILL)  # the children too: they share its group
+        left.wait()
 
 
 @pytest.mark.parametrize(

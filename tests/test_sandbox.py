@@ -61,6 +61,97 @@ def _new_sandbox_processes() -> list[str]:
     return [pid for pid in _sandbox_processes() if pid not in _BEFORE]
 
 
+def _status(pid: int | str) -> dict[str, str]:
+    """The fields of ``/proc/PID/status`` (OSError once the process is gone)."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {name: value.strip() for name, _, value in (line.partition(":") for line in lines)}
+
+
+def _sandbox_of(pid_file: Path) -> tuple[str, int | None]:
+    """The PID namespace of the sandbox whose init ``launch_kernel`` wrote to ``pid_file``, and
+    the uid it was leased as root (None as a normal user: it runs as that user)."""
+    pid = int(pid_file.read_text())
+    uid = int(_status(pid)["Uid"].split()[0]) if os.geteuid() == 0 else None
+    return os.readlink(f"/proc/{pid}/ns/pid"), uid
+
+
+def _still_running(namespace: str, uid: int | None) -> list[int]:
+    """The processes of one sandbox, and of no other, still running: those in its PID
+    namespace and, given its leased ``uid``, every process whose real uid is that one. Zombies
+    aside: they run nothing, and their parent reaps them."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                status, inside = _status(entry.name), os.readlink(entry / "ns" / "pid")
+            except OSError:
+                continue
+            if status["State"].startswith("Z"):
+                continue
+            if inside == namespace or int(status["Uid"].split()[0]) == uid:
+                found.append(int(entry.name))
+    return found
+
+
+def _end_sandbox(namespace: str) -> None:
+    """Kill what still runs in a sandbox's PID namespace, and nothing else: the bwraps around
+    it then end by themselves."""
+    for _ in range(50):
+        pids = _still_running(namespace, None)
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+
+
+# A grader of one notebook in a sandbox (what a worker does), in its own process group.
+_GRADER = """
+import sys
+from pathlib import Path
+import nbformat
+from cnn_course_instructor.execute import run_notebook
+from cnn_course_instructor.sandbox import Sandbox
+notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(sys.argv[2])])
+run_notebook(notebook, cwd=Path(sys.argv[1]), sandboxed=Sandbox(), env={"HOLD_SECONDS": "300"})
+"""
+
+
+def test_a_killed_grader_leaves_no_process_of_its_sandbox(tmp_path):
+    """Killed with SIGKILL, its whole process group at once, while its sandboxed kernel holds
+    all the processes it may, does a grader leave no process of its sandbox (as root: none under
+    the uid its sandbox was leased)?"""
+    grader = subprocess.Popen(
+        [sys.executable, "-c", _GRADER, str(tmp_path), PROCESS_HOLDER],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "grader.log").open("w"),
+        start_new_session=True,
+    )
+    namespace = None
+    try:
+        pid_file, deadline = tmp_path / "sandbox.json.pid", time.monotonic() + 60
+        while not pid_file.is_file() and grader.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        namespace, uid = _sandbox_of(pid_file)
+        while len(_still_running(namespace, uid)) < 100 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(_still_running(namespace, uid)) >= 100, "the holder never held its processes"
+        os.killpg(grader.pid, signal.SIGKILL)
+        grader.wait()
+        deadline = time.monotonic() + 10  # under 1 s here, on a machine under load
+        while _still_running(namespace, uid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _still_running(namespace, uid) == [], "the sandbox outlived its killed grader"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(grader.pid, signal.SIGKILL)
+        grader.wait()
+        if namespace is not None:  # what this test started, and only that
+            _end_sandbox(namespace)
+
+
 def _row(rows: dict, sample, results: dict) -> dict:
     """The grades.csv row of ``sample``; one with an unusable name is found by its reason."""
     if sample.name in rows:
@@ -290,17 +381,17 @@ def test_a_process_holder_in_one_run_never_changes_a_concurrent_runs_grades(
     second = grade(honest, tmp_path / "out-honest")
     second_out, second_err = second.communicate(timeout=600)
     assert first.poll() is None, "the holder's run ended before the honest run"
+    (pid_file,) = (tmp_path / "out-hostile" / ".work").glob("*/sandbox.json.pid")
+    namespace, uid = _sandbox_of(pid_file)  # the holder's sandbox
     os.killpg(first.pid, signal.SIGKILL)  # the grader and its workers
     first.communicate()
-    # Known bug, open: a sandbox whose grader was killed with SIGKILL while its kernel held every
-    # process it may can outlive it (the parent-death chain stops short of the inner sandbox).
-    # End what this test started, so that no later test or run inherits it.
-    deadline = time.monotonic() + 30
-    while _new_sandbox_processes() and time.monotonic() < deadline:
-        for pid in _new_sandbox_processes():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), signal.SIGKILL)
-        time.sleep(0.2)
+    try:  # its sandbox ends with it, every process it held included
+        deadline = time.monotonic() + 10
+        while _still_running(namespace, uid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _still_running(namespace, uid) == [], "the killed run's sandbox outlived it"
+    finally:  # so that no later test or run inherits it
+        _end_sandbox(namespace)
     assert second.returncode == 0, second_err
     rows = list(csv.DictReader((tmp_path / "out-honest" / "cnn_lab" / "grades.csv").open()))
     alone = FULL["q6_vector_to_class"] + FULL["q7_cnn_accuracy"]  # what they get alone
