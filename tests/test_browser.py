@@ -32,6 +32,8 @@ import nbformat
 import pytest
 from conftest import REPO
 
+from cnn_course_instructor.course import Course
+
 pytestmark = [pytest.mark.slow, pytest.mark.realdata, pytest.mark.browser]
 
 CHROMIUM = Path(os.environ.get("CNN_COURSE_CHROMIUM") or "/usr/bin/chromium")
@@ -423,9 +425,10 @@ def test_solution_runs_clean_and_its_widgets_are_live(page, lab):
         shot(cell, name)
 
     # Training: one tqdm widget bar per epoch, full, with loss and accuracy, under the curves.
+    schedules = Course(REPO).lab("cnn_lab").training  # what the shortened run trains
     for code, epochs, name in (
-        ("widgets.TrainingMonitor(mnist_history", 2, "mnist_training"),
-        ("widgets.TrainingMonitor(cifar_history", 4, "cifar_training"),
+        ("widgets.TrainingMonitor(mnist_history", schedules["mnist"].fast_epochs, "mnist_training"),
+        ("widgets.TrainingMonitor(cifar_history", schedules["cifar"].fast_epochs, "cifar_training"),
     ):
         cell = code_cell(notebook, code)
         bars = cell.locator(".widget-hprogress")
