@@ -273,9 +273,8 @@ def _real_uid(status: dict[str, str]) -> int:
     return int(status.get("Uid", "-1").split()[0])
 
 
-def _running_as(uid: int) -> list[int]:
-    """The pids of the processes whose real uid is ``uid``, zombies aside (they run nothing)."""
-    found = []
+def _processes() -> Iterator[tuple[int, dict[str, str]]]:
+    """``(pid, status fields)`` of every process this one may read, skipping those that end."""
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -283,9 +282,16 @@ def _running_as(uid: int) -> list[int]:
             status = _status(entry.name)
         except OSError:
             continue
-        if _real_uid(status) == uid and not status.get("State", "").startswith("Z"):
-            found.append(int(entry.name))
-    return found
+        yield int(entry.name), status
+
+
+def _running_as(uid: int) -> list[int]:
+    """The pids of the processes whose real uid is ``uid``, zombies aside (they run nothing)."""
+    return [
+        pid
+        for pid, status in _processes()
+        if _real_uid(status) == uid and not status.get("State", "").startswith("Z")
+    ]
 
 
 def _end_processes(uid: int, timeout: float | None = None) -> bool:
@@ -319,14 +325,7 @@ def _host_pid(outer: int, pid: int) -> int | None:
     """The descendant of host process ``outer`` whose pid one PID namespace down is ``pid``."""
     parents: dict[int, int] = {}
     found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            status = _status(entry.name)
-        except OSError:
-            continue
-        host = int(entry.name)
+    for host, status in _processes():
         parents[host] = int(status.get("PPid", "0"))
         levels = status.get("NSpid", "").split()  # pids from the host's namespace inwards
         if len(levels) > 1 and int(levels[1]) == pid:

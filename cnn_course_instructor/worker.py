@@ -123,7 +123,8 @@ def grade_notebook(job: Job) -> SubmissionResult:
     kernel runs, then waits for the record on its standard input.
     """
     started = time.perf_counter()
-    lab = Course(Path(job.course)).lab(job.lab)
+    course = Course(Path(job.course))
+    lab = course.lab(job.lab)
     points = {qid: question.points for qid, question in lab.graded.items()}
 
     changed: list[str] = []
@@ -155,7 +156,7 @@ def grade_notebook(job: Job) -> SubmissionResult:
     work = Path(job.work)
     plan_path = Path(job.plan) if job.plan else work / "grader_plan.pt"
     if not job.plan:
-        plan_path.write_bytes(grading_plan(Course(Path(job.course)).content(job.lab), job.seed))
+        plan_path.write_bytes(grading_plan(course.content(job.lab), job.seed))
     env = {
         "CNN_COURSE_FAST": "1",
         "CNN_COURSE_GRADING": "1",  # the helpers skip what no hidden test reads
