@@ -8,14 +8,18 @@ import io
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import torch
-from matplotlib.figure import Figure
 from torch import nn
 
 from . import plots
 from .errors import CourseError
+from .plots import Skipped
 from .training import History, grading_mode, predict
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "WIDGETS_ENV",
@@ -235,16 +239,6 @@ class TrainingMonitor:
 
 
 # --- exploration: predictions ----------------------------------------------------------------
-
-
-class Skipped:
-    """What an exploration view returns while the grader runs the notebook: nothing to see."""
-
-    def __init__(self, view: str):
-        self.view = view
-
-    def __repr__(self) -> str:
-        return f"{self.view}: not shown while grading (nothing in it is graded)"
 
 
 def _check_images(images, labels, class_names, who: str) -> None:

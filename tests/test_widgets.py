@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import os
 import re
 import subprocess
 import sys
@@ -474,7 +475,7 @@ def test_feature_map_viewer_follows_layer_and_image(model, images):
 
 
 def test_grading_mode_skips_what_no_test_reads(monkeypatch):
-    """While grading, do views return at once without predicting, and figures not render?"""
+    """While grading, do views and figures return at once, without predicting or drawing?"""
     from cnn_course import plots, widgets
 
     class Exploding(torch.nn.Module):
@@ -490,9 +491,26 @@ def test_grading_mode_skips_what_no_test_reads(monkeypatch):
         widgets.feature_maps(Exploding(), images),
     ):
         assert "not shown while grading" in repr(view)
-    figure = plots.show_images(images, labels, names)
-    assert figure._repr_png_() is None
+    assert "not shown while grading" in repr(plots.show_images(images, labels, names))
     with pytest.raises(CourseError):  # the student's mistakes still raise
         widgets.image_browser(Exploding(), images, labels[:2], names)
     monkeypatch.setenv("CNN_COURSE_GRADING", "0")
     assert plots.show_images(images, labels, names)._repr_png_()[:4] == b"\x89PNG"
+
+
+def test_grading_never_imports_matplotlib():
+    """A grading kernel calls figure helpers and views without importing matplotlib (0.5 s)."""
+    script = """
+import sys, torch
+from cnn_course import checks, checks_part2, data, labs, plots, training, widgets
+plots.show_images(torch.rand(2, 1, 5, 5), [0, 1], ["a", "b"])
+plots.show_filters(torch.rand(4, 1, 3, 3))
+widgets.TrainingMonitor(training.History(), 1, title="t")
+print(sorted(name for name in sys.modules if name.split(".")[0] == "matplotlib"))
+"""
+    env = {**os.environ, "CNN_COURSE_GRADING": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
