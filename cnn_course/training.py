@@ -67,9 +67,10 @@ def iter_batches(tensor: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor
         yield tensor[start : start + batch_size]
 
 
-# Images per forward pass when predicting: on one CPU thread, batches of 1,000 images run the
-# lab's networks about twice as slowly as batches of 250, whose layer outputs stay in cache.
-PREDICT_BATCH = 250
+# Images per forward pass when predicting: on one CPU thread the lab's networks predict 2,000
+# images in 0.66-1.21 s in batches of 100, 0.67-2.03 s in batches of 250 and 1.5-2.7 s in
+# batches of 1,000 (benchmarks/bench_predict.py): small batches stay in cache.
+PREDICT_BATCH = 100
 
 
 def predict(

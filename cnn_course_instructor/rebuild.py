@@ -94,10 +94,10 @@ def rebuild(
 
 
 # What the grader spends on one rebuilt model, per image it evaluates (it evaluates
-# training.PREDICT_BATCH = 250 at once): the lab's models output at most 65,536 values in one
+# training.PREDICT_BATCH = 100 at once): the lab's models output at most 65,536 values in one
 # layer, 0.3 M in all, and need about 20 M multiply-adds per image. The budget leaves a margin
 # of 7 to 50 over that.
-LAYER_BUDGET = 500_000  # values of the largest layer output for one image (500 MB for 250)
+LAYER_BUDGET = 500_000  # values of the largest layer output for one image (200 MB for 100)
 ACTIVATION_BUDGET = 4_000_000  # values of all layer outputs for one image
 COMPUTE_BUDGET = 1_000_000_000  # multiply-adds for one image
 
