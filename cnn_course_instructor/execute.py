@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,10 +134,14 @@ class _BoundedClient(NotebookClient):
     kept_bytes = 0
     truncated = False
     cell_limit: float | None = None  # CPU seconds a cell may use (None: nbclient's timeout only)
+    before_cells: Callable[[], None] | None = None  # called once the kernel has started
     timed_out: list[TimedOut]
     _index = -1
 
     async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
+        if self.before_cells is not None:
+            ready, self.before_cells = self.before_cells, None
+            await asyncio.to_thread(ready)
         self._index = cell_index
         watch = None
         if self.cell_limit is not None and cell.cell_type == "code":
@@ -245,6 +250,7 @@ def run_notebook(
     sandboxed: sandbox.Sandbox | None = None,
     collect: tuple[str, ...] = (),
     collect_limit: int = 64_000_000,
+    before_cells: Callable[[], None] | None = None,
 ) -> Execution:
     """Execute every code cell in order in a new kernel.
 
@@ -259,6 +265,8 @@ def run_notebook(
     folder, or, sandboxed, where the connection file goes (the kernel works in its home).
     ``collect`` names files the kernel leaves (paths inside the sandbox when sandboxed): each is
     read, as a regular file of ``collect_limit`` bytes at most, before the kernel ends.
+    ``before_cells`` is called, in a thread, once the kernel has started (and imported the
+    sandbox's ``preload``), before the first cell runs: what it raises ends the run.
     """
     if not isinstance(notebook, NotebookNode):
         notebook = nbformat.read(notebook, as_version=4)
@@ -296,6 +304,7 @@ def run_notebook(
         resources={"metadata": {"path": str(cwd)}},
     )
     client.timed_out = []
+    client.before_cells = before_cells
     if allow_errors:  # grading: each cell gets cell_timeout seconds of CPU time
         client.cell_limit = float(cell_timeout)
     result = Execution(notebook)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
@@ -75,13 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     judge = _prepared(request)
     record = sys.stdin.buffer.read() if argv[1] == "-" else Path(argv[1]).read_bytes()
     try:
-        tests = judge(record)
+        answer = {"tests": judge(record)}
     except ValueError as exc:
-        print(json.dumps({"unusable": str(exc)}))
-        return 0
-    print(json.dumps({"tests": tests}))
+        answer = {"unusable": str(exc)}
+    print(json.dumps(answer), flush=True)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    sys.stdout.flush()
+    os._exit(status)  # the answer is out: skip tearing torch down (0.6 s), which no one awaits

@@ -121,6 +121,9 @@ class Sandbox:
     env: dict[str, str] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
     files: dict[str, str] = field(default_factory=dict)  # dest inside -> host file copied in
+    # Modules a kernel in it imports before it answers (its first cell would import them anyway;
+    # a grader that starts the next kernel early then finds them loaded). Each may be missing.
+    preload: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -133,6 +136,7 @@ class Sandbox:
             values["env"],
             Limits(**values["limits"]),
             values["files"],
+            tuple(values.get("preload", ())),
         )
 
 
@@ -643,6 +647,24 @@ def _identity_files_paths() -> dict[str, str]:
     return {dest: f"data:{content}" for dest, content in _identity_files().items()}
 
 
+# What ``python -m ipykernel_launcher`` does, after importing the modules named in argv[1] (a
+# JSON list) from the Python install (the kernel's folder, first on the path as IPython puts
+# it, is still empty): a module that fails to import is left to the cell that imports it,
+# which reports the error where the student sees it.
+_KERNEL_START = """
+import importlib, json, sys
+def preload(names):
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            pass
+preload(json.loads(sys.argv.pop(1)))
+from ipykernel import kernelapp
+kernelapp.launch_new_instance()
+"""
+
+
 def launch_kernel(spec_path: str, connection_file: str) -> int:
     """The kernel command of a sandboxed Jupyter kernel (see execute.py).
 
@@ -653,7 +675,8 @@ def launch_kernel(spec_path: str, connection_file: str) -> int:
     die_with_parent()
     sandbox = Sandbox.from_json(Path(spec_path).read_text(encoding="utf-8"))
     files = {**sandbox.files, f"{KERNEL_RUN}.json": connection_file}
-    kernel = [sys.executable, "-m", "ipykernel_launcher", "-f", f"{KERNEL_RUN}.json"]
+    kernel = [sys.executable, "-c", _KERNEL_START, json.dumps(list(sandbox.preload))]
+    kernel += ["-f", f"{KERNEL_RUN}.json"]
     info_read, info_write = os.pipe()
     with lease() as held, _DataFiles(files) as fds:
         command = held.wrap(bwrap_command(sandbox, kernel, data_fds=fds, info_fd=info_write))

@@ -189,17 +189,49 @@ def _grade(
         settings = grading_settings(course, seed, data_root, sandbox, cell_timeout)
         threads = 1 if jobs > 1 else None
 
-        def work(item: tuple[Submission, str]) -> None:
-            submission, lab_id = item
-            screened = screen(submission, lab_id, labs)
-            if isinstance(screened, bytes):
-                screened = grade_submission(
-                    screened, submission.student, lab_id, course, settings, threads, out / WORK
-                )
-            record(submission, lab_id, screened)
+        queue, taking = iter(todo), threading.Lock()
+
+        def take() -> tuple[Submission, str, _Started] | None:
+            """The next submission to grade, its worker started and gated; screened-out ones
+            are recorded on the way."""
+            while True:
+                with taking:
+                    item = next(queue, None)
+                if item is None:
+                    return None
+                submission, lab_id = item
+                screened = screen(submission, lab_id, labs)
+                if isinstance(screened, bytes):
+                    started = _Started(
+                        screened,
+                        submission.student,
+                        lab_id,
+                        course,
+                        settings,
+                        threads,
+                        out / WORK,
+                        gated=True,
+                    )
+                    return submission, lab_id, started
+                record(submission, lab_id, screened)
+
+        def slot() -> None:
+            """Grade submissions one after the other, each one's kernel and judge started (and
+            their imports loaded) while the one before it runs."""
+            current = take()
+            try:
+                while current is not None:
+                    upcoming = take()
+                    submission, lab_id, started = current
+                    current = upcoming
+                    record(submission, lab_id, started.finish())
+            finally:
+                if current is not None:
+                    current[2].cancel()
 
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            list(pool.map(work, todo))
+            for done in [pool.submit(slot) for _ in range(max(1, jobs))]:
+                done.result()
     results = [SubmissionResult.read(_result_path(out, lab_id, s)) for s, lab_id in assigned]
     for lab_id in labs:
         mine = [r for r in results if r.lab == lab_id]
@@ -310,67 +342,115 @@ def _plan_once(course: Course, lab: str, seed: int) -> bytes:
     return grading_plan(course.content(lab), seed)
 
 
-def grade_submission(
-    content: bytes,
-    student: str,
-    lab: str,
-    course: Course,
-    settings: dict,
-    threads: int | None,
-    work_parent: Path,
-) -> Graded:
+def grade_submission(*submission, **options) -> Graded:
     """Grade one submission's bytes in a worker process of its own, in a folder of its own under
-    ``work_parent`` (removed after): the same code on this machine and on a Dask worker."""
-    started = time.perf_counter()
-    points = {qid: q.points for qid, q in course.lab(lab).graded.items()}
-    local = Path(tempfile.mkdtemp(prefix=f"{student}-", dir=work_parent))
-    notebook = local / "submission.ipynb"
-    notebook.write_bytes(content)  # the grader's own copy: nothing reads the student's file again
-    plan = local / "grader_plan.pt"
-    plan.write_bytes(_plan(course, lab, settings["seed"]))
-    job = Job(
-        lab=lab,
-        notebook=str(notebook),
-        result=str(local / "result.json"),
-        executed=str(local / "executed.ipynb"),
-        work=str(local),
-        plan=str(plan),
-        **settings,
-    )
-    job.write(local / "job.json")
-    env = dict(os.environ)
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)  # the kernel gets it too: one torch thread each
-    command = [sys.executable, "-m", "cnn_course_instructor.worker", str(local / "job.json")]
-    process = subprocess.Popen(
-        command,
-        cwd=local,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    ``work_parent`` (removed after): the same code on this machine and on a Dask worker. Takes
+    what :class:`_Started` takes, ``gated`` aside."""
+    return _Started(*submission, **options).finish()
 
-    def failed(status: Status, reason: str) -> SubmissionResult:
+
+class _Started:
+    """A submission's worker process, started; gated ones wait for :meth:`finish` before their
+    first cell, once their kernel and judge have started and loaded what the lab imports."""
+
+    def __init__(
+        self,
+        content: bytes,
+        student: str,
+        lab: str,
+        course: Course,
+        settings: dict,
+        threads: int | None,
+        work_parent: Path,
+        gated: bool = False,
+    ):
+        self.lab, self.gated = lab, gated
+        self.points = {qid: q.points for qid, q in course.lab(lab).graded.items()}
+        self.started = time.perf_counter()
+        self.local = local = Path(tempfile.mkdtemp(prefix=f"{student}-", dir=work_parent))
+        try:
+            notebook = local / "submission.ipynb"
+            notebook.write_bytes(content)  # the grader's own copy: nothing reads the file again
+            plan = local / "grader_plan.pt"
+            plan.write_bytes(_plan(course, lab, settings["seed"]))
+            self.job = Job(
+                lab=lab,
+                notebook=str(notebook),
+                result=str(local / "result.json"),
+                executed=str(local / "executed.ipynb"),
+                work=str(local),
+                plan=str(plan),
+                gated=gated,
+                **settings,
+            )
+            self.job.write(local / "job.json")
+            env = dict(os.environ)
+            if threads:
+                env["OMP_NUM_THREADS"] = str(threads)  # the kernel gets it too: one torch thread
+            command = [
+                sys.executable,
+                "-m",
+                "cnn_course_instructor.worker",
+                str(local / "job.json"),
+            ]
+            self.process = subprocess.Popen(
+                command,
+                cwd=local,
+                env=env,
+                stdin=subprocess.PIPE if gated else subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
+            )
+        except BaseException:
+            remove_tree(local)
+            raise
+
+    def _failed(self, status: Status, reason: str) -> SubmissionResult:
         return SubmissionResult.from_tests(
-            status, reason, [], points, lab=lab, seconds=time.perf_counter() - started
+            status,
+            reason,
+            [],
+            self.points,
+            lab=self.lab,
+            seconds=time.perf_counter() - self.started,
         )
 
-    try:
-        _, stderr = process.communicate(timeout=SUBMISSION_TIMEOUT)
-        executed = None
-        if Path(job.executed).is_file():  # written by the worker within EXECUTED_LIMIT
-            executed = read_regular(Path(job.executed), EXECUTED_LIMIT, "the executed notebook")
-        if Path(job.result).is_file():
-            return Graded(SubmissionResult.read(Path(job.result)), executed)
-        tail = (stderr or "").strip().splitlines()[-1:] or [f"exit status {process.returncode}"]
-        return Graded(
-            failed(Status.CRASHED, f"the grading process failed: {tail[0][:300]}"), executed
-        )
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)  # the worker and all it started in its session
-        process.wait()
-        return Graded(failed(Status.TIMEOUT, f"still running after {SUBMISSION_TIMEOUT} s"), None)
-    finally:
-        remove_tree(local)
+    def finish(self) -> Graded:
+        """Let the worker run (gated), wait for it, and return its result; the folder goes."""
+        job, process = self.job, self.process
+        try:
+            go = None
+            if self.gated:  # (a worker that already ended, e.g. on an invalid notebook, ignores it)
+                self.started, go = time.perf_counter(), "go\n"
+            _, stderr = process.communicate(go, timeout=SUBMISSION_TIMEOUT)
+            executed = None
+            if Path(job.executed).is_file():  # written by the worker within EXECUTED_LIMIT
+                executed = read_regular(Path(job.executed), EXECUTED_LIMIT, "the executed notebook")
+            if Path(job.result).is_file():
+                return Graded(SubmissionResult.read(Path(job.result)), executed)
+            tail = (stderr or "").strip().splitlines()[-1:] or [f"exit status {process.returncode}"]
+            return Graded(
+                self._failed(Status.CRASHED, f"the grading process failed: {tail[0][:300]}"),
+                executed,
+            )
+        except subprocess.TimeoutExpired:
+            self._kill()
+            return Graded(
+                self._failed(Status.TIMEOUT, f"still running after {SUBMISSION_TIMEOUT} s"), None
+            )
+        finally:
+            remove_tree(self.local)
+
+    def cancel(self) -> None:
+        """End the worker without grading (it has not been let run); the folder goes."""
+        try:
+            self._kill()
+        finally:
+            remove_tree(self.local)
+
+    def _kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)  # the worker and all it started
+        self.process.communicate()

@@ -64,6 +64,9 @@ class Job:
     cache_entries: tuple[str, ...] = ()  # the data cache folders the kernel reads
     plan: str = ""  # a file holding grading_plan(content, seed); "": the worker writes one
     restore_locked: bool = True  # False: locked cells run as written (calibrating seeded solutions)
+    # True: start the kernel and the judge, then wait for a line "go" on standard input before
+    # the first cell (a scheduler starts the next submission while the current one runs).
+    gated: bool = False
 
     def write(self, path: Path) -> None:
         Path(path).write_text(json.dumps(asdict(self)), encoding="utf-8")
@@ -116,16 +119,52 @@ def probe_cell(plan_path: str, output_path: str) -> str:
     )
 
 
+class Cancelled(Exception):
+    """A gated worker told to stop before its first cell (see ``Job.gated``)."""
+
+
+def setup_imports(notebook: nbformat.NotebookNode) -> tuple[str, ...]:
+    """The modules the first code cell imports (with ``torch._dynamo``, which torch's optimisers
+    import at their first step: 1.2 s), for a sandboxed kernel to load before it answers."""
+    import ast
+
+    first = next((cell for cell in notebook.cells if cell.cell_type == "code"), None)
+    try:
+        tree = ast.parse(first.source if first is not None else "")
+    except (SyntaxError, ValueError):
+        return ()
+    modules: list[str] = []
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            modules += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            modules += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+    if "torch" in modules:
+        modules.append("torch._dynamo")
+    return tuple(dict.fromkeys(modules))
+
+
+def _wait_for_go() -> None:
+    if sys.stdin.readline().strip() != "go":
+        raise Cancelled("the grader did not start this submission")
+
+
 def grade_notebook(job: Job) -> SubmissionResult:
     """Execute one submission with the probe appended, then judge the plain record it leaves.
 
     The judge starts at once, in its own sandbox: it loads torch and the lab's tests while the
-    kernel runs, then waits for the record on its standard input.
+    kernel runs, then waits for the record on its standard input. A gated job (``Job.gated``)
+    waits for "go" once both have started; its time is counted from then.
     """
     started = time.perf_counter()
     course = Course(Path(job.course))
     lab = course.lab(job.lab)
     points = {qid: question.points for qid, question in lab.graded.items()}
+    clock = [started]
+
+    def go() -> None:
+        _wait_for_go()
+        clock[0] = time.perf_counter()
 
     changed: list[str] = []
 
@@ -136,7 +175,7 @@ def grade_notebook(job: Job) -> SubmissionResult:
             list(tests),
             points,
             lab=job.lab,
-            seconds=time.perf_counter() - started,
+            seconds=time.perf_counter() - clock[0],
             changed_locked_cells=changed,
         )
 
@@ -169,6 +208,7 @@ def grade_notebook(job: Job) -> SubmissionResult:
             binds=binds,
             env={**env, **data_env},
             files={f"{GRADER_RUN}/plan.pt": str(plan_path)},
+            preload=setup_imports(notebook),
         )
         plan, record, cwd = f"{GRADER_RUN}/plan.pt", f"{sandbox.KERNEL_RUN}/record.pt", work
     else:
@@ -188,6 +228,7 @@ def grade_notebook(job: Job) -> SubmissionResult:
             sandboxed=box,
             collect=(record,),
             collect_limit=RECORD_LIMIT,
+            before_cells=go if job.gated else None,
         )
         notebook.cells.pop()  # the probe is the grader's, not part of the student's record
         kept = write_bounded(notebook, Path(job.executed), EXECUTED_LIMIT)
@@ -315,7 +356,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sandbox.die_with_parent()  # a killed grader takes its workers, and their sandboxes, along
     job = Job.read(Path(argv[0]))
-    result = grade_notebook(job)
+    try:
+        result = grade_notebook(job)
+    except Cancelled:
+        return 3
     path = Path(job.result)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(result.to_json(), encoding="utf-8")
