@@ -805,3 +805,21 @@ def test_a_gated_worker_grades_on_go_and_ends_without_a_result_otherwise(tiny_ro
             assert result.status is Status.GRADED and result.total == 2, stderr[-2000:]
             assert result.seconds < elapsed - 2.0  # not the wait at the gate
     assert outcomes == {"go": (0, True), "closed": (3, False)}
+
+
+def test_the_gradebook_is_made_while_the_class_runs_and_a_failure_is_left_to_the_reports(
+    tmp_path,
+):
+    """Does the early step create nbgrader's gradebook with the lab's questions, and leave a
+    gradebook it cannot make to the reports (no exception, nothing written)?"""
+    from nbgrader.api import Gradebook
+
+    from cnn_course_instructor.scheduler import _prepare_reports
+
+    lab = Course(REPO).lab("cnn_lab")
+    _prepare_reports(tmp_path / "gradebook.db", [lab])
+    with Gradebook(f"sqlite:///{tmp_path / 'gradebook.db'}", course_id="cnn-course") as book:
+        cells = book.find_notebook(lab.id, lab.id).grade_cells
+        assert sorted(cell.name for cell in cells) == sorted(lab.graded)
+    _prepare_reports(tmp_path / "missing" / "gradebook.db", [lab])
+    assert not (tmp_path / "missing").exists()
