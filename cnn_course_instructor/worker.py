@@ -45,6 +45,7 @@ JUDGE_TIMEOUT = 900
 RECORD_LIMIT = 64_000_000  # bytes of the grading record (the lab's is about 2 MB)
 JUDGE_LIMITS = sandbox.Limits(memory_mb=8192, cpu_seconds=1800, processes=256)
 GRADER_RUN = "/run/grader"  # inside a sandbox: the grader's files, read-only
+SETUP_SOURCE_LIMIT = 20_000  # characters of a first cell read for its imports (the labs': 200)
 
 
 @dataclass(frozen=True)
@@ -129,9 +130,12 @@ def setup_imports(notebook: nbformat.NotebookNode) -> tuple[str, ...]:
     import ast
 
     first = next((cell for cell in notebook.cells if cell.cell_type == "code"), None)
+    source = first.source if first is not None else ""
+    if not isinstance(source, str) or len(source) > SETUP_SOURCE_LIMIT:
+        return ()
     try:
-        tree = ast.parse(first.source if first is not None else "")
-    except (SyntaxError, ValueError):
+        tree = ast.parse(source)
+    except Exception:  # (nesting too deep, say): the cell reports it when it runs
         return ()
     modules: list[str] = []
     for node in tree.body:

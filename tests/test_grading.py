@@ -713,7 +713,8 @@ def test_the_kernel_preloads_what_the_first_cell_imports():
         "cnn_course.data",
         "torch._dynamo",
     )
-    for source in ("from . import x\nimport json", "def broken(:", ""):
+    deep = "x = " + "-" * 200_000 + "1"  # a hostile first cell: too long to read, or too deep
+    for source in ("from . import x\nimport json", "def broken(:", "", deep, deep[:19_000]):
         cells = [nbformat.v4.new_code_cell(source)]
         assert setup_imports(nbformat.v4.new_notebook(cells=cells)) in ((), ("json",))
     assert setup_imports(nbformat.v4.new_notebook()) == ()
