@@ -329,7 +329,8 @@ GROUPS = (("graded_part2",), ("graded_class", "graded_heavy"))
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests that read a graded class run last (in their order): those needing none run while
     the classes are graded in the background."""
-    items.sort(key=lambda item: any(name in CLASSES for name in getattr(item, "fixturenames", ())))
+    last = {*CLASSES, "classes_graded"}
+    items.sort(key=lambda item: any(name in last for name in getattr(item, "fixturenames", ())))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -361,6 +362,13 @@ def wait_for_classes(config: pytest.Config) -> None:
     """Wait until every class of this session is graded (none of their kernels still runs)."""
     for run in getattr(config, "_cnn_class_runs", {}).values():
         run.done.wait()
+
+
+@pytest.fixture
+def classes_graded(request: pytest.FixtureRequest) -> None:
+    """For a test whose outcome depends on the CPU share its kernel gets: it runs with the tests
+    that read a graded class, once no class of this session is grading in the background."""
+    wait_for_classes(request.config)
 
 
 def _graded(request: pytest.FixtureRequest, name: str) -> GradedClass:
