@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         answer = {"tests": judge(record)}
     except ValueError as exc:
         answer = {"unusable": str(exc)}
-    print(json.dumps(answer), flush=True)
+    print(json.dumps(answer))
     return 0
 
 

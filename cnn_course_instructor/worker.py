@@ -160,11 +160,10 @@ def grade_notebook(job: Job) -> SubmissionResult:
     kernel runs, then waits for the record on its standard input. A gated job (``Job.gated``)
     waits for "go" once both have started; its time is counted from then.
     """
-    started = time.perf_counter()
+    clock = [time.perf_counter()]  # when the submission started: at "go" for a gated job
     course = Course(Path(job.course))
     lab = course.lab(job.lab)
     points = {qid: question.points for qid, question in lab.graded.items()}
-    clock = [started]
 
     def go() -> None:
         _wait_for_go()

@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -757,10 +760,6 @@ def test_a_sandboxed_kernel_loads_its_preload_before_the_first_cell(tmp_path):
 def test_a_gated_worker_grades_on_go_and_ends_without_a_result_otherwise(tiny_root, tmp_path):
     """Does a worker started ahead wait for "go" (its time counted from then), and end with
     no result and no process left when the grader closes its input instead?"""
-    import subprocess
-    import sys
-    import time
-
     from cnn_course_instructor import build
     from cnn_course_instructor.scheduler import _plan, grading_settings
     from cnn_course_instructor.worker import Job

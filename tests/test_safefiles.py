@@ -186,32 +186,34 @@ def _leave_processes(uid: int, children: int) -> subprocess.Popen:
     return process
 
 
+@contextlib.contextmanager
+def _ended(left: subprocess.Popen):
+    """``left`` and its children, killed on exit whatever the test found."""
+    try:
+        yield left
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(left.pid, signal.SIGKILL)  # the children too: they share its group
+        left.wait()
+
+
 def test_leasing_a_uid_first_ends_what_still_runs_as_it(reserved_uid):
     """Does a new lease of a uid end every process an earlier sandbox left running as it?"""
-    left = _leave_processes(reserved_uid, 20)
-    try:
+    with _ended(_leave_processes(reserved_uid, 20)) as left:
         assert len(sandbox._running_as(reserved_uid)) == 21
         with sandbox.UidLease() as lease:
             assert lease.uid == reserved_uid
             assert sandbox._running_as(reserved_uid) == []
         assert left.wait(timeout=10) == -signal.SIGKILL
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(left.pid, signal.SIGKILL)  # the children too: they share its group
-        left.wait()
 
 
 def test_ending_a_lease_ends_what_still_runs_as_its_uid(reserved_uid):
     """Once its lease ends, does nothing run as the uid any more?"""
     with sandbox.UidLease() as lease:
         left = _leave_processes(lease.uid, 5)
-    try:
+    with _ended(left):
         assert sandbox._running_as(reserved_uid) == []
         assert left.wait(timeout=10) == -signal.SIGKILL
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(left.pid, signal.SIGKILL)  # the children too: they share its group
-        left.wait()
 
 
 @pytest.mark.parametrize(
