@@ -7,6 +7,7 @@ import fcntl
 import functools
 import os
 import secrets
+import select
 import signal
 import subprocess
 import sys
@@ -220,22 +221,33 @@ def _grade(
                     return submission, lab_id, started
                 record(submission, lab_id, screened)
 
-        def slot() -> None:
-            """Grade submissions one after the other, each one's kernel and judge started (and
-            their imports loaded) while the one before it runs."""
-            current = take()
+        def slot(judging: ThreadPoolExecutor) -> None:
+            """Grade submissions one after the other: each one's kernel and judge start (and
+            load their imports) while the one before it runs, and each one runs while the one
+            before it is judged."""
+            current, running, judged = take(), None, None
             try:
                 while current is not None:
-                    upcoming = take()
-                    submission, lab_id, started = current
-                    current = upcoming
-                    record(submission, lab_id, started.finish())
-            finally:
-                if current is not None:
-                    current[2].cancel()
+                    submission, lab_id, running = current
+                    running.start()
+                    current = take()
+                    running.ran()
+                    if judged is not None:
+                        judged.result()
+                    judged = judging.submit(
+                        lambda s=submission, i=lab_id, w=running: record(s, i, w.finish())
+                    )
+                    running = None
+            finally:  # (on an error: what this slot had started ends, ungraded)
+                for left in (running, current[2] if current is not None else None):
+                    if left is not None:
+                        left.cancel()
+                if judged is not None:
+                    judged.result()
 
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            for done in [pool.submit(slot) for _ in range(max(1, jobs))]:
+        width = max(1, jobs)
+        with ThreadPoolExecutor(width) as pool, ThreadPoolExecutor(width) as judging:
+            for done in [pool.submit(slot, judging) for _ in range(width)]:
                 done.result()
     early.join()
     results = [SubmissionResult.read(_result_path(out, lab_id, s)) for s, lab_id in assigned]
@@ -367,8 +379,9 @@ def grade_submission(*submission, **options) -> Graded:
 
 
 class _Started:
-    """A submission's worker process, started; gated ones wait for :meth:`finish` before their
-    first cell, once their kernel and judge have started and loaded what the lab imports."""
+    """A submission's worker process, started. A gated one loads its kernel and judge, then
+    waits for :meth:`start` (or :meth:`finish`) before its first cell; :meth:`ran` tells when
+    its kernel has ended and only the judging is left."""
 
     def __init__(
         self,
@@ -384,12 +397,17 @@ class _Started:
         self.lab, self.gated = lab, gated
         self.points = {qid: q.points for qid, q in course.lab(lab).graded.items()}
         self.started = time.perf_counter()
+        self.deadline: float | None = None if gated else self.started + SUBMISSION_TIMEOUT
+        self.status, self.heard = -1, b""  # the worker's status pipe (gated), what it said
         self.local = local = Path(tempfile.mkdtemp(prefix=f"{student}-", dir=work_parent))
+        told = -1
         try:
             notebook = local / "submission.ipynb"
             notebook.write_bytes(content)  # the grader's own copy: nothing reads the file again
             plan = local / "grader_plan.pt"
             plan.write_bytes(_plan(course, lab, settings["seed"]))
+            if gated:
+                self.status, told = os.pipe()
             self.job = Job(
                 lab=lab,
                 notebook=str(notebook),
@@ -398,6 +416,7 @@ class _Started:
                 work=str(local),
                 plan=str(plan),
                 gated=gated,
+                status_fd=told,
                 **settings,
             )
             self.job.write(local / "job.json")
@@ -419,10 +438,49 @@ class _Started:
                 stderr=subprocess.PIPE,
                 text=True,
                 start_new_session=True,
+                pass_fds=(told,) if gated else (),
             )
         except BaseException:
+            self._close()
             remove_tree(local)
             raise
+        finally:
+            if told >= 0:
+                os.close(told)  # the worker's end
+
+    def start(self) -> None:
+        """Let a gated worker run its first cell once it waits for it (kernel and judge loaded,
+        or ended: an invalid notebook, say); its time limit counts from here."""
+        if self.deadline is not None:
+            return
+        deadline = time.perf_counter() + SUBMISSION_TIMEOUT
+        self._heard("ready", deadline)
+        self.started, self.deadline = time.perf_counter(), deadline
+        with contextlib.suppress(OSError):  # (one that already ended has nothing to read it)
+            self.process.stdin.write("go\n")
+            self.process.stdin.flush()
+
+    def ran(self) -> None:
+        """Wait until the started worker's kernel has ended (or the worker, or its time)."""
+        self.start()
+        self._heard("ran", self.deadline)
+
+    def _heard(self, word: str, deadline: float) -> None:
+        """Wait until the worker says ``word`` on its status pipe, closes it, or ``deadline``."""
+        line = f"{word}\n".encode()
+        while self.status >= 0 and line not in self.heard:
+            left = deadline - time.perf_counter()
+            if left <= 0 or not select.select([self.status], [], [], left)[0]:
+                return
+            said = os.read(self.status, 4096)
+            if not said:  # the worker ended
+                self._close()
+            self.heard = self.heard[-64:] + said
+
+    def _close(self) -> None:
+        if self.status >= 0:
+            os.close(self.status)
+            self.status = -1
 
     def _failed(self, status: Status, reason: str) -> SubmissionResult:
         return SubmissionResult.from_tests(
@@ -438,10 +496,9 @@ class _Started:
         """Let the worker run (gated), wait for it, and return its result; the folder goes."""
         job, process = self.job, self.process
         try:
-            go = None
-            if self.gated:  # (a worker that already ended, e.g. on an invalid notebook, ignores it)
-                self.started, go = time.perf_counter(), "go\n"
-            _, stderr = process.communicate(go, timeout=SUBMISSION_TIMEOUT)
+            self.start()
+            left = max(0.0, self.deadline - time.perf_counter())
+            _, stderr = process.communicate(timeout=left)
             executed = None
             if Path(job.executed).is_file():  # written by the worker within EXECUTED_LIMIT
                 executed = read_regular(Path(job.executed), EXECUTED_LIMIT, "the executed notebook")
@@ -458,6 +515,7 @@ class _Started:
                 self._failed(Status.TIMEOUT, f"still running after {SUBMISSION_TIMEOUT} s"), None
             )
         finally:
+            self._close()
             remove_tree(self.local)
 
     def cancel(self) -> None:
@@ -465,6 +523,7 @@ class _Started:
         try:
             self._kill()
         finally:
+            self._close()
             remove_tree(self.local)
 
     def _kill(self) -> None:

@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -68,6 +68,10 @@ class Job:
     # True: start the kernel and the judge, then wait for a line "go" on standard input before
     # the first cell (a scheduler starts the next submission while the current one runs).
     gated: bool = False
+    # A pipe (an inherited descriptor; -1: none) where the worker says "ready" when it waits at
+    # the gate and "ran" once its kernel has ended, so the next submission may run while this
+    # one is judged.
+    status_fd: int = -1
 
     def write(self, path: Path) -> None:
         Path(path).write_text(json.dumps(asdict(self)), encoding="utf-8")
@@ -153,19 +157,36 @@ def _wait_for_go() -> None:
         raise Cancelled("the grader did not start this submission")
 
 
+def _status(fd: int) -> Callable[[str], None]:
+    """What writes a word to the scheduler's status pipe ``fd`` (nothing when -1), kept from
+    the kernel and the judge; a scheduler that stopped listening is no error."""
+    if fd < 0:
+        return lambda word: None
+    os.set_inheritable(fd, False)
+
+    def say(word: str) -> None:
+        with contextlib.suppress(OSError):
+            os.write(fd, f"{word}\n".encode())
+
+    return say
+
+
 def grade_notebook(job: Job) -> SubmissionResult:
     """Execute one submission with the probe appended, then judge the plain record it leaves.
 
     The judge starts at once, in its own sandbox: it loads torch and the lab's tests while the
     kernel runs, then waits for the record on its standard input. A gated job (``Job.gated``)
-    waits for "go" once both have started; its time is counted from then.
+    waits for "go" once both have started; its time is counted from then. With a status pipe
+    (``Job.status_fd``) it says when it waits for "go" and when its kernel has ended.
     """
     clock = [time.perf_counter()]  # when the submission started: at "go" for a gated job
     course = Course(Path(job.course))
     lab = course.lab(job.lab)
     points = {qid: question.points for qid, question in lab.graded.items()}
+    say = _status(job.status_fd)
 
     def go() -> None:
+        say("ready")
         _wait_for_go()
         clock[0] = time.perf_counter()
 
@@ -233,6 +254,7 @@ def grade_notebook(job: Job) -> SubmissionResult:
             collect_limit=RECORD_LIMIT,
             before_cells=go if job.gated else None,
         )
+        say("ran")  # the kernel has ended: the scheduler may run the next submission
         notebook.cells.pop()  # the probe is the grader's, not part of the student's record
         kept = write_bounded(notebook, Path(job.executed), EXECUTED_LIMIT)
         errors = [

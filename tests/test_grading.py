@@ -440,10 +440,28 @@ def tiny_root(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.mark.slow
-def test_a_second_lab_is_graded_end_to_end_with_its_own_tests(tiny_root, tmp_path):
+def test_a_second_lab_is_graded_end_to_end_with_its_own_tests(tiny_root, tmp_path, monkeypatch):
     """Does the sample course's lab grade with its own hidden tests: solution full, stub zero,
-    in nbgrader's layout, with its own grades.csv?"""
-    from cnn_course_instructor import build
+    in nbgrader's layout, with its own grades.csv? And with one job, does each submission run
+    only once the kernel before it has ended, the next one loading meanwhile?"""
+    from cnn_course_instructor import build, scheduler
+
+    events = []
+
+    def logged(name, method):
+        def call(self, *args, **options):
+            value = method(self, *args, **options)
+            event = (name, Path(self.job.notebook).parent.name.split("-")[0])
+            if event not in events:  # (ran and finish call start again: nothing more)
+                events.append(event)
+            return value
+
+        return call
+
+    for name in ("__init__", "start", "ran"):  # (finish: in a thread of its own)
+        monkeypatch.setattr(
+            scheduler._Started, name, logged(name, getattr(scheduler._Started, name))
+        )
 
     course_root = tmp_path / "course"
     shutil.copytree(SAMPLE_COURSE, course_root)
@@ -466,6 +484,14 @@ def test_a_second_lab_is_graded_end_to_end_with_its_own_tests(tiny_root, tmp_pat
     rows = list(csv.DictReader((tmp_path / "out/sample_lab/grades.csv").open()))
     assert [row["student"] for row in rows] == ["ann", "bo"]
     assert list(rows[0]) == ["student", "q1_double", "total", "max", "status"]
+    assert events == [
+        ("__init__", "ann"),
+        ("start", "ann"),
+        ("__init__", "bo"),  # loads while ann runs
+        ("ran", "ann"),
+        ("start", "bo"),  # runs while ann is judged
+        ("ran", "bo"),
+    ]
 
 
 @pytest.mark.slow
@@ -758,8 +784,9 @@ def test_a_sandboxed_kernel_loads_its_preload_before_the_first_cell(tmp_path):
 
 @pytest.mark.slow
 def test_a_gated_worker_grades_on_go_and_ends_without_a_result_otherwise(tiny_root, tmp_path):
-    """Does a worker started ahead wait for "go" (its time counted from then), and end with
-    no result and no process left when the grader closes its input instead?"""
+    """Does a worker started ahead say "ready" and wait for "go" (its time counted from then),
+    say "ran" once its kernel has ended, and end with no result and no process left when the
+    grader closes its input instead?"""
     from cnn_course_instructor import build
     from cnn_course_instructor.scheduler import _plan, grading_settings
     from cnn_course_instructor.worker import Job
@@ -774,6 +801,7 @@ def test_a_gated_worker_grades_on_go_and_ends_without_a_result_otherwise(tiny_ro
         work = tmp_path / name
         work.mkdir()
         (work / "plan.pt").write_bytes(_plan(course, "sample_lab", 3))
+        status, told = os.pipe()
         job = Job(
             lab="sample_lab",
             notebook=str(course_root / "notebooks/solution/sample_lab.ipynb"),
@@ -782,29 +810,35 @@ def test_a_gated_worker_grades_on_go_and_ends_without_a_result_otherwise(tiny_ro
             work=str(work),
             plan=str(work / "plan.pt"),
             gated=True,
+            status_fd=told,
             **settings,
         )
         job.write(work / "job.json")
-        begun = time.perf_counter()
         worker = subprocess.Popen(
             [sys.executable, "-m", "cnn_course_instructor.worker", str(work / "job.json")],
             stdin=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,
+            pass_fds=(told,),
         )
-        time.sleep(2.0)  # waiting at the gate, or still starting: either way nothing has run
-        assert worker.poll() is None and not (work / "result.json").exists()
-        _, stderr = worker.communicate(answer, timeout=300)
-        elapsed = time.perf_counter() - begun
-        outcomes[name] = worker.returncode, (work / "result.json").exists()
+        os.close(told)
+        with os.fdopen(status, "rb") as said:
+            assert said.readline() == b"ready\n"  # waiting at the gate: nothing has run
+            time.sleep(1.0)
+            assert worker.poll() is None and not (work / "result.json").exists()
+            begun = time.perf_counter()
+            _, stderr = worker.communicate(answer, timeout=300)
+            elapsed = time.perf_counter() - begun
+            rest = said.read()  # (to the end: neither the kernel nor the judge holds the pipe)
+        outcomes[name] = worker.returncode, (work / "result.json").exists(), rest
         with pytest.raises(ProcessLookupError):  # the kernel, the judge, their sandboxes: gone
             os.killpg(worker.pid, 0)
         if name == "go":
             result = SubmissionResult.read(work / "result.json")
             assert result.status is Status.GRADED and result.total == 2, stderr[-2000:]
-            assert result.seconds < elapsed - 2.0  # not the wait at the gate
-    assert outcomes == {"go": (0, True), "closed": (3, False)}
+            assert result.seconds <= elapsed  # not the wait at the gate
+    assert outcomes == {"go": (0, True, b"ran\n"), "closed": (3, False, b"")}
 
 
 def test_the_gradebook_is_made_while_the_class_runs_and_a_failure_is_left_to_the_reports(
