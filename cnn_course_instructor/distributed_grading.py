@@ -195,9 +195,8 @@ def grade_task(
     except CourseError as error:
         raise CourseError(f"worker {worker.address}: {error}") from None
     settings = grading_settings(course, seed, data_root, sandbox, cell_timeout)
-    threads = 1 if worker.state.nthreads > 1 else None
     (base / "work").mkdir(exist_ok=True)
-    graded = grade_submission(content, student, lab, course, settings, threads, base / "work")
+    graded = grade_submission(content, student, lab, course, settings, base / "work")
     return graded.result.to_json(), graded.executed
 
 

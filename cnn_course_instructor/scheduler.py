@@ -68,7 +68,7 @@ def grade_class(
 
     Each submission's lab is ``lab`` when given, else its nbgrader folder's, else the one its
     notebook's metadata names. Up to ``jobs`` submissions run at once, each in its own worker
-    process and sandboxed kernel (one torch thread each when ``jobs`` > 1). Each result is
+    process and sandboxed kernel (one torch thread each). Each result is
     written to ``out/<lab>/results/<student>.json`` as soon as it is known, so an interrupted
     run, even by ``kill -9``, loses at most the submissions in progress. Then each lab's
     ``grades.csv``, feedback pages and the gradebook entries are rewritten from all results.
@@ -193,7 +193,6 @@ def _grade(
         grade_on_cluster(cluster, todo, course, labs, seed, sandbox, cell_timeout, record, progress)
     else:
         settings = grading_settings(course, seed, data_root, sandbox, cell_timeout)
-        threads = 1 if jobs > 1 else None
 
         queue, taking = iter(todo), threading.Lock()
 
@@ -214,7 +213,6 @@ def _grade(
                         lab_id,
                         course,
                         settings,
-                        threads,
                         out / WORK,
                         gated=True,
                     )
@@ -222,18 +220,17 @@ def _grade(
                 record(submission, lab_id, screened)
 
         def slot(judging: ThreadPoolExecutor) -> None:
-            """Grade submissions one after the other: each one's kernel and judge start (and
-            load their imports) while the one before it runs, and each one runs while the one
-            before it is judged."""
+            """Grade submissions one after the other: each one runs while the one before it
+            is judged, then the next one's kernel and judge start (and load their imports)."""
             current, running, judged = take(), None, None
             try:
                 while current is not None:
                     submission, lab_id, running = current
                     running.start()
+                    if judged is not None:  # then the next loads: one process at a time
+                        judged.result()  # beside the one that runs
                     current = take()
                     running.ran()
-                    if judged is not None:
-                        judged.result()
                     judged = judging.submit(
                         lambda s=submission, i=lab_id, w=running: record(s, i, w.finish())
                     )
@@ -390,7 +387,6 @@ class _Started:
         lab: str,
         course: Course,
         settings: dict,
-        threads: int | None,
         work_parent: Path,
         gated: bool = False,
     ):
@@ -420,9 +416,9 @@ class _Started:
                 **settings,
             )
             self.job.write(local / "job.json")
-            env = dict(os.environ)
-            if threads:
-                env["OMP_NUM_THREADS"] = str(threads)  # the kernel gets it too: one torch thread
+            # One torch thread for the kernel and the judge: a slot's other work (the next
+            # submission loading, the one before judged) and the other slots use the other cores.
+            env = {**os.environ, "OMP_NUM_THREADS": "1"}
             command = [
                 sys.executable,
                 "-m",
