@@ -89,9 +89,16 @@ def data_view(job: Job) -> tuple[tuple[sandbox.Mount, ...], dict[str, str]]:
     return tuple(binds), {"CNN_COURSE_DATA": "/data", "CNN_COURSE_CACHE": "/cache"}
 
 
-def _threads_env() -> dict[str, str]:
+# glibc's malloc told to keep what is freed: by default a training step hands its activations'
+# memory back to the system and faults it in again, thousands of pages a step; kept, part 2's
+# shortened training takes about a tenth less time (benchmarks/bench_malloc.py).
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 40)}
+
+
+def _compute_env() -> dict[str, str]:
+    """What the kernel and the judge compute with: the grader's torch threads, kept memory."""
     threads = os.environ.get("OMP_NUM_THREADS")
-    return {"OMP_NUM_THREADS": threads} if threads else {}
+    return {**MALLOC_ENV, **({"OMP_NUM_THREADS": threads} if threads else {})}
 
 
 def grading_plan(content: LabContent, seed: int) -> bytes:
@@ -174,9 +181,9 @@ def _status(fd: int) -> Callable[[str], None]:
 def grade_notebook(job: Job) -> SubmissionResult:
     """Execute one submission with the probe appended, then judge the plain record it leaves.
 
-    The judge starts at once, in its own sandbox: it loads torch and the lab's tests while the
-    kernel runs, then waits for the record on its standard input. A gated job (``Job.gated``)
-    waits for "go" once both have started; its time is counted from then. With a status pipe
+    The judge starts once the kernel has, in its own sandbox: it loads torch and the lab's
+    tests while the notebook runs, then waits for the record on its standard input. A gated job
+    (``Job.gated``) then waits for "go"; its time is counted from then. With a status pipe
     (``Job.status_fd``) it says when it waits for "go" and when its kernel has ended.
     """
     clock = [time.perf_counter()]  # when the submission started: at "go" for a gated job
@@ -185,10 +192,17 @@ def grade_notebook(job: Job) -> SubmissionResult:
     points = {qid: question.points for qid, question in lab.graded.items()}
     say = _status(job.status_fd)
 
-    def go() -> None:
-        say("ready")
-        _wait_for_go()
-        clock[0] = time.perf_counter()
+    judges = contextlib.ExitStack()
+    judge: list[subprocess.Popen] = []
+
+    def kernel_started() -> None:
+        """The judge starts now, after the kernel: a started-ahead worker loads one process at
+        a time, beside the submission that runs. A gated worker then waits for "go"."""
+        judge.append(judges.enter_context(_judge_started(job)))
+        if job.gated:
+            say("ready")
+            _wait_for_go()
+            clock[0] = time.perf_counter()
 
     changed: list[str] = []
 
@@ -224,7 +238,7 @@ def grade_notebook(job: Job) -> SubmissionResult:
         "CNN_COURSE_FAST": "1",
         "CNN_COURSE_GRADING": "1",  # the helpers skip what no hidden test reads
         "MPLBACKEND": "Agg",
-        **_threads_env(),
+        **_compute_env(),
     }
     if job.sandboxed:
         binds, data_env = data_view(job)
@@ -242,7 +256,7 @@ def grade_notebook(job: Job) -> SubmissionResult:
         plan, record, cwd = str(plan_path), str(scratch / "record.pt"), scratch
         env.update({"CNN_COURSE_DATA": job.data_root, "CNN_COURSE_CACHE": _cache_dir()})
     notebook.cells.append(nbformat.v4.new_code_cell(probe_cell(plan, record)))
-    with _judge_started(job) as judge:
+    with judges:
         execution = run_notebook(
             notebook,
             cwd=cwd,
@@ -252,7 +266,7 @@ def grade_notebook(job: Job) -> SubmissionResult:
             sandboxed=box,
             collect=(record,),
             collect_limit=RECORD_LIMIT,
-            before_cells=go if job.gated else None,
+            before_cells=kernel_started,
         )
         say("ran")  # the kernel has ended: the scheduler may run the next submission
         notebook.cells.pop()  # the probe is the grader's, not part of the student's record
@@ -285,7 +299,7 @@ def grade_notebook(job: Job) -> SubmissionResult:
             if found and "No such file" not in found:
                 what = f"the grading record was refused: {found}"
             return outcome(status, f"the kernel stopped before grading ({what}). {notes}".strip())
-        verdict = _judge(judge, found)
+        verdict = _judge(judge[0], found)  # (a record: the kernel started, and the judge)
     if isinstance(verdict, str):
         return outcome(Status.CRASHED, f"{verdict}. {notes}".strip())
     return outcome(Status.TIMEOUT if execution.timed_out else Status.GRADED, notes, verdict)
@@ -324,7 +338,8 @@ def _judge_started(job: Job) -> Iterator[subprocess.Popen]:
     if not job.sandboxed:
         request_path.write_text(json.dumps(request), encoding="utf-8")
         argv = [sys.executable, *module, str(request_path), "-"]
-        with sandbox.piped(argv, preexec_fn=_judge_limits) as process:
+        env = {**os.environ, **_compute_env()}
+        with sandbox.piped(argv, preexec_fn=_judge_limits, env=env) as process:
             yield process
         return
     binds, data_env = data_view(job)
@@ -339,7 +354,7 @@ def _judge_started(job: Job) -> Iterator[subprocess.Popen]:
     ]
     box = sandbox.Sandbox(
         binds=(*binds, *view),
-        env={"CNN_COURSE_FAST": "1", "MPLBACKEND": "Agg", **data_env, **_threads_env()},
+        env={"CNN_COURSE_FAST": "1", "MPLBACKEND": "Agg", **data_env, **_compute_env()},
         limits=JUDGE_LIMITS,
         files={f"{GRADER_RUN}/judge.json": str(request_path)},
     )

@@ -469,7 +469,12 @@ def test_a_second_lab_is_graded_end_to_end_with_its_own_tests(tiny_root, tmp_pat
     for student, kind in (("ann", "solution"), ("bo", "student")):
         folder = tmp_path / "class" / "submitted" / student / "sample_lab"
         folder.mkdir(parents=True)
-        shutil.copy(course_root / f"notebooks/{kind}/sample_lab.ipynb", folder)
+        notebook = nbformat.read(course_root / f"notebooks/{kind}/sample_lab.ipynb", as_version=4)
+        environment = (
+            "import os\nprint(sorted(k for k in os.environ if k.startswith(('MALLOC', 'OMP'))))"
+        )
+        notebook.cells.append(nbformat.v4.new_code_cell(environment))
+        nbformat.write(notebook, folder / "sample_lab.ipynb")
     results = grade_class(
         tmp_path / "class",
         tmp_path / "out",
@@ -480,6 +485,10 @@ def test_a_second_lab_is_graded_end_to_end_with_its_own_tests(tiny_root, tmp_pat
     )
     by_student = {r.student: r for r in results}
     assert by_student["ann"].status is Status.GRADED and by_student["ann"].total == 2
+    executed = nbformat.read(tmp_path / "out/sample_lab/executed/ann.ipynb", as_version=4)
+    assert executed.cells[-1].outputs[0].text.strip() == str(  # one torch thread, kept memory
+        ["MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS"]
+    )
     assert by_student["bo"].total == 0 and "not implemented" in by_student["bo"].tests[0].message
     rows = list(csv.DictReader((tmp_path / "out/sample_lab/grades.csv").open()))
     assert [row["student"] for row in rows] == ["ann", "bo"]
