@@ -1,6 +1,6 @@
 """cnn-course grade against real `nbgrader autograde`: the same submissions, side by side, in one run.
 
-    CNN_COURSE_DATA=../shared/data PATH=.venv/bin:$PATH .venv/bin/python benchmarks/bench_nbgrader.py [--students 2] [--jobs 2]
+    CNN_COURSE_DATA=../shared/data .venv/bin/python benchmarks/bench_nbgrader.py [--students 2] [--jobs 2]
 
 The anchor is nbgrader as a course would run it: its own course layout (``source/``,
 ``release/``, ``submitted/``, ``autograded/``) and gradebook, the lab's solution notebook as
@@ -53,6 +53,8 @@ def nbgrader(folder: Path, *argv: str) -> None:
     env = {
         k: v for k, v in os.environ.items() if k not in ("CNN_COURSE_FAST", "CNN_COURSE_GRADING")
     }
+    # nbgrader runs `alembic` (from this venv) by name, in the course folder: an absolute PATH
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     done = subprocess.run(
         [sys.executable, "-m", "nbgrader", *argv],
         cwd=folder,
