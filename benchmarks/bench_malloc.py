@@ -2,9 +2,9 @@
 malloc as it comes and as the grader sets it for kernels and judges (``worker.MALLOC_ENV``),
 measured side by side in one run: fresh processes, interleaved rounds, medians.
 
-Each run trains the reference network for the lab's shortened schedule (2 epochs, the lab's batch
-size) on real training images, as a grading kernel does, and reports its seconds and the page
-faults it took. Usage::
+Each run trains the reference network on the lab's shortened schedule and subset (as its front
+matter declares them) with real training images, as a grading kernel does, and reports its
+seconds and the page faults it took. Usage::
 
     CNN_COURSE_DATA=../shared/data .venv/bin/python benchmarks/bench_malloc.py [--rounds 5]
 """
@@ -24,33 +24,36 @@ sys.path.insert(0, str(REPO))
 
 from cnn_course_instructor.worker import MALLOC_ENV  # noqa: E402
 
-# (network, dataset, training images, batch size): each lab's shortened training
+# (reference network, lab, subset, schedule): each lab's shortened training, as its front
+# matter declares it (images, epochs, batch size, learning rate)
 RUNS = {
-    "part 1 MNIST": ("cnn_lab.mnist_model", "mnist", 1000, 32),
-    "part 1 CIFAR-10": ("cnn_lab.cifar_model", "cifar10", 2000, 64),
-    "part 2 CIFAR-10": ("cnn_part2.better_model", "cifar10", 2000, 64),
+    "part 1 MNIST": ("cnn_lab.mnist_model", "cnn_lab", "mnist_train", "mnist"),
+    "part 1 CIFAR-10": ("cnn_lab.cifar_model", "cnn_lab", "cifar_train", "cifar"),
+    "part 2 CIFAR-10": ("cnn_part2.better_model", "cnn_part2", "cifar_train", "better"),
 }
-EPOCHS = 2
 
 CHILD = """
 import importlib, json, resource, sys, time
 import torch
 from torch import nn
 from cnn_course import data
+from cnn_course_instructor.course import Course
 torch.set_num_threads(1)
-module, name = sys.argv[1].rsplit(".", 1)
+network, lab_id, subset, schedule = sys.argv[1:5]
+module, name = network.rsplit(".", 1)
 make = getattr(importlib.import_module(f"autograder.{module}.reference"), name)
-load = data.load_mnist if sys.argv[2] == "mnist" else data.load_cifar10
-subset = load("train", n=int(sys.argv[3]))
+lab = Course(sys.argv[5]).lab(lab_id)
+images = lab.subsets[subset].load(fast=True)
+schedule = lab.training[schedule]
 torch.manual_seed(0)
 model = make()
-optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+optimizer = torch.optim.Adam(model.parameters(), lr=schedule.learning_rate)
 loss_function = nn.CrossEntropyLoss()
 faults, start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
-for epoch in range(int(sys.argv[5])):
-    for images, labels in data.make_loader(subset.images, subset.labels, int(sys.argv[4])):
+for epoch in range(schedule.fast_epochs):
+    for batch, labels in data.make_loader(images.images, images.labels, schedule.batch_size):
         optimizer.zero_grad()
-        loss_function(model(images), labels).backward()
+        loss_function(model(batch), labels).backward()
         optimizer.step()
 print(json.dumps({"seconds": time.perf_counter() - start,
                   "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults}))
@@ -58,12 +61,9 @@ print(json.dumps({"seconds": time.perf_counter() - start,
 
 
 def _train(run: tuple, malloc: bool) -> dict:
-    network, dataset, images, batch = run
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **(MALLOC_ENV if malloc else {})}
-    if not malloc:
-        for name in MALLOC_ENV:
-            env.pop(name, None)
-    argv = [sys.executable, "-c", CHILD, network, dataset, str(images), str(batch), str(EPOCHS)]
+    env = {name: value for name, value in os.environ.items() if name not in MALLOC_ENV}
+    env.update({"OMP_NUM_THREADS": "1", **(MALLOC_ENV if malloc else {})})
+    argv = [sys.executable, "-c", CHILD, *run, str(REPO)]
     done = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
