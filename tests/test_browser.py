@@ -24,9 +24,11 @@ import subprocess
 import sys
 import time
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import nbformat
 import pytest
@@ -111,6 +113,7 @@ class Lab:
     url: str
     token: str
     root: Path
+    log: Path  # the server's output
 
     def api(self, path: str, method: str = "GET"):
         request = urllib.request.Request(
@@ -125,6 +128,13 @@ class Lab:
     def page_url(self, path: str) -> str:
         # `reset` starts from an empty workspace: no tab of an earlier test comes back.
         return f"{self.url}/lab/tree/{path}?reset&token={self.token}"
+
+    def kernel_state(self, path: str) -> str | None:
+        """The execution state of the kernel of the session for ``path``, if it has one."""
+        for session in self.api("sessions"):
+            if session["path"] == path and session.get("kernel"):
+                return session["kernel"]["execution_state"]
+        return None
 
     def shut_down_kernels(self) -> None:
         for session in self.api("sessions"):
@@ -196,7 +206,7 @@ def lab(browser, real_root, real_cache, tmp_path_factory) -> Iterator[Lab]:
             command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
-        lab = Lab(f"http://127.0.0.1:{port}", token, root)
+        lab = Lab(f"http://127.0.0.1:{port}", token, root, log_path)
         deadline = time.monotonic() + 90
         while True:
             try:
@@ -227,51 +237,116 @@ def page(browser, lab):
 
 
 def open_notebook(page, lab: Lab, path: str):
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
+    """Open ``path`` in a fresh workspace and wait until its kernel is up and idle."""
     page.goto(lab.page_url(path))
     notebook = page.locator(NOTEBOOK)
     notebook.locator(".jp-Cell").first.wait_for(timeout=60_000)
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
-    # On a slow machine JupyterLab may ask which kernel to start, though the notebook names it
-    # (its kernel specs were not loaded yet): accept the one it proposes, the notebook's own,
-    # then reload, so that the page's widget manager is the new kernel's.
-    dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
-    with contextlib.suppress(PlaywrightTimeout):
-        dialog.wait_for(timeout=5_000)
-        dialog.locator("button.jp-mod-accept").click()
-        dialog.wait_for(state="detached", timeout=10_000)
-        page.wait_for_selector(
-            ".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000
-        )
+    if _wait_for_kernel(page, lab, path):
+        # The kernel was chosen in a dialog: reload, so that the page's widget manager is the
+        # new kernel's.
         page.reload()
         notebook.locator(".jp-Cell").first.wait_for(timeout=60_000)
-        page.wait_for_selector(
-            ".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000
-        )
+        _wait_for_kernel(page, lab, path)
     return notebook
 
 
-def start_running_all_cells(page) -> None:
-    """Run > Run All Cells."""
-    page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
-    page.locator(".lm-Menu-item", has_text="Run All Cells").first.click()
+def _wait_for_kernel(page, lab: Lab, path: str, timeout_s: float = 180) -> bool:
+    """Wait until the page shows the notebook's kernel idle and the server lists it idle too.
+
+    On a slow machine JupyterLab may ask which kernel to start, though the notebook names it
+    (its kernel specs were not loaded yet), at any moment of the start: the one it proposes,
+    the notebook's own, is accepted. Returns whether it asked.
+    """
+    dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
+    idle = page.locator(f"{NOTEBOOK} .jp-Notebook-ExecutionIndicator[data-status='idle']")
+    asked = False
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if dialog.count():
+            dialog.locator("button.jp-mod-accept").click()
+            dialog.wait_for(state="detached", timeout=10_000)
+            asked = True
+        elif idle.count() and lab.kernel_state(path) == "idle":
+            return asked
+        time.sleep(0.5)
+    fail_with_page(page, lab, f"the kernel of {path} was not idle within {timeout_s:.0f} s")
 
 
-def wait_until_run_ends(page, timeout_s: float) -> None:
+def start_running_all_cells(page, lab: Lab) -> None:
+    """Run > Run All Cells, then wait until the first code cell is running or has run.
+
+    The run must start within two minutes: a dialog that holds it (JupyterLab asking for a
+    kernel) is accepted, and the menu is used once more if nothing started, with a warning
+    saying what the page showed; the test fails if the run still does not start.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(2):
+        page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
+        page.locator(".lm-Menu-item", has_text="Run All Cells").first.click()
+        for _ in range(4):
+            with contextlib.suppress(PlaywrightTimeout):
+                page.wait_for_function(
+                    """(selector) => [...document.querySelectorAll(
+                            selector + ' .jp-CodeCell .jp-InputPrompt')]
+                        .some((prompt) => /\\[(\\*|\\d+)\\]/.test(prompt.textContent))""",
+                    arg=NOTEBOOK,
+                    timeout=30_000,
+                    polling=250,
+                )
+                return
+            dialogs = page.locator(".jp-Dialog button.jp-mod-accept")
+            if dialogs.count():
+                warnings.warn(f"a dialog held the run: {describe_page(page, lab)}", stacklevel=2)
+                dialogs.first.click()
+        if attempt == 0:
+            warnings.warn(
+                f"Run All Cells started no cell in 2 minutes; running it again. The page showed: "
+                f"{describe_page(page, lab)}",
+                stacklevel=2,
+            )
+    fail_with_page(page, lab, "Run All Cells started no cell, twice")
+
+
+def wait_until_run_ends(page, lab: Lab, timeout_s: float) -> None:
     """Wait until the first cell has run and no cell is running or queued any more.
 
-    On a timeout the page is saved to ``artifacts/browser/timeout.png`` and the message lists
-    the input prompts, so a stalled kernel can be told from a stalled page.
+    On a timeout the page is saved to ``artifacts/browser/timeout.png`` and the message says
+    what the page and the server showed, so a stalled kernel can be told from a stalled page.
     """
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     try:
         _wait_for_prompts(page, timeout_s)
     except PlaywrightTimeout:
-        page.screenshot(path=str(ARTIFACTS / "timeout.png"), full_page=True)
-        prompts = page.locator(f"{NOTEBOOK} .jp-CodeCell .jp-InputPrompt").all_inner_texts()
-        pytest.fail(f"the run did not end within {timeout_s:.0f} s; input prompts: {prompts}")
+        fail_with_page(page, lab, f"the run did not end within {timeout_s:.0f} s")
+
+
+def describe_page(page, lab: Lab) -> str:
+    """What the page and the server show: prompts, dialogs, kernel status, sessions, log tail."""
+    prompts = page.locator(f"{NOTEBOOK} .jp-CodeCell .jp-InputPrompt").all_inner_texts()
+    indicator = page.locator(".jp-Notebook-ExecutionIndicator").evaluate_all(
+        "nodes => nodes.map((node) => node.dataset.status)"
+    )
+    try:
+        sessions = [
+            (session["path"], (session.get("kernel") or {}).get("execution_state"))
+            for session in lab.api("sessions")
+        ]
+    except OSError as error:
+        sessions = f"unreadable ({error})"
+    return (
+        f"input prompts: {prompts}; dialogs: {page.locator('.jp-Dialog').all_inner_texts()}; "
+        f"kernel indicators: {indicator}; kernel name: "
+        f"{page.locator('.jp-Toolbar-kernelName').all_inner_texts()}; sessions: {sessions}; "
+        f"server log (end):\n{lab.log.read_text(errors='replace')[-3000:]}"
+    )
+
+
+def fail_with_page(page, lab: Lab, message: str) -> NoReturn:
+    """Save the page to ``artifacts/browser/timeout.png`` and fail with what it showed."""
+    page.screenshot(path=str(ARTIFACTS / "timeout.png"), full_page=True)
+    pytest.fail(f"{message}; {describe_page(page, lab)}")
 
 
 def _wait_for_prompts(page, timeout_s: float) -> None:
@@ -355,8 +430,8 @@ def check_student_run(notebook) -> None:
 def test_student_notebook_runs_its_setup_and_shows_the_images(page, lab):
     """Does the student notebook run up to its first exercise, with the images on the page?"""
     notebook = open_notebook(page, lab, "student/cnn_lab.ipynb")
-    start_running_all_cells(page)
-    wait_until_run_ends(page, timeout_s=400)  # a cold machine starts its first kernel slowly
+    start_running_all_cells(page, lab)
+    wait_until_run_ends(page, lab, timeout_s=400)  # a cold machine starts its first kernel slowly
     check_student_run(notebook)
     shot(code_cell(notebook, MNIST_IMAGES), "student_mnist_images")
     shot(notebook.locator(".jp-CodeCell", has_text="Replace this line").first, "student_first_stub")
@@ -377,8 +452,8 @@ def test_myst_student_notebook_opens_and_runs_as_a_notebook(page, lab):
     tab = page.locator("#jp-main-dock-panel .lm-TabBar-tab.lm-mod-current .lm-TabBar-tabLabel")
     assert tab.inner_text() == "cnn_lab.md"
     assert notebook.locator(".jp-Cell").count() == len(expected.cells)
-    start_running_all_cells(page)
-    wait_until_run_ends(page, timeout_s=400)  # a cold machine starts its first kernel slowly
+    start_running_all_cells(page, lab)
+    wait_until_run_ends(page, lab, timeout_s=400)  # a cold machine starts its first kernel slowly
     check_student_run(notebook)
     code_cell(notebook, MNIST_IMAGES).scroll_into_view_if_needed()
     shot(page.locator(".jp-LabShell"), "myst_notebook")
@@ -389,7 +464,7 @@ def test_solution_runs_clean_and_its_widgets_are_live(page, lab):
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     notebook = open_notebook(page, lab, "solution/cnn_lab.ipynb")
-    start_running_all_cells(page)
+    start_running_all_cells(page, lab)
     # While CIFAR-10 trains: its bars and, once an epoch is done, its curves so far.
     cifar_loop = code_cell(notebook, "widgets.TrainingMonitor(cifar_history")
     cifar_loop.locator(".widget-hprogress").first.wait_for(timeout=300_000)
@@ -402,7 +477,7 @@ def test_solution_runs_clean_and_its_widgets_are_live(page, lab):
             polling=100,
         )
     shot(cifar_loop, "training_live")
-    wait_until_run_ends(page, timeout_s=600)
+    wait_until_run_ends(page, lab, timeout_s=600)
 
     assert errors(notebook) == []
     assert "Error displaying widget" not in notebook.inner_text()
@@ -483,8 +558,8 @@ def test_part_2_runs_clean_with_its_maps_fooled_images_and_live_widgets(page, la
     """Does part 2's solution run without error in JupyterLab, its 8 checks passed, its maps,
     patches and fooled images drawn, and do its map explorer and epsilon slider answer?"""
     notebook = open_notebook(page, lab, "solution/cnn_part2.ipynb")
-    start_running_all_cells(page)
-    wait_until_run_ends(page, timeout_s=900)
+    start_running_all_cells(page, lab)
+    wait_until_run_ends(page, lab, timeout_s=900)
     assert errors(notebook) == []
     assert "Error displaying widget" not in notebook.inner_text()
     reports = notebook.locator(".cnn-course-check")
