@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -856,6 +857,8 @@ def test_the_gradebook_is_made_while_the_class_runs_and_a_failure_is_left_to_the
     """Does the early step create nbgrader's gradebook with the lab's questions, and leave a
     gradebook it cannot make to the reports (no exception, nothing written)?"""
     from nbgrader.api import Gradebook
+    from nbgrader.dbutil import ALEMBIC_DIR
+    from sqlalchemy import text
 
     from cnn_course_instructor.scheduler import _prepare_reports
 
@@ -864,5 +867,14 @@ def test_the_gradebook_is_made_while_the_class_runs_and_a_failure_is_left_to_the
     with Gradebook(f"sqlite:///{tmp_path / 'gradebook.db'}", course_id="cnn-course") as book:
         cells = book.find_notebook(lab.id, lab.id).grade_cells
         assert sorted(cell.name for cell in cells) == sorted(lab.graded)
+        stamp = book.db.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    # Stamped, as nbgrader stamps a new gradebook, with its newest migration: the one that no
+    # other migration revises.
+    revisions, revised = set(), set()
+    for script in (Path(ALEMBIC_DIR) / "versions").glob("*.py"):
+        source = script.read_text()
+        revisions |= set(re.findall(r"^revision = '(\w+)'", source, re.M))
+        revised |= set(re.findall(r"^down_revision = '(\w+)'", source, re.M))
+    assert len(revisions) >= 6 and stamp == list(revisions - revised)
     _prepare_reports(tmp_path / "missing" / "gradebook.db", [lab])
     assert not (tmp_path / "missing").exists()
