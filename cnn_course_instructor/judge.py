@@ -10,13 +10,28 @@ would exceed the grader's budget is refused, with a message, before any test eva
 test results go to standard output as JSON. The worker runs this under the limits and, unless
 grading runs unsandboxed, in a sandbox that holds the Python install, the course's grading
 content and the data, read-only, and nothing else.
+
+    python -m cnn_course_instructor.judge REQUEST.json --serve FD
+
+serves a whole run instead (the local scheduler starts one per lab): it loads torch, the tests
+and the images once, then accepts connections on the listening Unix socket ``FD`` it inherits,
+and for each forks a process of its own that reads one record from the connection until its
+writer shuts down, and answers there. Records are judged exactly as above, each in its own
+process, so one record's judging cannot change another's; what a judge's first 2 s loaded is
+shared, copy-on-write. The server and its processes cannot be traced or have their memory read
+by one another (not dumpable). Whoever connects falls back on a judge of its own when the server
+is gone or a judging process ends without an answer.
 """
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import io
 import json
 import os
+import signal
+import socket
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
@@ -63,23 +78,67 @@ def _prepared(request: dict) -> Callable[[bytes], list[dict]]:
     return judge
 
 
+def _answer(judge: Callable[[bytes], list[dict]], record: bytes) -> bytes:
+    """The JSON line that answers one record: its test results, or why it is unusable."""
+    try:
+        answer = {"tests": judge(record)}
+    except ValueError as exc:
+        answer = {"unusable": str(exc)}
+    return json.dumps(answer).encode() + b"\n"
+
+
+def serve(request: dict, listener: socket.socket) -> None:
+    """Judge each record sent on a connection to ``listener`` in a process forked for it, once
+    torch, the tests and the images are loaded; runs until it is killed (see the module)."""
+    judge = _prepared(request)
+    _not_dumpable()
+    gc.freeze()  # what is loaded stays shared: no collection in a judging process copies it
+    with open(os.devnull, "wb") as devnull:  # no one reads what a judging process prints
+        os.dup2(devnull.fileno(), 1)
+        os.dup2(devnull.fileno(), 2)
+    timeout = int(request.get("timeout", 900))
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps each judging process
+    while True:
+        connection, _ = listener.accept()
+        if os.fork() == 0:
+            try:
+                listener.close()
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                with connection, connection.makefile("rb") as stream:
+                    record = stream.read()  # until the worker's kernel has ended
+                    signal.alarm(timeout)  # its default action ends this process
+                    connection.sendall(_answer(judge, record))
+            finally:
+                os._exit(0)
+        connection.close()
+
+
+def _not_dumpable() -> None:
+    """PR_SET_DUMPABLE 0, kept by forked processes: no process of the same user can trace this
+    one or read its memory or descriptors in /proc."""
+    if ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 3 and argv[1] == "--serve":
+        request = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+        serve(request, socket.socket(fileno=int(argv[2])))
+        return 0
     if len(argv) != 2:
         print(
             "usage: python -m cnn_course_instructor.judge REQUEST.json RECORD.pt\n"
-            "       (RECORD.pt as -: the record on standard input, read once the tests are loaded)",
+            "       (RECORD.pt as -: the record on standard input, read once the tests are loaded)\n"
+            "       python -m cnn_course_instructor.judge REQUEST.json --serve FD\n"
+            "       (FD: a listening Unix socket; each connection sends a record and gets the answer)",
             file=sys.stderr,
         )
         return 2
     request = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     judge = _prepared(request)
     record = sys.stdin.buffer.read() if argv[1] == "-" else Path(argv[1]).read_bytes()
-    try:
-        answer = {"tests": judge(record)}
-    except ValueError as exc:
-        answer = {"unusable": str(exc)}
-    print(json.dumps(answer))
+    sys.stdout.buffer.write(_answer(judge, record))
     return 0
 
 

@@ -590,11 +590,14 @@ def run(
 
 
 @contextlib.contextmanager
-def started(sandbox: Sandbox, argv: list[str]) -> Iterator[subprocess.Popen]:
-    """``argv`` started in ``sandbox``; see ``piped``."""
+def started(
+    sandbox: Sandbox, argv: list[str], pass_fds: tuple[int, ...] = ()
+) -> Iterator[subprocess.Popen]:
+    """``argv`` started in ``sandbox``, with the descriptors ``pass_fds`` open there under the
+    same numbers; see ``piped``."""
     with lease() as held, _DataFiles(sandbox.files) as fds:
         command = held.wrap(bwrap_command(sandbox, argv, data_fds=fds))
-        with piped(command, pass_fds=list(fds.values())) as process:
+        with piped(command, pass_fds=[*fds.values(), *pass_fds]) as process:
             yield process
 
 

@@ -9,12 +9,14 @@ import os
 import secrets
 import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +31,7 @@ from .reports import fill_gradebook, write_reports, write_text
 from .safefiles import UnsafeFile, read_regular, remove_tree
 from .sandbox import sandbox_available
 from .submissions import SUBMISSION_LIMIT, Submission, find_submissions, lab_of, read
-from .worker import CELL_TIMEOUT, Job, grading_plan
+from .worker import CELL_TIMEOUT, Job, grading_plan, judge_started
 
 __all__ = [
     "SUBMISSION_TIMEOUT",
@@ -193,7 +195,10 @@ def _grade(
         grade_on_cluster(cluster, todo, course, labs, seed, sandbox, cell_timeout, record, progress)
     else:
         settings = grading_settings(course, seed, data_root, sandbox, cell_timeout)
-
+        servers = contextlib.ExitStack()
+        sockets = servers.enter_context(
+            judge_servers(course, {lab_id for _, lab_id in todo if lab_id in labs}, settings)
+        )
         queue, taking = iter(todo), threading.Lock()
 
         def take() -> tuple[Submission, str, _Started] | None:
@@ -212,7 +217,7 @@ def _grade(
                         submission.student,
                         lab_id,
                         course,
-                        settings,
+                        {**settings, "judge_socket": sockets.get(lab_id, "")},
                         out / WORK,
                         gated=True,
                     )
@@ -243,7 +248,7 @@ def _grade(
                     judged.result()
 
         width = max(1, jobs)
-        with ThreadPoolExecutor(width) as pool, ThreadPoolExecutor(width) as judging:
+        with servers, ThreadPoolExecutor(width) as pool, ThreadPoolExecutor(width) as judging:
             for done in [pool.submit(slot, judging) for _ in range(width)]:
                 done.result()
     early.join()
@@ -350,6 +355,40 @@ def grading_settings(
         "sandboxed": sandbox,
         "cache_entries": tuple(str(p) for p in data.cache_entries(data_root)),
     }
+
+
+@contextlib.contextmanager
+def judge_servers(course: Course, labs: set[str], settings: dict) -> Iterator[dict[str, str]]:
+    """A judge server for each lab (``judge --serve``, sandboxed as a judge is) on a Unix socket
+    in a folder of its own; the lab's socket paths. Each loads torch, the tests and the images
+    once for the whole run, rather than once a submission (2 CPU-seconds); workers connect to
+    it, and start a judge of their own if it is gone. Ended, and the folder removed, on exit.
+    Started by the thread that grades: the sandbox ends with it."""
+    folder = Path(tempfile.mkdtemp(prefix="cnn-judge-"))
+    sockets: dict[str, str] = {}
+    try:
+        with contextlib.ExitStack() as servers:
+            for index, lab in enumerate(sorted(labs)):
+                path = folder / f"{index}.sock"
+                if len(str(path).encode()) > 100:  # longer than a socket's address holds
+                    break
+                work = folder / str(index)
+                work.mkdir()
+                job = Job(lab=lab, notebook="", result="", executed="", work=str(work), **settings)
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+                    listener.bind(str(path))
+                    listener.listen(64)
+                    fd = listener.fileno()
+                    servers.enter_context(
+                        judge_started(
+                            job, ["--serve", str(fd)], pass_fds=(fd,), env={"OMP_NUM_THREADS": "1"}
+                        )
+                    )
+                # (closed here: once the server ends, connecting to it fails)
+                sockets[lab] = str(path)
+            yield sockets
+    finally:
+        remove_tree(folder)
 
 
 def _plan(course: Course, lab: str, seed: int) -> bytes:

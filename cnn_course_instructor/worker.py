@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -36,6 +37,7 @@ __all__ = [
     "Job",
     "cell_names",
     "grading_plan",
+    "judge_started",
     "main",
     "probe_cell",
 ]
@@ -72,6 +74,10 @@ class Job:
     # the gate and "ran" once its kernel has ended, so the next submission may run while this
     # one is judged.
     status_fd: int = -1
+    # A Unix socket where the run's judge server listens (``judge --serve``, started by the
+    # scheduler): the record is judged there, in a process forked for it. "": or when the
+    # server is gone or gives no answer, the worker starts a judge of its own.
+    judge_socket: str = ""
 
     def write(self, path: Path) -> None:
         Path(path).write_text(json.dumps(asdict(self)), encoding="utf-8")
@@ -193,12 +199,12 @@ def grade_notebook(job: Job) -> SubmissionResult:
     say = _status(job.status_fd)
 
     judges = contextlib.ExitStack()
-    judge: list[subprocess.Popen] = []
+    judge: list[subprocess.Popen | socket.socket] = []
 
     def kernel_started() -> None:
         """The judge starts now, after the kernel: a started-ahead worker loads one process at
         a time, beside the submission that runs. A gated worker then waits for "go"."""
-        judge.append(judges.enter_context(_judge_started(job)))
+        judge.append(judges.enter_context(_judge_for(job)))
         if job.gated:
             say("ready")
             _wait_for_go()
@@ -300,6 +306,9 @@ def grade_notebook(job: Job) -> SubmissionResult:
                 what = f"the grading record was refused: {found}"
             return outcome(status, f"the kernel stopped before grading ({what}). {notes}".strip())
         verdict = _judge(judge[0], found)  # (a record: the kernel started, and the judge)
+        if verdict is None:  # the run's judge server gave no answer: a judge of this record's
+            with judge_started(job, ["-"]) as process:
+                verdict = _judge(process, found)
     if isinstance(verdict, str):
         return outcome(Status.CRASHED, f"{verdict}. {notes}".strip())
     return outcome(Status.TIMEOUT if execution.timed_out else Status.GRADED, notes, verdict)
@@ -327,19 +336,44 @@ def cell_names(notebook: nbformat.NotebookNode, lab) -> dict[int, str]:
     return names
 
 
+def _judge_for(job: Job) -> contextlib.AbstractContextManager:
+    """A connection to the run's judge server (``Job.judge_socket``), or a judge of its own."""
+    if job.judge_socket:
+        connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            connection.connect(job.judge_socket)
+        except OSError:  # the server is gone
+            connection.close()
+        else:
+            return contextlib.closing(connection)
+    return judge_started(job, ["-"])
+
+
 @contextlib.contextmanager
-def _judge_started(job: Job) -> Iterator[subprocess.Popen]:
-    """The hidden tests' process, started in its own sandbox, reading the record from its input;
-    ended on exit if it still runs."""
+def judge_started(
+    job: Job, args: list[str], pass_fds: tuple[int, ...] = (), env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen]:
+    """``python -m cnn_course_instructor.judge REQUEST.json *args`` for ``job``'s lab, in a
+    sandbox of its own (unless ``job`` runs unsandboxed), with the descriptors ``pass_fds`` and
+    the variables ``env`` too; ended on exit if it still runs. ``["-"]``: it reads one record
+    from its input."""
     work = Path(job.work)
-    request = {"course": job.course, "lab": job.lab, "seed": job.seed, "data_root": job.data_root}
+    request = {
+        "course": job.course,
+        "lab": job.lab,
+        "seed": job.seed,
+        "data_root": job.data_root,
+        "timeout": JUDGE_TIMEOUT,
+    }
     module = ["-m", "cnn_course_instructor.judge"]
     request_path = work / "judge.json"
     if not job.sandboxed:
         request_path.write_text(json.dumps(request), encoding="utf-8")
-        argv = [sys.executable, *module, str(request_path), "-"]
-        env = {**os.environ, **_compute_env()}
-        with sandbox.piped(argv, preexec_fn=_judge_limits, env=env) as process:
+        argv = [sys.executable, *module, str(request_path), *args]
+        variables = {**os.environ, **_compute_env(), **(env or {})}
+        with sandbox.piped(
+            argv, preexec_fn=_judge_limits, env=variables, pass_fds=pass_fds
+        ) as process:
             yield process
         return
     binds, data_env = data_view(job)
@@ -354,28 +388,66 @@ def _judge_started(job: Job) -> Iterator[subprocess.Popen]:
     ]
     box = sandbox.Sandbox(
         binds=(*binds, *view),
-        env={"CNN_COURSE_FAST": "1", "MPLBACKEND": "Agg", **data_env, **_compute_env()},
+        env={
+            "CNN_COURSE_FAST": "1",
+            "MPLBACKEND": "Agg",
+            **data_env,
+            **_compute_env(),
+            **(env or {}),
+        },
         limits=JUDGE_LIMITS,
         files={f"{GRADER_RUN}/judge.json": str(request_path)},
     )
-    argv = [sys.executable, *module, f"{GRADER_RUN}/judge.json", "-"]
-    with sandbox.started(box, argv) as process:
+    argv = [sys.executable, *module, f"{GRADER_RUN}/judge.json", *args]
+    with sandbox.started(box, argv, pass_fds) as process:
         yield process
 
 
-def _judge(process: subprocess.Popen, record: bytes) -> list[TestResult] | str:
-    """Send the record to the started judge: the test results, or why there are none."""
+def _judge(judge: subprocess.Popen | socket.socket, record: bytes) -> list[TestResult] | str | None:
+    """Send the record to the judge: the test results, or why there are none; None when the
+    run's judge server gave no answer (ask a judge of this record's own then)."""
+    if isinstance(judge, socket.socket):
+        return _served(judge, record)
     try:
-        stdout, stderr = process.communicate(record, timeout=JUDGE_TIMEOUT)
+        stdout, stderr = judge.communicate(record, timeout=JUDGE_TIMEOUT)
     except subprocess.TimeoutExpired:
         return f"the grader's tests did not finish in {JUDGE_TIMEOUT} s"
     try:
         answer = json.loads(stdout.decode(errors="replace").strip().splitlines()[-1])
     except (ValueError, IndexError):
         tail = stderr.decode(errors="replace").strip().splitlines()[-1:] or [
-            f"exit status {process.returncode}"
+            f"exit status {judge.returncode}"
         ]
         return f"the grader's tests failed on this record ({tail[0][:300]})"
+    return _verdict(answer)
+
+
+def _served(connection: socket.socket, record: bytes) -> list[TestResult] | str | None:
+    """The record judged by the process the run's judge server forked for this connection."""
+    deadline = time.monotonic() + JUDGE_TIMEOUT
+    received, size = [], 0
+    try:
+        connection.settimeout(JUDGE_TIMEOUT)
+        connection.sendall(record)
+        connection.shutdown(socket.SHUT_WR)  # the record is whole
+        while chunk := connection.recv(1 << 16):
+            received.append(chunk)
+            size += len(chunk)
+            if size > RECORD_LIMIT:
+                return None
+            connection.settimeout(max(0.001, deadline - time.monotonic()))
+    except TimeoutError:
+        return f"the grader's tests did not finish in {JUDGE_TIMEOUT} s"
+    except OSError:
+        return None
+    try:
+        answer = json.loads(b"".join(received).decode(errors="replace").strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None
+    return _verdict(answer)
+
+
+def _verdict(answer: dict) -> list[TestResult] | str:
     if "unusable" in answer:
         return answer["unusable"]
     return [TestResult(**test) for test in answer["tests"]]

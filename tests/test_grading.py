@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import dataclasses
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -440,6 +444,29 @@ def tiny_root(tmp_path, monkeypatch) -> Path:
     return root
 
 
+@contextlib.contextmanager
+def answerless_server(path: Path):
+    """A Unix socket at ``path`` whose every connection is closed unanswered, as by a judge
+    server whose judging process died."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(8)
+
+    def close_each() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                listener.accept()[0].close()
+
+    thread = threading.Thread(target=close_each, daemon=True)
+    thread.start()
+    try:
+        yield str(path)
+    finally:
+        listener.shutdown(socket.SHUT_RDWR)
+        listener.close()
+        thread.join(timeout=10)
+
+
 @pytest.mark.slow
 def test_a_second_lab_is_graded_end_to_end_with_its_own_tests(tiny_root, tmp_path, monkeypatch):
     """Does the sample course's lab grade with its own hidden tests: solution full, stub zero,
@@ -534,23 +561,25 @@ def test_grading_restores_locked_cells_but_calibration_runs_its_seeded_setup(tin
     changed.source = "factor = 3"
     nbformat.write(solution, tmp_path / "changed.ipynb")
     totals = {}
-    for restore in (True, False):
-        work = tmp_path / f"work-{restore}"
-        work.mkdir()
-        job = Job(
-            course=str(course_root),
-            lab="sample_lab",
-            notebook=str(tmp_path / "changed.ipynb"),
-            result=str(work / "result.json"),
-            executed=str(work / "executed.ipynb"),
-            work=str(work),
-            seed=0,
-            data_root=str(tiny_root),
-            sandboxed=False,
-            restore_locked=restore,
-        )
-        result = grade_notebook(job)
-        totals[restore] = (result.total, len(result.changed_locked_cells))
+    with answerless_server(tmp_path / "judge.sock") as server:
+        for restore in (True, False):
+            work = tmp_path / f"work-{restore}"
+            work.mkdir()
+            job = Job(
+                course=str(course_root),
+                lab="sample_lab",
+                notebook=str(tmp_path / "changed.ipynb"),
+                result=str(work / "result.json"),
+                executed=str(work / "executed.ipynb"),
+                work=str(work),
+                seed=0,
+                data_root=str(tiny_root),
+                sandboxed=False,
+                restore_locked=restore,
+                judge_socket=server if restore else "",  # (no answer: a judge of its own)
+            )
+            result = grade_notebook(job)
+            totals[restore] = (result.total, len(result.changed_locked_cells))
     assert totals == {True: (2, 1), False: (0, 0)}
 
 
@@ -849,6 +878,48 @@ def test_a_gated_worker_grades_on_go_and_ends_without_a_result_otherwise(tiny_ro
             assert result.status is Status.GRADED and result.total == 2, stderr[-2000:]
             assert result.seconds <= elapsed  # not the wait at the gate
     assert outcomes == {"go": (0, True, b"ran\n"), "closed": (3, False, b"")}
+
+
+@pytest.mark.slow
+def test_the_run_s_judge_server_judges_each_record_apart_and_workers_can_do_without_it(
+    tiny_root, tmp_path
+):
+    """Does the judge server of a run (sandboxed, as the scheduler starts it) judge the records
+    sent on connections open at once, each on its own? Does a worker fall back on a judge of
+    its own when the server is gone, or gives no answer?"""
+    import io
+
+    from cnn_course_instructor.scheduler import grading_settings, judge_servers
+    from cnn_course_instructor.worker import Job, _judge, _judge_for
+
+    course = Course(SAMPLE_COURSE)
+    settings = grading_settings(course, 5, tiny_root, sandbox_available() is None, 60)
+    (numbers, *_), (whole, *_) = course.content("sample_lab").grading_inputs(5)["numbers"]
+
+    def record(first: torch.Tensor) -> bytes:
+        buffer = io.BytesIO()
+        torch.save({"double": [{"tensor": first}, {"tensor": whole * 2}]}, buffer)
+        return buffer.getvalue()
+
+    right, wrong = record(numbers * 2), record(numbers * 3)
+    job = Job(lab="sample_lab", notebook="", result="", executed="", work=str(tmp_path), **settings)
+    with judge_servers(course, {"sample_lab"}, settings) as sockets:
+        served = dataclasses.replace(job, judge_socket=sockets["sample_lab"])
+        with _judge_for(served) as one, _judge_for(served) as other:
+            assert isinstance(one, socket.socket) and isinstance(other, socket.socket)
+            answers = [_judge(other, wrong), _judge(one, right)]
+        with _judge_for(served) as third:
+            unusable = _judge(third, b"not a record")
+    assert [test.passed for test in answers[0]] == [False, True]
+    assert [test.passed for test in answers[1]] == [True, True]
+    assert unusable.startswith("the grading record is unreadable")
+    assert not Path(sockets["sample_lab"]).parent.exists()  # the server ended, its folder gone
+
+    gone = dataclasses.replace(job, judge_socket=sockets["sample_lab"])
+    assert not isinstance(_judge_for(gone), contextlib.closing)  # a judge of its own
+    with answerless_server(tmp_path / "answerless.sock") as path:
+        with _judge_for(dataclasses.replace(job, judge_socket=path)) as connection:
+            assert _judge(connection, right) is None  # the worker asks a judge of its own
 
 
 def test_the_gradebook_is_made_while_the_class_runs_and_a_failure_is_left_to_the_reports(
