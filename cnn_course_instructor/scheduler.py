@@ -226,7 +226,8 @@ def _grade(
 
         def slot(judging: ThreadPoolExecutor) -> None:
             """Grade submissions one after the other: each one runs while the one before it
-            is judged, then the next one's kernel and judge start (and load their imports)."""
+            is judged, then the next one's kernel starts (and loads its imports) and gets its
+            judge (a process of the lab's judge server)."""
             current, running, judged = take(), None, None
             try:
                 while current is not None:

@@ -5,7 +5,8 @@
 The student's code runs in a Jupyter kernel in a sandbox (see ``sandbox``); the probe leaves a
 plain record there, which this worker reads as a regular file of bounded size before the sandbox
 ends. The hidden tests run on that record in a process of their own (``judge``), with its own
-limits and sandbox, never in the student's kernel.
+limits and sandbox, never in the student's kernel: a process forked for it by the run's judge
+server for the lab, or a judge started for it alone.
 """
 
 from __future__ import annotations
@@ -187,8 +188,10 @@ def _status(fd: int) -> Callable[[str], None]:
 def grade_notebook(job: Job) -> SubmissionResult:
     """Execute one submission with the probe appended, then judge the plain record it leaves.
 
-    The judge starts once the kernel has, in its own sandbox: it loads torch and the lab's
-    tests while the notebook runs, then waits for the record on its standard input. A gated job
+    Once the kernel has started, the worker connects to the run's judge server
+    (``Job.judge_socket``), whose judging process waits for the record; without one, it starts
+    a judge of its own, in its own sandbox, which loads torch and the lab's tests while the
+    notebook runs, then waits for the record on its standard input. A gated job
     (``Job.gated``) then waits for "go"; its time is counted from then. With a status pipe
     (``Job.status_fd``) it says when it waits for "go" and when its kernel has ended.
     """
