@@ -922,6 +922,26 @@ def test_the_run_s_judge_server_judges_each_record_apart_and_workers_can_do_with
             assert _judge(connection, right) is None  # the worker asks a judge of its own
 
 
+def test_a_judge_server_that_cannot_start_is_a_warning_and_workers_judge_alone(
+    monkeypatch, tmp_path
+):
+    """Does a lab whose judge server fails to start get no socket (its workers start judges of
+    their own), with a warning naming the lab and the reason, rather than a failed run?"""
+    from cnn_course_instructor import scheduler
+
+    def cannot(*args, **options):
+        raise OSError("no uid left to lease")
+
+    monkeypatch.setattr(scheduler, "judge_started", cannot)
+    course = Course(SAMPLE_COURSE)
+    settings = scheduler.grading_settings(course, 0, tmp_path, False, 60)
+    with (
+        pytest.warns(UserWarning, match="no judge server for sample_lab: no uid left to lease"),
+        scheduler.judge_servers(course, {"sample_lab"}, settings) as sockets,
+    ):
+        assert sockets == {}
+
+
 def test_the_gradebook_is_made_while_the_class_runs_and_a_failure_is_left_to_the_reports(
     tmp_path,
 ):
