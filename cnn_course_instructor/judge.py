@@ -96,7 +96,7 @@ def serve(request: dict, listener: socket.socket) -> None:
     with open(os.devnull, "wb") as devnull:  # no one reads what a judging process prints
         os.dup2(devnull.fileno(), 1)
         os.dup2(devnull.fileno(), 2)
-    timeout = int(request.get("timeout", 900))
+    timeout = int(request["timeout"])  # seconds a judging process has once it has the record
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps each judging process
     while True:
         connection, _ = listener.accept()

@@ -44,6 +44,8 @@ __all__ = [
 ]
 
 SUBMISSION_TIMEOUT = 900
+# Every kernel and judge a local run starts computes with one torch thread (see _Started).
+ONE_TORCH_THREAD = {"OMP_NUM_THREADS": "1"}
 UNKNOWN_LAB = "unknown-lab"  # where submissions go whose lab cannot be told
 WORK = ".work"  # OUT/.work: the grader's own folders, one per submission in progress
 
@@ -386,7 +388,7 @@ def judge_servers(course: Course, labs: set[str], settings: dict) -> Iterator[di
                                 job,
                                 ["--serve", str(fd)],
                                 pass_fds=(fd,),
-                                env={"OMP_NUM_THREADS": "1"},
+                                env=ONE_TORCH_THREAD,
                             )
                         )
                     # (closed here: once the server ends, connecting to it fails)
@@ -465,7 +467,7 @@ class _Started:
             self.job.write(local / "job.json")
             # One torch thread for the kernel and the judge: a slot's other work (the next
             # submission loading, the one before judged) and the other slots use the other cores.
-            env = {**os.environ, "OMP_NUM_THREADS": "1"}
+            env = {**os.environ, **ONE_TORCH_THREAD}
             command = [
                 sys.executable,
                 "-m",
