@@ -160,6 +160,87 @@ SAMPLES = [
         scores(),
     ),
     Sample(
+        # Other whole forms, all right: unfold and a matrix product, named layers, a network of
+        # two nn.Sequential parts, literal sizes, gradients zeroed after the step.
+        "right_other_forms",
+        (
+            (
+                "    padded = torch.zeros(c_in, height + 2 * padding, width + 2 * padding)\n"
+                "    padded[:, padding : padding + height, padding : padding + width] = x\n"
+                + CONV2D_LOOPS,
+                "    padded = F.pad(x, (padding, padding, padding, padding))\n"
+                "    columns = F.unfold(padded.unsqueeze(0), (k_h, k_w), stride=stride)[0]\n"
+                "    h_out = (padded.shape[1] - k_h) // stride + 1\n"
+                "    w_out = (padded.shape[2] - k_w) // stride + 1\n"
+                "    out = (weight.reshape(c_out, -1) @ columns + bias[:, None]).reshape(c_out, h_out, w_out)\n",
+            ),
+            ("def conv2d(", "import torch.nn.functional as F\n\n\ndef conv2d("),
+            (OUTPUT_SIZE, "    out = int((size - kernel_size + 2 * padding) / stride) + 1"),
+            (
+                "mnist_model = nn.Sequential(\n",
+                "from collections import OrderedDict\n\nmnist_model = nn.Sequential(\n",
+            ),
+            (
+                'nn.Conv2d(n_h_0, n_h_1, kernel_size=kernel_size, stride=1, padding="same"),\n'
+                "    nn.ReLU(),\n"
+                + MNIST_SECOND_RELU
+                + "    nn.MaxPool2d(kernel_size=pool_size, stride=pool_size),\n    nn.Flatten(),\n"
+                + MNIST_LINEAR,
+                "OrderedDict(\n"
+                "        conv1=nn.Conv2d(1, 32, kernel_size=(3, 3), padding=1),\n"
+                "        relu1=nn.ReLU(inplace=True),\n"
+                "        conv2=nn.Conv2d(32, 32, 3, padding=(1, 1)),\n"
+                "        relu2=nn.ReLU(),\n"
+                "        pool=nn.MaxPool2d(2),\n"
+                "        flatten=nn.Flatten(start_dim=1),\n"
+                "        fc=nn.Linear(6272, 10, bias=True),\n"
+                "    )\n)",
+            ),
+            (
+                "optimizer = torch.optim.Adam(mnist_model.parameters(), lr=learning_rate)",
+                "optimizer = torch.optim.Adam(params=mnist_model.parameters(), lr=0.001)",
+            ),
+            (
+                "    probabilities = torch.softmax(x, dim=1)\n    y = torch.argmax(probabilities, dim=1)",
+                "    y = torch.max(x, dim=1).indices",
+            ),
+            (
+                "accuracy = (predict == labels).float().mean().item()",
+                "accuracy = float(torch.sum(predict == labels)) / labels.numel()",
+            ),
+            (
+                CIFAR_SEQUENTIAL,
+                "class CifarNet(nn.Module):\n"
+                "    def __init__(self):\n"
+                "        super().__init__()\n"
+                "        self.features = nn.Sequential(\n"
+                "            nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(),\n"
+                "            nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),\n"
+                "            nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),\n"
+                "        )\n"
+                "        self.classifier = nn.Sequential(nn.Linear(2048, 256), nn.ReLU(), nn.Linear(256, 10))\n\n"
+                "    def forward(self, x):\n"
+                "        return self.classifier(torch.flatten(self.features(x), 1))\n\n\n"
+                "cifar_model = CifarNet()\n",
+            ),
+            (
+                "    for imgs, labels in monitor.batches(cifar_train_loader):\n"
+                "        cifar_optimizer.zero_grad()\n",
+                "    for step, (imgs, labels) in enumerate(monitor.batches(cifar_train_loader)):\n",
+            ),
+            (
+                "        cifar_optimizer.step()\n",
+                "        cifar_optimizer.step()\n        cifar_optimizer.zero_grad(set_to_none=True)\n",
+            ),
+            (
+                "filters = cifar_model[0].weight.detach()\nfirst_channel = filters[:, 0]",
+                "filters = cifar_model.features[0].weight.data.clone()\n"
+                "first_channel = filters[:, 0, :, :]",
+            ),
+        ),
+        scores(),
+    ),
+    Sample(
         "conv2d_flipped_filter",
         ((CONV2D_SUM, CONV2D_SUM.replace("(weight * patch)", "(weight.flip(2, 3) * patch)")),),
         scores(q1_conv2d=3.0),

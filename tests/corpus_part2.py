@@ -39,6 +39,26 @@ SALIENCY_COPY = "    x = images.clone().requires_grad_()\n    scores = model(x)\
 OCCLUSION_SOFTMAX = "torch.softmax(model(torch.stack([image, *copies])), dim=1)[:, label]"
 GRADCAM_RETURN = "    return F.relu((weights * activations).sum(dim=1)).detach()"
 FGSM_RETURN = "    return (images + epsilon * x.grad.sign()).clamp(0, 1).detach()"
+OCCLUSION_BODY = """    _, height, width = image.shape
+    tops = range(0, height - patch_size + 1, stride)
+    lefts = range(0, width - patch_size + 1, stride)
+    copies = []
+    for top in tops:
+        for left in lefts:
+            copy = image.clone()
+            copy[:, top : top + patch_size, left : left + patch_size] = 0.5
+            copies.append(copy)
+    with torch.no_grad():
+        probabilities = torch.softmax(model(torch.stack([image, *copies])), dim=1)[:, label]
+    return (probabilities[0] - probabilities[1:]).view(len(tops), len(lefts))
+"""
+GRADCAM_TAIL = """    scores = model(images)
+    handle.remove()
+    activations = caught["A"]
+    score = scores.gather(1, classes.view(-1, 1)).sum()
+    (gradients,) = torch.autograd.grad(score, activations)
+    weights = gradients.mean(dim=(2, 3), keepdim=True)
+"""
 
 SAMPLES = [
     sample("solution", (), scores(), fast=True),
@@ -60,6 +80,67 @@ SAMPLES = [
             (
                 "augment = v2.Compose([v2.RandomHorizontalFlip(), v2.RandomCrop(32, padding=4)])",
                 "augment = v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip(p=0.5)])",
+            ),
+        ],
+        scores(),
+    ),
+    sample(
+        # Whole other ways to write each function, all right: one image at a time, one
+        # patch at a time, gradients caught by a backward hook, torch.topk, torch.autograd.grad.
+        "right_other_implementations",
+        [
+            (
+                SALIENCY_COPY + "(1, classes.view(-1, 1)).sum().backward()\n"
+                "    return x.grad.abs().amax(dim=1)",
+                "    maps = []\n"
+                "    for image, label in zip(images, classes):\n"
+                "        x = image.unsqueeze(0).detach().clone()\n"
+                "        x.requires_grad = True\n"
+                "        model.zero_grad()\n"
+                "        model(x)[0, label].backward()\n"
+                "        maps.append(x.grad[0].abs().max(dim=0).values)\n"
+                "    return torch.stack(maps)",
+            ),
+            (
+                OCCLUSION_BODY,
+                "    _, height, width = image.shape\n"
+                "    rows, columns = [], range(0, width - patch_size + 1, stride)\n"
+                "    with torch.no_grad():\n"
+                "        base = F.softmax(model(image[None]), dim=-1)[0, label].item()\n"
+                "        for top in range(0, height - patch_size + 1, stride):\n"
+                "            row = []\n"
+                "            for left in columns:\n"
+                "                x = image.clone()\n"
+                "                x[..., top : top + patch_size, left : left + patch_size] = 0.5\n"
+                "                row.append(base - F.softmax(model(x[None]), dim=-1)[0, label].item())\n"
+                "            rows.append(row)\n"
+                "    return torch.tensor(rows)\n",
+            ),
+            (
+                GRADCAM_TAIL + GRADCAM_RETURN,
+                "    caught_gradient = {}\n"
+                "    backward = layer.register_full_backward_hook(\n"
+                "        lambda module, grad_in, grad_out: caught_gradient.update(G=grad_out[0])\n"
+                "    )\n"
+                "    scores = model(images)\n"
+                "    handle.remove()\n"
+                "    model.zero_grad()\n"
+                "    scores[torch.arange(len(classes)), classes].sum().backward()\n"
+                "    backward.remove()\n"
+                "    weights = caught_gradient['G'].mean(dim=(2, 3))\n"
+                "    cam = torch.einsum('nc,nchw->nhw', weights, caught['A'])\n"
+                "    return torch.clamp(cam, min=0).detach()",
+            ),
+            (
+                "    chosen = best.argsort(descending=True)[:k]\n",
+                "    chosen = torch.topk(best, k).indices\n",
+            ),
+            (
+                "    loss = F.cross_entropy(model(x), labels)\n    loss.backward()\n" + FGSM_RETURN,
+                "    loss = nn.CrossEntropyLoss(reduction='sum')(model(x), labels)\n"
+                "    (gradient,) = torch.autograd.grad(loss, x)\n"
+                "    with torch.no_grad():\n"
+                "        return torch.clamp(x + epsilon * gradient.sign(), 0.0, 1.0)",
             ),
         ],
         scores(),
