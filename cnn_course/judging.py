@@ -9,10 +9,11 @@ inputs, in its own process.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -214,14 +215,46 @@ def _trace(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[_Step],
     for its layer, so that it is judged (and rebuilt) like its ``nn.Sequential`` equivalent.
     """
     graph = _functional_graph(model)
+    if graph is _UNTRACEABLE:  # control flow on values, an assert...: follow one real run
+        return _trace_run(model, input_shape)
     if graph is not None:
         return _trace_graph(model, graph, input_shape)
     return _trace_modules(model, input_shape)
 
 
-def _forward_failure(input_shape, where: str, exc: BaseException) -> str:
-    shape = ", ".join(map(str, input_shape))
-    return f"the forward pass on a batch of shape (N, {shape}) failed {where}: {exc}"
+def _image_shape(args) -> tuple[int, ...] | None:
+    """The shape of one image of a layer's input, the first of its arguments ``args``."""
+    first = args[0] if args else None
+    return tuple(first.shape[1:]) if isinstance(first, torch.Tensor) else None
+
+
+def _forward_failure(input_shape, exc: BaseException, index: int, layer: str, shape) -> str:
+    """What a failed forward pass says: at which layer (``index``, described ``layer``; none
+    when it failed before the first), fed with one image of which ``shape``."""
+    where = (
+        f"at layer {index} ({layer}) whose input was {_shape_text(shape)}"
+        if layer
+        else "before the first layer"
+    )
+    batch = ", ".join(map(str, input_shape))
+    return f"the forward pass on a batch of shape (N, {batch}) failed {where}: {exc}"
+
+
+@contextlib.contextmanager
+def _hooked(model: nn.Module, leaves: list[nn.Module], before, after) -> Iterator[None]:
+    """``model`` in evaluation mode without gradients, with ``before`` and ``after`` as forward
+    pre- and post-hooks of each of ``leaves``; all undone on exit."""
+    handles = [m.register_forward_pre_hook(before) for m in leaves]
+    handles += [m.register_forward_hook(after) for m in leaves]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
 
 
 def _trace_modules(model: nn.Module, input_shape: tuple[int, ...]):
@@ -244,27 +277,15 @@ def _trace_modules(model: nn.Module, input_shape: tuple[int, ...]):
                     outputs[index] = tuple(output.shape[1:])
                     break
 
-    handles = [m.register_forward_pre_hook(before) for m in leaves]
-    handles += [m.register_forward_hook(after) for m in leaves]
     error = None
-    was_training = model.training
     try:
-        model.eval()
-        with torch.no_grad():
+        with _hooked(model, leaves, before, after):
             model(torch.zeros(2, *input_shape))
     except Exception as exc:  # the student's model may fail in any way; say where
         failing = order[-1] if order else None
-        where = (
-            f"at layer {len(order) - 1} ({_describe(type(failing).__name__, _layer_config(failing))}) "
-            f"whose input was {_shape_text(inputs.get(id(failing)))}"
-            if failing is not None
-            else "before the first layer"
-        )
-        error = _forward_failure(input_shape, where, exc)
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
+        layer = _describe(type(failing).__name__, _layer_config(failing)) if order else ""
+        shape = inputs.get(id(failing))
+        error = _forward_failure(input_shape, exc, len(order) - 1, layer, shape)
     steps = [_module_step(m, shape) for m, shape in zip(order, outputs, strict=True)]
     steps += [_module_step(m, None) for m in leaves if not any(m is o for o in order)]
     return steps, error
@@ -304,16 +325,20 @@ _METHODS = {
 }
 
 
+_UNTRACEABLE = object()  # what _functional_graph gives for a forward torch.fx cannot follow
+
+
 def _functional_graph(model: nn.Module):
-    """The fx graph of ``model`` when its forward calls operations outside modules, else None."""
+    """The fx graph of ``model`` when its forward calls operations outside modules, None when
+    it calls modules only, ``_UNTRACEABLE`` when torch.fx cannot follow it."""
     if isinstance(model, nn.Sequential) or not list(model.children()):
         return None
     try:
         from torch import fx
 
         graph = fx.symbolic_trace(model).graph
-    except Exception:  # control flow on values, unusual Python: judge the modules it runs
-        return None
+    except Exception:  # control flow on values (`if x.dim() == 3:`), asserts, unusual Python
+        return _UNTRACEABLE
     if any(node.op in ("call_function", "call_method") for node in graph.nodes):
         return graph
     return None
@@ -424,10 +449,8 @@ def _trace_graph(model: nn.Module, graph, input_shape: tuple[int, ...]):
                         if node.op == "call_module"
                         else _operation_name(node)
                     )
-                    where = f"at layer {len(steps)} ({what}) whose input was "
-                    first = args[0] if args else None
-                    shape = tuple(first.shape[1:]) if isinstance(first, torch.Tensor) else None
-                    error = _forward_failure(input_shape, where + _shape_text(shape), exc)
+                    shape = _image_shape(args)
+                    error = _forward_failure(input_shape, exc, len(steps), what, shape)
                     break
                 values[node] = output
                 if not isinstance(output, torch.Tensor) or node.op == "get_attr":
@@ -448,10 +471,7 @@ def _trace_graph(model: nn.Module, graph, input_shape: tuple[int, ...]):
                 steps.append(step)
                 current = node
     except _NotAChain as exc:
-        error = (
-            f"the grader judges and rebuilds a chain of standard layers: {exc}; build the model "
-            "from nn layers (nn.Sequential), or use F.relu, F.max_pool2d and torch.flatten in forward"
-        )
+        error = _NOT_A_CHAIN.format(exc)
     finally:
         model.train(was_training)
     return steps, error
@@ -459,6 +479,122 @@ def _trace_graph(model: nn.Module, graph, input_shape: tuple[int, ...]):
 
 class _NotAChain(Exception):
     """The forward pass is not a chain of layers the grader can rebuild."""
+
+
+_NOT_A_CHAIN = (
+    "the grader judges and rebuilds a chain of standard layers: {}; build the model from nn "
+    "layers (nn.Sequential), or use F.relu, F.max_pool2d and torch.flatten in forward"
+)
+
+# Tensor methods that Python's operators call (``x + y`` calls ``x.add(y)``), by their symbol.
+_ARITHMETIC = {
+    "add": "+",
+    "add_": "+=",
+    "sub": "-",
+    "sub_": "-=",
+    "mul": "*",
+    "mul_": "*=",
+    "div": "/",
+    "div_": "/=",
+    "matmul": "@",
+}
+
+
+@dataclass
+class _Call:
+    """A torch operation a real forward pass called, in the shape of the fx node it would be."""
+
+    op: str  # "call_function" or "call_method"
+    target: object  # the function, or the tensor method's name
+    args: tuple
+    kwargs: dict
+
+
+def _as_call(func, args: tuple, kwargs: dict) -> _Call:
+    name = getattr(func, "__name__", "")
+    if name and getattr(torch.Tensor, name, None) is func:
+        return _Call("call_method", name, args, kwargs)
+    return _Call("call_function", func, args, kwargs)
+
+
+def _call_name(call: _Call) -> str:
+    """How a message names a call: ``F.relu``, ``.view()``, ``the operator + (.add())``."""
+    if call.op == "call_method" and call.target in _ARITHMETIC:
+        return f"the operator {_ARITHMETIC[call.target]} (.{call.target}())"
+    return _operation_name(call)
+
+
+def _trace_run(model: nn.Module, input_shape: tuple[int, ...]):
+    """The layers one real forward pass on a dummy batch runs, modules and functional operations
+    alike, for a forward torch.fx cannot follow (``if x.dim() == 3: ...``, ``assert ...``).
+
+    The operations each layer makes inside itself are not steps; an operation outside layers
+    is a step when it takes the output of the previous step, as in ``_trace_graph``.
+    """
+    from torch.overrides import TorchFunctionMode
+
+    names = {module: name for name, module in model.named_modules()}
+    leaves = [m for m in model.modules() if not list(m.children())]
+    batch = 2
+    steps: list[_Step] = []
+    state = {"current": torch.zeros(batch, *input_shape), "depth": 0, "wrong": None}
+    last: list = []  # the step running (its name and arguments), for a forward pass that fails
+
+    def refuse(message: str) -> None:
+        state["wrong"] = state["wrong"] or message  # the first fault, even if forward catches it
+        raise _NotAChain(message)
+
+    def before(module, args):
+        if state["depth"] == 0:
+            last[:] = [_describe(type(module).__name__, _layer_config(module)), args]
+            if not args or args[0] is not state["current"]:
+                refuse(
+                    f"{names.get(module, '?')} in forward does not take the previous layer's output"
+                )
+        state["depth"] += 1
+
+    def after(module, args, output):
+        state["depth"] -= 1
+        if state["depth"] == 0 and isinstance(output, torch.Tensor):
+            steps.append(_module_step(module, tuple(output.shape[1:])))
+            state["current"] = output
+
+    class Recorder(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if state["depth"] == 0 and state["wrong"] is None:
+                call = _as_call(func, args, kwargs)
+                last[:] = [_call_name(call), args]
+            output = func(*args, **kwargs)
+            if state["depth"] or not isinstance(output, torch.Tensor) or state["wrong"]:
+                return output  # inside a layer, sizes and other helpers, or already refused
+            inputs = [*args, *kwargs.values()]
+            if not any(value is state["current"] for value in inputs):
+                return output  # not on the path of the data: a helper tensor
+            name = _call_name(call)
+            if (args[0] if args else kwargs.get("input")) is not state["current"]:
+                refuse(f"{name} in forward does not take the previous layer's output")
+            kind = (_FUNCTIONS if call.op == "call_function" else _METHODS).get(call.target)
+            if kind is None:
+                refuse(f"{name} in forward is not a layer it knows")
+            step = _functional_step(call, kind, output, batch)
+            if isinstance(step, str):
+                refuse(f"{step} in forward has no layer it can rebuild")
+            steps.append(step)
+            state["current"] = output
+            return output
+
+    error = None
+    try:
+        with _hooked(model, leaves, before, after), Recorder():
+            model(state["current"])
+    except Exception as exc:  # the student's model may fail in any way; say where
+        if state["wrong"] is None:
+            what, args = last or ["", ()]
+            error = _forward_failure(input_shape, exc, len(steps), what, _image_shape(args))
+    if state["wrong"] is not None:
+        error = _NOT_A_CHAIN.format(state["wrong"])
+    return steps, error
 
 
 def describe_model(

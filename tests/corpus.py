@@ -115,7 +115,8 @@ SAMPLES = [
                 "accuracy = (predict == labels).float().mean().item()",
                 "accuracy = (predict == labels).sum().item() / len(labels)",
             ),
-            # an nn.Module subclass with F.relu / F.max_pool2d / x.view in forward
+            # an nn.Module subclass with F.relu / F.max_pool2d / x.view in forward, and a shape
+            # guard and an assert that torch.fx cannot follow
             (
                 CIFAR_SEQUENTIAL,
                 "import torch.nn.functional as F\n\n\n"
@@ -128,6 +129,9 @@ SAMPLES = [
                 "        self.fc1 = nn.Linear(32 * 8 * 8, 256)\n"
                 "        self.fc2 = nn.Linear(256, 10)\n\n"
                 "    def forward(self, x):\n"
+                "        if x.dim() == 3:  # one image: a batch of one\n"
+                "            x = x.unsqueeze(0)\n"
+                '        assert x.shape[1:] == (3, 32, 32), f"CIFAR-10 images, not {tuple(x.shape)}"\n'
                 "        x = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)\n"
                 "        x = F.max_pool2d(F.relu(self.conv3(x)), 2)\n"
                 "        x = x.view(x.size(0), -1)\n"

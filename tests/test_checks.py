@@ -69,9 +69,11 @@ class FunctionalMnist(nn.Module):
 
 
 class FunctionalCifar(nn.Module):
-    """The CIFAR-10 table with convolution blocks in an nn.Sequential and functional pooling."""
+    """The CIFAR-10 table with convolution blocks in an nn.Sequential and functional pooling;
+    ``guarded``: its forward also takes one image, and asserts colour images (torch.fx cannot
+    follow either)."""
 
-    def __init__(self, residual: bool = False):
+    def __init__(self, residual: bool = False, guarded: bool = False):
         super().__init__()
         self.block1 = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU())
         self.block2 = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.ReLU())
@@ -79,8 +81,13 @@ class FunctionalCifar(nn.Module):
         self.fc1 = nn.Linear(32 * 8 * 8, 256)
         self.fc2 = nn.Linear(256, 10)
         self.residual = residual
+        self.guarded = guarded
 
     def forward(self, x):
+        if self.guarded:
+            if x.dim() == 3:
+                x = x.unsqueeze(0)
+            assert x.shape[1] == 3, "expected colour images"
         x = self.block2(self.block1(x))
         x = F.max_pool2d(x, kernel_size=2, stride=2)
         y = F.relu(self.conv3(x))
@@ -321,6 +328,11 @@ MISTAKES = [
         id="q6-residual-connection",
     ),
     pytest.param(
+        lambda: q6(FunctionalCifar(residual=True, guarded=True)),
+        "the operator + (.add()) in forward does not take the previous layer's output",
+        id="q6-residual-connection-guarded",
+    ),
+    pytest.param(
         lambda: checks.q4_mnist_model(mnist_layers),
         "is a torch.nn.Module: got function",
         id="q1-not-a-module",
@@ -513,6 +525,7 @@ REFERENCES = [
     ),
     pytest.param(lambda: q6(cifar_model()), id="q11_cifar_model"),
     pytest.param(lambda: q6(FunctionalCifar()), id="q11_cifar_model-functional"),
+    pytest.param(lambda: q6(FunctionalCifar(guarded=True)), id="q11_cifar_model-guarded"),
     pytest.param(
         lambda: checks.q4_mnist_model(FunctionalMnist("view")), id="q4_mnist_model-functional-view"
     ),

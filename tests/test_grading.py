@@ -70,12 +70,14 @@ def test_rebuilt_model_computes_exactly_what_the_original_did():
     assert not torch.equal(fresh[0].weight, original[0].weight)
 
 
-def test_model_written_with_functional_operations_is_graded_like_its_sequential_twin():
-    """Is an nn.Module using F.relu / F.max_pool2d / .view in forward judged and rebuilt exactly?"""
+@pytest.mark.parametrize("guarded", [False, True], ids=["torch-fx", "one-real-run"])
+def test_model_written_with_functional_operations_is_graded_like_its_sequential_twin(guarded):
+    """Is an nn.Module using F.relu / F.max_pool2d / .view in forward judged and rebuilt exactly,
+    also when its forward has a shape guard and an assert, which torch.fx cannot follow?"""
     from test_checks import FunctionalCifar
 
     torch.manual_seed(0)
-    original = FunctionalCifar()
+    original = FunctionalCifar(guarded=guarded)
     records = judging.layer_records(original, (3, 32, 32))
     assert records["error"] is None
     results = judge({"cifar_model": records, "cifar_optim": OPTIM_FACTS}, "q11_cifar_model")
@@ -85,11 +87,38 @@ def test_model_written_with_functional_operations_is_graded_like_its_sequential_
     assert torch.allclose(rebuild(records)(images), original(images), atol=1e-6)
 
 
-def test_model_the_grader_cannot_rebuild_is_told_which_operation():
+class _Swallowing(nn.Module):
+    """A forward that catches every exception around an operation the grader cannot rebuild."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.fc = nn.Linear(4 * 26 * 26, 10)
+
+    def forward(self, x):
+        if x.dim() == 3:
+            x = x.unsqueeze(0)
+        x = self.conv(x)
+        try:
+            x = x * 2
+        except Exception:
+            pass
+        return self.fc(torch.flatten(x, 1))
+
+
+def test_a_refusal_the_forward_catches_is_still_reported():
+    """Does a forward that swallows the tracer's refusal still get the refusal as its error?"""
+    _, error = judging.describe_model(_Swallowing(), (1, 28, 28))
+    assert error is not None and "the operator * (.mul())" in error
+
+
+@pytest.mark.parametrize("guarded", [False, True], ids=["torch-fx", "one-real-run"])
+def test_model_the_grader_cannot_rebuild_is_told_which_operation(guarded):
     """Does a residual connection lose the architecture points with a message naming the +?"""
     from test_checks import FunctionalCifar
 
-    records = judging.layer_records(FunctionalCifar(residual=True), (3, 32, 32))
+    model = FunctionalCifar(residual=True, guarded=guarded)
+    records = judging.layer_records(model, (3, 32, 32))
     results = judge({"cifar_model": records, "cifar_optim": OPTIM_FACTS}, "q11_cifar_model")
     assert not results["classifier output"].passed
     assert "the operator +" in results["classifier output"].message
