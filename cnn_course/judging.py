@@ -299,6 +299,7 @@ _FUNCTIONS = {
     torch.max_pool2d: "MaxPool2d",
     F.avg_pool2d: "AvgPool2d",
     torch.flatten: "Flatten",
+    torch.reshape: "Flatten",
     F.softmax: "Softmax",
     torch.softmax: "Softmax",
     F.log_softmax: "LogSoftmax",
@@ -323,6 +324,29 @@ _METHODS = {
     "sigmoid": "Sigmoid",
     "tanh": "Tanh",
 }
+
+
+# Tensor methods that leave the values as they are (``x.contiguous().view(...)``): no layer.
+_PASS_THROUGH = {"contiguous", "float", "to", "cpu", "clone", "detach"}
+
+
+def _operation_step(node, name: str, source: torch.Tensor, output: torch.Tensor, batch: int):
+    """The layer an operation on the previous layer's output stands for, None for one that
+    leaves the values as they are; ``_NotAChain`` for any other."""
+    if (
+        node.op == "call_method"
+        and node.target in _PASS_THROUGH
+        and output.shape == source.shape
+        and output.dtype == source.dtype
+    ):
+        return None
+    kind = (_FUNCTIONS if node.op == "call_function" else _METHODS).get(node.target)
+    if kind is None:
+        raise _NotAChain(f"{name} in forward is not a layer it knows")
+    step = _functional_step(node, kind, output, batch)
+    if isinstance(step, str):
+        raise _NotAChain(f"{step} in forward has no layer it can rebuild")
+    return step
 
 
 _UNTRACEABLE = object()  # what _functional_graph gives for a forward torch.fx cannot follow
@@ -378,7 +402,7 @@ def _operation_name(node) -> str:
 def _functional_step(node, kind: str, output: torch.Tensor, batch: int):
     """The layer a functional call stands for, or a message saying why it stands for none."""
     if kind == "Flatten":
-        if node.op == "call_function" or node.target == "flatten":
+        if node.target in (torch.flatten, "flatten"):
             start = _argument(node, 1, "start_dim", 0)
             end = _argument(node, 2, "end_dim", -1)
             if start != 1 or end != -1:
@@ -460,15 +484,9 @@ def _trace_graph(model: nn.Module, graph, input_shape: tuple[int, ...]):
                 if source is not current:
                     raise _NotAChain(f"{name} in forward does not take the previous layer's output")
                 if node.op == "call_module":
-                    step = _module_step(modules[node.target], tuple(output.shape[1:]))
-                else:
-                    kind = (_FUNCTIONS if node.op == "call_function" else _METHODS).get(node.target)
-                    if kind is None:
-                        raise _NotAChain(f"{name} in forward is not a layer it knows")
-                    step = _functional_step(node, kind, output, batch)
-                    if isinstance(step, str):
-                        raise _NotAChain(f"{step} in forward has no layer it can rebuild")
-                steps.append(step)
+                    steps.append(_module_step(modules[node.target], tuple(output.shape[1:])))
+                elif step := _operation_step(node, name, values[source], output, batch):
+                    steps.append(step)
                 current = node
     except _NotAChain as exc:
         error = _NOT_A_CHAIN.format(exc)
@@ -571,16 +589,15 @@ def _trace_run(model: nn.Module, input_shape: tuple[int, ...]):
             inputs = [*args, *kwargs.values()]
             if not any(value is state["current"] for value in inputs):
                 return output  # not on the path of the data: a helper tensor
-            name = _call_name(call)
-            if (args[0] if args else kwargs.get("input")) is not state["current"]:
+            name, source = _call_name(call), args[0] if args else kwargs.get("input")
+            if source is not state["current"]:
                 refuse(f"{name} in forward does not take the previous layer's output")
-            kind = (_FUNCTIONS if call.op == "call_function" else _METHODS).get(call.target)
-            if kind is None:
-                refuse(f"{name} in forward is not a layer it knows")
-            step = _functional_step(call, kind, output, batch)
-            if isinstance(step, str):
-                refuse(f"{step} in forward has no layer it can rebuild")
-            steps.append(step)
+            try:
+                step = _operation_step(call, name, source, output, batch)
+            except _NotAChain as exc:
+                refuse(str(exc))
+            if step is not None:
+                steps.append(step)
             state["current"] = output
             return output
 

@@ -64,8 +64,16 @@ class FunctionalMnist(nn.Module):
 
     def forward(self, x):
         x = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
-        x = x.view(x.size(0), -1) if self.flatten == "view" else torch.flatten(x, 1)
-        return self.fc(x)
+        return self.fc(FLATTENINGS[self.flatten](x))
+
+
+# Ways students flatten a batch of feature maps in forward, all right.
+FLATTENINGS = {
+    "view": lambda x: x.view(x.size(0), -1),
+    "flatten": lambda x: torch.flatten(x, 1),
+    "reshape": lambda x: torch.reshape(x, (x.shape[0], -1)),
+    "contiguous-view": lambda x: x.contiguous().view(len(x), -1),
+}
 
 
 class FunctionalCifar(nn.Module):
@@ -526,12 +534,12 @@ REFERENCES = [
     pytest.param(lambda: q6(cifar_model()), id="q11_cifar_model"),
     pytest.param(lambda: q6(FunctionalCifar()), id="q11_cifar_model-functional"),
     pytest.param(lambda: q6(FunctionalCifar(guarded=True)), id="q11_cifar_model-guarded"),
-    pytest.param(
-        lambda: checks.q4_mnist_model(FunctionalMnist("view")), id="q4_mnist_model-functional-view"
-    ),
-    pytest.param(
-        lambda: checks.q4_mnist_model(FunctionalMnist("flatten")),
-        id="q4_mnist_model-functional-flatten",
+    *(
+        pytest.param(
+            lambda spelling=spelling: checks.q4_mnist_model(FunctionalMnist(spelling)),
+            id=f"q4_mnist_model-functional-{spelling}",
+        )
+        for spelling in FLATTENINGS
     ),
     pytest.param(
         lambda: checks.q12_cifar_training(cifar_model(), history([1.8, 1.4, 1.2]), N_EPOCHS),

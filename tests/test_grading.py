@@ -87,6 +87,22 @@ def test_model_written_with_functional_operations_is_graded_like_its_sequential_
     assert torch.allclose(rebuild(records)(images), original(images), atol=1e-6)
 
 
+@pytest.mark.parametrize("spelling", ["view", "flatten", "reshape", "contiguous-view"])
+def test_each_way_to_flatten_in_forward_is_rebuilt_exactly(spelling):
+    """Is an MNIST network flattened by .view, torch.flatten, torch.reshape or
+    .contiguous().view rebuilt into a network that computes what it did?"""
+    from test_checks import FunctionalMnist
+
+    torch.manual_seed(0)
+    original = FunctionalMnist(spelling)
+    records = judging.layer_records(original, (1, 28, 28))
+    assert records["error"] is None
+    assert [layer["kind"] for layer in records["layers"]][-2:] == ["Flatten", "Linear"]
+    images = torch.rand(4, 1, 28, 28)
+    original.eval()
+    assert torch.allclose(rebuild(records)(images), original(images), atol=1e-6)
+
+
 class _Swallowing(nn.Module):
     """A forward that catches every exception around an operation the grader cannot rebuild."""
 
