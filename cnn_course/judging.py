@@ -215,7 +215,9 @@ def _trace(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[_Step],
     for its layer, so that it is judged (and rebuilt) like its ``nn.Sequential`` equivalent.
     """
     graph = _functional_graph(model)
-    if graph is _UNTRACEABLE:  # control flow on values, an assert...: follow one real run
+    if graph is _UNTRACEABLE or graph is None and any(map(_own_layer, _leaves(model))):
+        # control flow on values, an assert; layers of the student's own classes (a `View`
+        # module in an nn.Sequential), judged by what they compute: follow one real run
         return _trace_run(model, input_shape)
     if graph is not None:
         return _trace_graph(model, graph, input_shape)
@@ -257,8 +259,19 @@ def _hooked(model: nn.Module, leaves: list[nn.Module], before, after) -> Iterato
             handle.remove()
 
 
+def _leaves(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if not list(m.children())]
+
+
+def _own_layer(module: nn.Module) -> bool:
+    """Whether ``module`` is of a class of the student's own, not one of torch.nn's layers
+    (a class is torch.nn's when it is the very class torch.nn names so, whatever its name or
+    ``__module__`` says)."""
+    return type(module) is not getattr(nn, type(module).__name__, None)
+
+
 def _trace_modules(model: nn.Module, input_shape: tuple[int, ...]):
-    leaves = [m for m in model.modules() if not list(m.children())] or [model]
+    leaves = _leaves(model) or [model]
     order: list[nn.Module] = []
     outputs: list[tuple[int, ...] | None] = []
     inputs: dict[int, tuple[int, ...]] = {}
@@ -544,15 +557,17 @@ def _call_name(call: _Call) -> str:
 
 def _trace_run(model: nn.Module, input_shape: tuple[int, ...]):
     """The layers one real forward pass on a dummy batch runs, modules and functional operations
-    alike, for a forward torch.fx cannot follow (``if x.dim() == 3: ...``, ``assert ...``).
+    alike, for a forward torch.fx cannot follow (``if x.dim() == 3: ...``, ``assert ...``) or a
+    model with layers of the student's own classes.
 
-    The operations each layer makes inside itself are not steps; an operation outside layers
-    is a step when it takes the output of the previous step, as in ``_trace_graph``.
+    The operations each torch.nn layer makes inside itself are not steps; those of the
+    student's own layers are. An operation outside torch.nn layers is a step when it takes the
+    output of the previous step, as in ``_trace_graph``.
     """
     from torch.overrides import TorchFunctionMode
 
     names = {module: name for name, module in model.named_modules()}
-    leaves = [m for m in model.modules() if not list(m.children())]
+    leaves = [m for m in _leaves(model) if not _own_layer(m)]  # the student's own: followed
     batch = 2
     steps: list[_Step] = []
     state = {"current": torch.zeros(batch, *input_shape), "depth": 0, "wrong": None}

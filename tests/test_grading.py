@@ -18,6 +18,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import REPO, tiny_cifar_arrays, write_tiny_mnist, write_tiny_pack
 from corpus import FULL, SAMPLES
 from torch import nn
@@ -101,6 +102,69 @@ def test_each_way_to_flatten_in_forward_is_rebuilt_exactly(spelling):
     images = torch.rand(4, 1, 28, 28)
     original.eval()
     assert torch.allclose(rebuild(records)(images), original(images), atol=1e-6)
+
+
+class _View(nn.Module):
+    """A flattening layer as tutorials wrote it before nn.Flatten."""
+
+    def forward(self, x):
+        return x.view(x.size(0), -1)
+
+
+class _Relu(nn.Module):
+    def forward(self, x):
+        return F.relu(x)
+
+
+class _FakeReLU(nn.Module):
+    """An identity passing itself off as torch.nn's ReLU by its name and module."""
+
+    __module__ = "torch.nn.modules.activation"
+
+    def forward(self, x):
+        return x
+
+
+def _mnist_sequential(activation, flatten) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1),
+        activation(),
+        nn.Conv2d(32, 32, 3, padding=1),
+        activation(),
+        nn.MaxPool2d(2),
+        flatten(),
+        nn.Linear(6272, 10),
+    )
+
+
+@pytest.mark.parametrize(
+    "activation, flatten", [(nn.ReLU, _View), (_Relu, nn.Flatten)], ids=["own-view", "own-relu"]
+)
+def test_layers_of_the_student_s_own_classes_are_judged_by_what_they_compute(activation, flatten):
+    """Is an nn.Sequential holding layers of the student's own classes (a View, a Relu calling
+    F.relu) judged and rebuilt like torch.nn's twin, whatever the classes are called?"""
+    torch.manual_seed(0)
+    original = _mnist_sequential(activation, flatten)
+    layers, error = judging.describe_model(original, (1, 28, 28))
+    assert error is None and judging.compare_layers(layers, judging.MNIST_LAYERS) == []
+    images = torch.rand(4, 1, 28, 28)
+    original.eval()
+    rebuilt = rebuild(judging.layer_records(original, (1, 28, 28)))
+    assert torch.allclose(rebuilt(images), original(images), atol=1e-6)
+
+
+def test_a_layer_named_like_torch_s_is_judged_by_what_it_does():
+    """Is an identity layer calling itself torch.nn's ReLU (name and module) seen as no layer?"""
+    layers, error = judging.describe_model(_mnist_sequential(_FakeReLU, nn.Flatten), (1, 28, 28))
+    assert error is None
+    assert [layer.kind for layer in layers] == [
+        "Conv2d",
+        "Conv2d",
+        "MaxPool2d",
+        "Flatten",
+        "Linear",
+    ]
+    assert "expected ReLU()" in judging.compare_layers(layers, judging.MNIST_LAYERS)[0]
 
 
 class _Swallowing(nn.Module):
