@@ -214,10 +214,10 @@ def _trace(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[_Step],
     ``x.view(x.size(0), -1)``...) is traced with ``torch.fx``, and each such operation stands
     for its layer, so that it is judged (and rebuilt) like its ``nn.Sequential`` equivalent.
     """
+    if any(map(_own_layer, _leaves(model))):  # (a `View` module): judged by what it computes
+        return _trace_run(model, input_shape)
     graph = _functional_graph(model)
-    if graph is _UNTRACEABLE or graph is None and any(map(_own_layer, _leaves(model))):
-        # control flow on values, an assert; layers of the student's own classes (a `View`
-        # module in an nn.Sequential), judged by what they compute: follow one real run
+    if graph is _UNTRACEABLE:  # control flow on values, an assert: follow one real run
         return _trace_run(model, input_shape)
     if graph is not None:
         return _trace_graph(model, graph, input_shape)

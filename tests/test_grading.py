@@ -153,17 +153,30 @@ def test_layers_of_the_student_s_own_classes_are_judged_by_what_they_compute(act
     assert torch.allclose(rebuilt(images), original(images), atol=1e-6)
 
 
-def test_a_layer_named_like_torch_s_is_judged_by_what_it_does():
+class _FunctionalWithFakeReLU(nn.Module):
+    """F.max_pool2d and torch.flatten in forward (what torch.fx traces), and a _FakeReLU."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 32, 3, padding=1), nn.Conv2d(32, 32, 3, padding=1)
+        self.relu, self.fc = _FakeReLU(), nn.Linear(6272, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(self.relu(self.conv2(self.relu(self.conv1(x)))), 2)
+        return self.fc(torch.flatten(x, 1))
+
+
+@pytest.mark.parametrize(
+    "model",
+    [lambda: _mnist_sequential(_FakeReLU, nn.Flatten), _FunctionalWithFakeReLU],
+    ids=["sequential", "functional"],
+)
+def test_a_layer_named_like_torch_s_is_judged_by_what_it_does(model):
     """Is an identity layer calling itself torch.nn's ReLU (name and module) seen as no layer?"""
-    layers, error = judging.describe_model(_mnist_sequential(_FakeReLU, nn.Flatten), (1, 28, 28))
+    layers, error = judging.describe_model(model(), (1, 28, 28))
     assert error is None
-    assert [layer.kind for layer in layers] == [
-        "Conv2d",
-        "Conv2d",
-        "MaxPool2d",
-        "Flatten",
-        "Linear",
-    ]
+    kinds = [layer.kind for layer in layers]
+    assert kinds == ["Conv2d", "Conv2d", "MaxPool2d", "Flatten", "Linear"]
     assert "expected ReLU()" in judging.compare_layers(layers, judging.MNIST_LAYERS)[0]
 
 
