@@ -125,6 +125,9 @@ class _FakeReLU(nn.Module):
         return x
 
 
+_FakeReLU.__name__ = _FakeReLU.__qualname__ = "ReLU"
+
+
 def _mnist_sequential(activation, flatten) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(1, 32, 3, padding=1),
