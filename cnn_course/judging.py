@@ -213,6 +213,8 @@ def _trace(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[_Step],
     A model whose ``forward`` uses functional operations (``F.relu``, ``F.max_pool2d``,
     ``x.view(x.size(0), -1)``...) is traced with ``torch.fx``, and each such operation stands
     for its layer, so that it is judged (and rebuilt) like its ``nn.Sequential`` equivalent.
+    One that ``torch.fx`` cannot follow, or that holds layers of the student's own classes, is
+    followed through one real run (``_trace_run``) by the same rules.
     """
     if any(map(_own_layer, _leaves(model))):  # (a `View` module): judged by what it computes
         return _trace_run(model, input_shape)
