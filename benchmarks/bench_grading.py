@@ -2,9 +2,12 @@
 
     CNN_COURSE_DATA=../shared/data PYTHONPATH=tests .venv/bin/python benchmarks/bench_grading.py [--copies 6] [--jobs 2]
 
-Both runs grade the same notebooks with the same secret inputs, in sandboxes. Prints the wall
-time of each, the throughput ratio, the median seconds per submission, and whether every
-grade is identical.
+Both runs grade the same notebooks with the same secret inputs, in sandboxes. Every row of
+both runs must be graded with its sample's expected scores (``tests/corpus.py``, compared as
+``tests/grade_corpus.py`` compares them); then it prints the wall time of each run, the
+throughput ratio, the median seconds per submission, and whether every grade is identical.
+Otherwise it prints, instead of any figure, one line per row that was not graded as expected,
+and exits 1.
 """
 
 from __future__ import annotations
@@ -18,35 +21,87 @@ import tempfile
 import time
 from pathlib import Path
 
+import checks  # benchmarks/checks.py, beside this script
 import nbformat
 
 from cnn_course_instructor.course import Course
+from cnn_course_instructor.records import Status, SubmissionResult
 from cnn_course_instructor.scheduler import grade_class
 
+try:  # the sample corpus of tests/ and its comparison
+    from corpus import SAMPLES, Sample
+    from grade_corpus import compare
+except ModuleNotFoundError as missing:
+    sys.exit(
+        f"bench_grading needs the sample corpus of tests/ ({missing}): run it from the "
+        "repository root with PYTHONPATH=tests, as its docstring shows."
+    )
+
 REPO = Path(__file__).resolve().parents[1]
+KINDS = ("solution", "missing_relu", "no_optimizer_step", "accuracy_as_count")
 
 
-def make_class(folder: Path, copies: int) -> None:
-    """``copies`` submissions cycling through the solution and a few typical mistakes."""
-    from corpus import SAMPLES  # the sample corpus of tests/ (run from there: see the docstring)
-
-    kinds = [
-        s
-        for s in SAMPLES
-        if s.name in ("solution", "missing_relu", "no_optimizer_step", "accuracy_as_count")
-    ]
+def make_class(folder: Path, copies: int) -> dict[str, Sample]:
+    """``copies`` submissions cycling through the solution and a few typical mistakes: student
+    name -> the sample each one is."""
+    kinds = [s for s in SAMPLES if s.name in KINDS]
     folder.mkdir(parents=True)
+    students = {}
     for number in range(copies):
         sample = kinds[number % len(kinds)]
-        nbformat.write(sample.notebook(), folder / f"student{number:02d}_{sample.name}.ipynb")
+        student = f"student{number:02d}_{sample.name}"
+        nbformat.write(sample.notebook(), folder / f"{student}.ipynb")
+        students[student] = sample
+    return students
 
 
-def timed(submissions: Path, out: Path, jobs: int) -> tuple[float, list]:
+def timed(submissions: Path, out: Path, jobs: int) -> tuple[float, list[SubmissionResult]]:
     started = time.perf_counter()
     results = grade_class(
         submissions, out, course=Course(REPO), jobs=jobs, force=True, progress=lambda _: None
     )
     return time.perf_counter() - started, results
+
+
+def arm(
+    name: str,
+    jobs: int,
+    wall: float,
+    results: list[SubmissionResult],
+    students: dict[str, Sample],
+) -> checks.Arm:
+    """A measured run, each submission's row held against its sample's expected scores."""
+    by_student = {result.student: result for result in results}
+    rows = []
+    for student, sample in students.items():
+        result = by_student.get(student)
+        graded = result is not None and result.status is Status.GRADED
+        problems = tuple(compare(sample, result)) if graded else ()
+        rows.append(checks.Row(student, result, sum(sample.expected.values()), problems))
+    return checks.Arm(name, jobs, wall, tuple(rows))
+
+
+def report(serial: checks.Arm, parallel: checks.Arm) -> int:
+    """Print the two runs side by side and their ratio, or why no ratio is printed (then 1)."""
+    print(f"{len(serial.rows)} submissions on {os.cpu_count()} cores, sandboxed, shortened mode")
+    refused = checks.refusal([serial, parallel])
+    if refused:
+        print("\n".join(refused))
+        return 1
+    print(
+        f"{'run':10} {'jobs':>4} {'wall s':>8} {'s/submission (median)':>22} {'submissions/min':>16}"
+    )
+    for run in (serial, parallel):
+        median = statistics.median(row.result.seconds for row in run.rows)
+        per_minute = 60 * len(run.rows) / run.wall
+        print(f"{run.name:10} {run.jobs:>4} {run.wall:>8.1f} {median:>22.1f} {per_minute:>16.2f}")
+    print(f"throughput ratio parallel/serial: {serial.wall / parallel.wall:.2f}x")
+    grades = [
+        [(row.result.scores, row.result.status) for row in run.rows] for run in (serial, parallel)
+    ]
+    same = grades[0] == grades[1]
+    print(f"grades identical: {'yes' if same else 'NO'}")
+    return 0 if same else 1
 
 
 def main() -> int:
@@ -56,7 +111,7 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-grading-"))
     try:
-        make_class(work / "submitted", args.copies)
+        students = make_class(work / "submitted", args.copies)
         serial_out, parallel_out = work / "serial", work / "parallel"
         serial_time, serial = timed(work / "submitted", serial_out, 1)
         parallel_out.mkdir()
@@ -64,20 +119,10 @@ def main() -> int:
         parallel_time, parallel = timed(work / "submitted", parallel_out, args.jobs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    same = [(r.scores, r.status) for r in serial] == [(r.scores, r.status) for r in parallel]
-    print(f"{args.copies} submissions on {os.cpu_count()} cores, sandboxed, shortened mode")
-    print(
-        f"{'run':10} {'jobs':>4} {'wall s':>8} {'s/submission (median)':>22} {'submissions/min':>16}"
+    return report(
+        arm("serial", 1, serial_time, serial, students),
+        arm("parallel", args.jobs, parallel_time, parallel, students),
     )
-    for name, jobs, wall, results in (
-        ("serial", 1, serial_time, serial),
-        ("parallel", args.jobs, parallel_time, parallel),
-    ):
-        median = statistics.median(r.seconds for r in results)
-        print(f"{name:10} {jobs:>4} {wall:>8.1f} {median:>22.1f} {60 * len(results) / wall:>16.2f}")
-    print(f"throughput ratio parallel/serial: {serial_time / parallel_time:.2f}x")
-    print(f"grades identical: {'yes' if same else 'NO'}")
-    return 0 if same else 1
 
 
 if __name__ == "__main__":

@@ -11,8 +11,12 @@ per student, one student after the other (cell timeout raised to 1,800 s, since 
 stops the training cells; the lab has no nbgrader test cells, its hidden tests being
 cnn-course's, so nbgrader's time is the execution and its own bookkeeping). Then ``cnn-course grade`` grades the same ``submitted/`` folder with
 ``--jobs 1`` and ``--jobs N`` (sandboxed, shortened mode, the hidden tests, feedback and
-gradebook). Prints wall time, seconds per submission and submissions per minute of each, and
-the throughput ratios to nbgrader. A benchmark, not a test: it asserts nothing about speed.
+gradebook). Every row must have been graded as expected: nbgrader's autograded notebook of
+each student there, with no error output, and its gradebook score at its maximum; each
+cnn-course row ``graded`` with the lab's full marks (the points of its front matter). Then it
+prints wall time, seconds per submission and submissions per minute of each, and the
+throughput ratios to nbgrader; otherwise, instead of any figure, one line per row that was
+not graded as expected, and exits 1. A benchmark, not a test: it asserts nothing about speed.
 """
 
 from __future__ import annotations
@@ -26,7 +30,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import checks  # benchmarks/checks.py, beside this script
+import nbformat
+
+from cnn_course_instructor.records import Status, SubmissionResult
+
 REPO = Path(__file__).resolve().parents[1]
+COURSE_ID = "cnn-course-bench"  # nbgrader's name for the benchmark's course
 
 
 def nbgrader_course(folder: Path, lab: str, students: list[str]) -> None:
@@ -37,7 +47,7 @@ def nbgrader_course(folder: Path, lab: str, students: list[str]) -> None:
     (folder / "nbgrader_config.py").write_text(
         "c = get_config()\n"
         f"c.CourseDirectory.root = {str(folder)!r}\n"
-        "c.CourseDirectory.course_id = 'cnn-course-bench'\n"
+        f"c.CourseDirectory.course_id = {COURSE_ID!r}\n"
         "c.ClearSolutions.begin_solution_delimeter = '--- START CODE HERE'\n"
         "c.ClearSolutions.end_solution_delimeter = '--- END CODE HERE'\n"
         "c.Execute.timeout = 1800\n"
@@ -66,6 +76,77 @@ def nbgrader(folder: Path, *argv: str) -> None:
         sys.exit(f"nbgrader {' '.join(argv)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
 
 
+def nbgrader_row(course: Path, lab: str, student: str) -> checks.Row:
+    """What ``nbgrader autograde`` left for one student, as a row: ``graded`` with its gradebook
+    score when its autograded notebook is there without an error output and the gradebook has
+    its submission, else ``crashed`` with what is missing or which cells raised."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    problems, score, maximum = [], 0.0, 0.0
+    database = course / "gradebook.db"
+    if not database.is_file():  # (opening a missing one would create it)
+        problems.append(f"no gradebook ({database.name})")
+    else:
+        with Gradebook(f"sqlite:///{database}", course_id=COURSE_ID) as gradebook:
+            try:
+                submission = gradebook.find_submission(lab, student)
+                score, maximum = submission.score, submission.max_score
+            except MissingEntry:
+                problems.append("no submission in nbgrader's gradebook")
+    path = course / "autograded" / student / lab / f"{lab}.ipynb"
+    if path.is_file():
+        cells = nbformat.read(path, as_version=4).cells
+        problems += [
+            f"cell {number} raised {output.get('ename', '?')}: {output.get('evalue', '')}"
+            for number, cell in enumerate(cells)
+            for output in cell.get("outputs", [])
+            if output.get("output_type") == "error"
+        ]
+    else:
+        problems.append(f"no autograded notebook ({path.relative_to(course)})")
+    status = Status.CRASHED if problems else Status.GRADED
+    result = SubmissionResult(
+        student, lab, path.name, status, "; ".join(problems), {"nbgrader": score}, maximum
+    )
+    return checks.Row(student, result, maximum)
+
+
+def cnn_course_arm(
+    jobs: int, wall: float, results: list[SubmissionResult], students: list[str], full_marks: float
+) -> checks.Arm:
+    """A ``cnn-course grade`` run: every student's row must be the solution's full marks."""
+    by_student = {result.student: result for result in results}
+    rows = tuple(checks.Row(student, by_student.get(student), full_marks) for student in students)
+    return checks.Arm("cnn-course grade", jobs, wall, rows)
+
+
+def report(arms: list[checks.Arm]) -> int:
+    """Print each run (the first is nbgrader's) and its ratio to nbgrader, and whether the
+    cnn-course grades agree across --jobs; or why no ratio is printed (then 1)."""
+    refused = checks.refusal(arms)
+    if refused:
+        print("\n".join(refused))
+        return 1
+    anchor = arms[0].wall
+    print(
+        f"{'run':20} {'jobs':>4} {'wall s':>8} {'s/submission':>13} {'subm./min':>10} {'vs nbgrader':>12}"
+    )
+    for run in arms:
+        count = len(run.rows)
+        print(
+            f"{run.name:20} {run.jobs:>4} {run.wall:>8.1f} {run.wall / count:>13.1f} "
+            f"{60 * count / run.wall:>10.2f} {anchor / run.wall:>11.2f}x"
+        )
+    totals = []
+    for run in arms[1:]:
+        rows_of = [(row.student, row.result.status.value, row.result.total) for row in run.rows]
+        print(f"cnn-course --jobs {run.jobs}: {rows_of}")
+        totals.append(rows_of)
+    same = all(rows_of == totals[0] for rows_of in totals)
+    print(f"cnn-course grades identical across --jobs: {'yes' if same else 'NO'}")
+    return 0 if same else 1
+
+
 def main() -> int:
     from cnn_course_instructor.course import Course
     from cnn_course_instructor.scheduler import grade_class
@@ -76,34 +157,30 @@ def main() -> int:
     parser.add_argument("--lab", default="cnn_lab")
     args = parser.parse_args()
     students = [f"student{number:02d}" for number in range(args.students)]
-    count = len(students)
-    print(f"{count} submissions ({args.lab}, the solution), {os.cpu_count()} cores", flush=True)
-    print(f"load average at the start: {_load()}")
+    full_marks = sum(question.points for question in Course(REPO).lab(args.lab).graded.values())
     print(
-        f"{'run':20} {'jobs':>4} {'wall s':>8} {'s/submission':>13} {'subm./min':>10} {'vs nbgrader':>12}"
+        f"{len(students)} submissions ({args.lab}, the solution: {full_marks:g} points each), "
+        f"{os.cpu_count()} cores",
+        flush=True,
     )
-
-    def row(name: str, jobs: int, wall: float) -> None:  # printed as soon as it is measured
-        line = f"{name:20} {jobs:>4} {wall:>8.1f} {wall / count:>13.1f} {60 * count / wall:>10.2f}"
-        print(f"{line} {anchor / wall:>11.2f}x", flush=True)
-
+    print(f"load average at the start: {_load()}")
     work = Path(tempfile.mkdtemp(prefix="bench-nbgrader-"))
-    totals = {}
+    arms = []
     try:
         course = work / "nbgrader"
         nbgrader_course(course, args.lab, students)
+        print("running nbgrader autograde", flush=True)
         started = time.perf_counter()
         nbgrader(course, "autograde", args.lab)
-        anchor = time.perf_counter() - started
-        graded = sorted(p.name for p in (course / "autograded").iterdir())
-        if graded != students:
-            sys.exit(f"nbgrader autograded {graded}, expected {students}")
-        row("nbgrader autograde", 1, anchor)
+        wall = time.perf_counter() - started
+        rows = tuple(nbgrader_row(course, args.lab, student) for student in students)
+        arms.append(checks.Arm("nbgrader autograde", 1, wall, rows))
         for jobs in dict.fromkeys((1, args.jobs)):
             out = work / f"cnn-course-jobs{jobs}"
             out.mkdir()
-            if totals:  # the same secret inputs as the first run: the grades must be the same
+            if jobs != 1:  # the same secret inputs as the first run: the grades must be the same
                 shutil.copy(work / "cnn-course-jobs1" / ".grading-seed", out / ".grading-seed")
+            print(f"running cnn-course grade --jobs {jobs}", flush=True)
             started = time.perf_counter()
             results = grade_class(
                 course / "submitted",
@@ -113,16 +190,12 @@ def main() -> int:
                 jobs=jobs,
                 progress=lambda _: None,
             )
-            row("cnn-course grade", jobs, time.perf_counter() - started)
-            totals[jobs] = [(r.student, r.status.value, r.total) for r in results]
+            wall = time.perf_counter() - started
+            arms.append(cnn_course_arm(jobs, wall, results, students, full_marks))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"load average at the end: {_load()}")
-    for jobs, rows_of in totals.items():
-        print(f"cnn-course --jobs {jobs}: {rows_of}")
-    same = len({tuple(rows_of) for rows_of in totals.values()}) == 1
-    print(f"cnn-course grades identical across --jobs: {'yes' if same else 'NO'}")
-    return 0 if same else 1
+    return report(arms)
 
 
 def _load() -> str:
