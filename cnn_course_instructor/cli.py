@@ -130,6 +130,58 @@ def _grade(args: argparse.Namespace) -> int:
     labs = sorted({result.lab for result in results})
     where = ", ".join(f"{args.out}/{lab}/grades.csv" for lab in labs)
     print(f"{len(results)} submissions: {summary}. Grades in {where}")
+    owed = sum(result.status.needs_rerun for result in results)
+    if owed:
+        print(
+            f"{owed} row(s) need a rerun: the grader failed on its side (status 'grader error', "
+            "the reason says why). Run the same command again: it grades those rows, and only "
+            "those, without --force."
+        )
+        return 1
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import preflight
+    from .course import Course
+    from .scheduler import grading_settings
+    from .scheduler import preflight as kernel_preflight
+
+    course = Course(Path(args.repo))
+    print(f"cnn-course doctor on {preflight.machine_summary()}, course {course.root}")
+    found = preflight.environment_checks(course, args.data_root, sandboxed=True)
+    for check in found:
+        print(check.line(), flush=True)
+    if any(check.ok is False for check in found):
+        print("\nGrading would stop before its first row: fix the FAIL lines above.")
+        return 1
+    if args.quick:
+        print("\nEnvironment ok (--quick: no kernel started).")
+        return 0
+    import tempfile
+
+    from cnn_course import data
+
+    labs = [args.lab] if args.lab else list(course.labs)
+    root = data.resolve_root(args.data_root).path
+    with tempfile.TemporaryDirectory(prefix="cnn-course-doctor-") as work:
+        settings = grading_settings(course, 0, root, True, args.cell_timeout)
+        try:
+            kernel_preflight(course, labs, settings, Path(work), {})
+        except preflight.PreflightFailed as error:
+            print(f"FAIL  {error}")
+            return 1
+    for lab in labs:
+        print(
+            preflight.Check(
+                f"kernel and judge ({lab})",
+                True,
+                "a sandboxed kernel ran the lab's setup and read the data; the judge answered",
+            ).line()
+        )
+    print("\nReady to grade.")
     return 0
 
 
@@ -258,6 +310,19 @@ def _parser() -> argparse.ArgumentParser:
         "once); see README, Grading across machines",
     )
     grade.set_defaults(run=_grade)
+
+    doctor = commands.add_parser(
+        "doctor",
+        help="check this machine for grading: sandbox, install places, data, a real kernel",
+    )
+    doctor.add_argument("--repo", default=".", help="course repository (default: .)")
+    doctor.add_argument("--data-root", help="data root (default: $CNN_COURSE_DATA, else ./data)")
+    doctor.add_argument("--lab", help="start a kernel for this lab only (default: every lab)")
+    doctor.add_argument(
+        "--quick", action="store_true", help="only the checks that start no kernel (seconds)"
+    )
+    doctor.add_argument("--cell-timeout", type=int, default=300, help=argparse.SUPPRESS)
+    doctor.set_defaults(run=_doctor)
 
     report = commands.add_parser(
         "report", help="write the class report of a grading run: histograms, faults, who to look at"

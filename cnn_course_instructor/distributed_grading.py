@@ -26,10 +26,11 @@ from pathlib import Path
 from cnn_course import data
 from cnn_course.errors import CourseError
 
+from . import preflight as checks
 from .course import Course
 from .records import Status, SubmissionResult
 from .sandbox import sandbox_available
-from .scheduler import Graded, grade_submission, grading_settings, screen, warm_data
+from .scheduler import Graded, _Started, grade_submission, grading_settings, screen, warm_data
 from .submissions import Submission
 
 __all__ = [
@@ -40,7 +41,9 @@ __all__ = [
     "course_archive",
     "grade_on_cluster",
     "grade_task",
+    "preflight_workers",
     "tools_fingerprint",
+    "worker_preflight",
     "worker_problem",
 ]
 
@@ -198,6 +201,54 @@ def grade_task(
     (base / "work").mkdir(exist_ok=True)
     graded = grade_submission(content, student, lab, course, settings, base / "work")
     return graded.result.to_json(), graded.executed
+
+
+def preflight_workers(
+    client, course: Course, labs: list[str], seed: int, sandbox: bool, cell_timeout: int
+) -> None:
+    """Run ``worker_preflight`` on every worker at once; PreflightFailed naming each worker
+    that cannot grade, and why, before any submission is sent."""
+    archive = course_archive(course)
+    answers = client.run(worker_preflight, archive, labs, seed, sandbox, cell_timeout)
+    failed = {worker: lines for worker, lines in answers.items() if lines}
+    if failed:
+        details = "\n".join(
+            f"  - {worker}: {line}" for worker, lines in sorted(failed.items()) for line in lines
+        )
+        raise checks.PreflightFailed(
+            f"{len(failed)} of the {len(answers)} Dask workers cannot grade; nothing was "
+            f"graded and no row was written:\n{details}\nFix these workers (or stop them), "
+            "then run the same command again (`cnn-course doctor` on a worker checks it alone)."
+        )
+
+
+def worker_preflight(
+    archive: bytes, labs: list[str], seed: int, sandbox: bool, cell_timeout: int
+) -> list[str]:
+    """On a Dask worker: the checks a local run makes before grading, its own sandbox, data
+    root and a kernel graded as a submission for each lab (with a judge of its own); the
+    failed ones, as lines (none: it can grade)."""
+    from distributed import get_worker
+
+    base = Path(get_worker().local_directory) / "cnn-course"
+    base.mkdir(exist_ok=True)
+    course = _course(_unpack(archive, base))
+    try:
+        data_root = _worker_data_root()
+    except CourseError as error:
+        return [f"data root: {error}"]
+    found = checks.environment_checks(course, data_root, sandbox)
+    if not any(check.ok is False for check in found):
+        settings = grading_settings(course, seed, data_root, sandbox, cell_timeout)
+        (base / "work").mkdir(exist_ok=True)
+        for lab in labs:
+
+            def grade(content: bytes, lab: str = lab) -> Graded:
+                options = {**settings, "restore_locked": False}
+                return _Started(content, "preflight", lab, course, options, base / "work").finish()
+
+            found.append(checks.kernel_check(lab, grade, course))
+    return [f"{check.name}: {check.detail}" for check in found if check.ok is False]
 
 
 def worker_problem(fingerprint: str, sandbox: bool) -> str | None:

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import dataclasses
 import json
 import os
+import signal
+import stat
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
+from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import ensure_async, run_sync
@@ -21,13 +26,15 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernel
 from nbformat import NotebookNode
 
 from . import sandbox
-from .safefiles import UnsafeFile, read_regular
+from .safefiles import UnsafeFile, read_under
 
 __all__ = [
     "EXECUTED_LIMIT",
     "OUTPUT_LIMIT",
     "CellProblem",
     "Execution",
+    "KernelStartFailed",
+    "Progress",
     "TimedOut",
     "run_notebook",
     "write_bounded",
@@ -52,7 +59,9 @@ class TimedOut:
     """A cell the grader interrupted: its index, why, and after how many seconds."""
 
     index: int
-    why: str  # "cpu": it used its CPU time; "idle": it waited without computing; "wall"
+    # "cpu": it used its CPU time; "idle": it waited without computing; "wall": it ran past
+    # its own-time limit; "total": the notebook's cells together used their budget
+    why: str
     seconds: float
 
     def describe(self, name: str = "") -> str:
@@ -62,6 +71,7 @@ class TimedOut:
             "cpu": f"{name} used more than {self.seconds:g} s of CPU time",
             "idle": f"{name} waited {self.seconds:g} s without computing",
             "wall": f"{name} ran past {self.seconds:g} s",
+            "total": f"the notebook's cells ran past {self.seconds:g} s in all; {name}",
         }[self.why] + " and was interrupted"
 
 
@@ -80,6 +90,8 @@ class Execution:
     truncated: bool = False
     collected: dict[str, bytes | str] = field(default_factory=dict)
     timed_out: list[TimedOut] = field(default_factory=list)
+    memory_exceeded: bool = False  # the sandbox's processes went over their memory limit
+    strays: int = 0  # processes interrupted cells left running, ended by the grader
 
     @property
     def ok(self) -> bool:
@@ -92,14 +104,37 @@ def _message_size(msg: dict) -> int:
 
 
 # How a cell's time is limited (see _BoundedClient._watch): CPU time, which the machine's load
-# does not change; wall time only for a cell that mostly waits, and as a last resort.
-IDLE_SHARE = 0.1  # a cell using less CPU than this share of its wall time is waiting
-WALL_FACTOR = 4  # any cell is interrupted after this many times its limit, in wall time
+# does not change; for a cell that mostly waits, and as a last resort, its own time: the wall
+# time it did not spend waiting for a CPU (a busy machine makes a cell wait, never its own).
+IDLE_SHARE = 0.1  # a cell using less CPU than this share of its own time is waiting
+WALL_FACTOR = 4  # any cell is interrupted after this many times its limit, in its own time
 _POLL = 0.5
+# Starting a kernel (the sandbox, Python, the preloaded modules: about 4 CPU-seconds) has no
+# clock: a start that computes goes on, however busy the machine. One that neither computes nor
+# answers for START_IDLE seconds of its own time, or computes past START_CPU, has failed: the
+# grader's failure, never the student's (no student code runs before the first cell).
+START_IDLE = 120.0
+START_CPU = 300.0
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """CPU seconds used by process ``root`` and its descendants (with their reaped children)."""
+class KernelStartFailed(RuntimeError):
+    """The grader could not start the kernel (the sandbox, or the kernel in it): why, in words."""
+
+
+def _task_delays(pid: int) -> dict[tuple[int, int], int]:
+    """Nanoseconds each thread of ``pid`` has waited, runnable, for a CPU (schedstat)."""
+    delays = {}
+    with contextlib.suppress(OSError):
+        for task in os.scandir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                with open(f"/proc/{pid}/task/{task.name}/schedstat", "rb") as stream:
+                    delays[(pid, int(task.name))] = int(stream.read().split()[1])
+    return delays
+
+
+def _tree(root: int) -> tuple[list[int], float]:
+    """The pids of process ``root`` and its descendants, and the CPU seconds they used (with
+    their reaped children)."""
     ticks = os.sysconf("SC_CLK_TCK")
     children: dict[int, list[int]] = {}
     used: dict[int, int] = {}
@@ -115,12 +150,50 @@ def tree_cpu_seconds(root: int) -> float:
         pid, parent = int(entry.name), int(fields[1])
         children.setdefault(parent, []).append(pid)
         used[pid] = sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
-    total, stack = 0, [root]
+    pids, stack = [], [root]
     while stack:
         pid = stack.pop()
-        total += used.get(pid, 0)
+        if pid in used:
+            pids.append(pid)
         stack.extend(children.get(pid, ()))
-    return total / ticks
+    return pids, sum(used[pid] for pid in pids) / ticks
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds used by process ``root`` and its descendants (with their reaped children)."""
+    return _tree(root)[1]
+
+
+class Progress:
+    """What a process tree has done since this was made: ``cpu`` seconds it computed, and
+    ``own`` seconds of wall time it did not spend waiting for a CPU (the time that was its own
+    to use: on a machine 20 times oversubscribed, a computing tree's own time grows about as
+    slowly as its CPU time). Call :meth:`sample` to bring both up to date."""
+
+    def __init__(self, root: int):
+        self.root = root
+        self.cpu = self.own = 0.0
+        self._wall = time.monotonic()
+        _, self._cpu = _tree(root)
+        self._delays: dict[tuple[int, int], int] = {}
+        self.sample()
+        self.cpu = self.own = 0.0
+
+    def sample(self) -> Progress:
+        pids, cpu = _tree(self.root)
+        delays: dict[tuple[int, int], int] = {}
+        for pid in pids:
+            delays.update(_task_delays(pid))
+        now = time.monotonic()
+        elapsed = now - self._wall
+        # The tree waited for a CPU as long as its most delayed thread did (a thread that is
+        # new since the last sample counts all its delay): generous to the student when the
+        # machine is busy, and no gain to code that keeps itself busy (that costs CPU time).
+        waited = max((d - self._delays.get(k, 0) for k, d in delays.items()), default=0) / 1e9
+        self.own += max(0.0, elapsed - min(elapsed, waited))
+        self.cpu += max(0.0, cpu - self._cpu)
+        self._wall, self._cpu, self._delays = now, cpu, delays
+        return self
 
 
 class _BoundedClient(NotebookClient):
@@ -134,15 +207,86 @@ class _BoundedClient(NotebookClient):
     kept_bytes = 0
     truncated = False
     cell_limit: float | None = None  # CPU seconds a cell may use (None: nbclient's timeout only)
+    total_limit: float | None = None  # own seconds all cells together may use
     before_cells: Callable[[], None] | None = None  # called once the kernel has started
     timed_out: list[TimedOut]
+    strays: int = 0  # processes a cell left running when it was interrupted, ended by the grader
+    memory_limit: int | None = None  # bytes the sandbox's processes may use together
+    memory_exceeded = False
+    _memory_guard: asyncio.Future | None = None
     _index = -1
+    _total: Progress | None = None
+    _out_of_time = False
+
+    async def async_start_new_kernel_client(self):
+        """Start the client, waiting for the kernel's first answer on the kernel's budget (see
+        START_IDLE): the load of the machine never fails a start."""
+        self.kc = self.km.client()
+        await ensure_async(self.kc.start_channels())
+        ready = asyncio.ensure_future(ensure_async(self.kc.wait_for_ready(timeout=None)))
+        guard = asyncio.ensure_future(self._start_guard())
+        try:
+            done, _ = await asyncio.wait({ready, guard}, return_when=asyncio.FIRST_COMPLETED)
+            if ready in done:
+                ready.result()
+            else:
+                guard.result()
+        except Exception as error:
+            ready.cancel()
+            guard.cancel()
+            await self._async_cleanup_kernel()
+            if isinstance(error, KernelStartFailed):
+                raise
+            raise KernelStartFailed(f"the kernel did not answer ({error})") from None
+        finally:
+            guard.cancel()
+        self.kc.allow_stdin = False
+        if self.memory_limit is not None:
+            self._memory_guard = asyncio.ensure_future(self._guard_memory(self.memory_limit))
+        return self.kc
+
+    async def async_execute(self, reset_kc: bool = False, **kwargs):
+        try:
+            return await super().async_execute(reset_kc=reset_kc, **kwargs)
+        finally:
+            if self._memory_guard is not None:
+                self._memory_guard.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._memory_guard
+
+    async def _guard_memory(self, limit: int) -> None:
+        """Where the sandbox has no cgroup: every half second, the memory its processes use
+        together, shared pages counted once; over ``limit``, its largest process is killed
+        (the kernel itself, if it is the one), so a student's memory hog, however split, costs
+        only their own notebook."""
+        init = getattr(self.km, "sandbox_pid", None)
+        if init is None or sandbox.read_group(self.km.spec_path) is not None:
+            return  # the cgroup's limit does it, in the kernel
+        while True:
+            await asyncio.sleep(_POLL)
+            used, largest = await asyncio.to_thread(sandbox.memory_in, init)
+            if used > limit and largest is not None:
+                self.memory_exceeded = True
+                with contextlib.suppress(OSError):
+                    os.kill(largest, signal.SIGKILL)
+
+    async def _start_guard(self) -> None:
+        launcher = self._kernel_pid()
+        if launcher is None:
+            return await asyncio.Event().wait()  # nothing to watch: the client decides
+        await _guard_start(
+            launcher,
+            lambda: self.km.provisioner.process.poll() is None,
+            getattr(self.km, "spec_path", ""),
+        )
 
     async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
         if self.before_cells is not None:
             ready, self.before_cells = self.before_cells, None
             await asyncio.to_thread(ready)
         self._index = cell_index
+        if self._out_of_time and cell.cell_type == "code":
+            return cell  # the notebook used its whole budget: the cells left do not run
         watch = None
         if self.cell_limit is not None and cell.cell_type == "code":
             watch = asyncio.ensure_future(self._watch(cell_index, self.cell_limit))
@@ -159,30 +303,46 @@ class _BoundedClient(NotebookClient):
         return getattr(process, "pid", None)
 
     async def _watch(self, index: int, limit: float) -> None:
-        """Interrupt cell ``index`` once it has used ``limit`` CPU seconds, or has waited
-        ``limit`` seconds while computing almost nothing: budgets the load cannot change."""
+        """Interrupt cell ``index`` once it has used ``limit`` CPU seconds, or ``limit`` seconds
+        of its own time while computing almost nothing, or ``WALL_FACTOR`` times that in any
+        case, or once the notebook's cells together have used ``total_limit`` seconds of their
+        own time: budgets the load cannot change. What the cell left running then ends."""
         pid = self._kernel_pid()
         if pid is None:
             return
-        loop = asyncio.get_running_loop()
-        started, first = loop.time(), await asyncio.to_thread(tree_cpu_seconds, pid)
+        cell = await asyncio.to_thread(Progress, pid)
+        if self._total is None:
+            self._total = await asyncio.to_thread(Progress, pid)
         while True:
             await asyncio.sleep(_POLL)
-            wall = loop.time() - started
-            cpu = await asyncio.to_thread(tree_cpu_seconds, pid) - first
-            if cpu > limit:
+            await asyncio.to_thread(cell.sample)
+            await asyncio.to_thread(self._total.sample)
+            if cell.cpu > limit:
                 why, seconds = "cpu", limit
-            elif wall > limit and cpu < IDLE_SHARE * wall:
+            elif cell.own > limit and cell.cpu < IDLE_SHARE * cell.own:
                 why, seconds = "idle", limit
+            elif cell.own > WALL_FACTOR * limit:
+                why, seconds = "wall", WALL_FACTOR * limit
+            elif self.total_limit is not None and self._total.own > self.total_limit:
+                why, seconds = "total", self.total_limit
+                self._out_of_time = True
             else:
                 continue
             self.timed_out.append(TimedOut(index, why, seconds))
             await ensure_async(self.km.interrupt_kernel())
+            await self._end_strays()
             return
+
+    async def _end_strays(self) -> None:
+        init = getattr(self.km, "sandbox_pid", None)
+        if init is not None:
+            self.strays += await asyncio.to_thread(sandbox.end_strays, init)
 
     async def _async_handle_timeout(self, timeout, cell=None):
         self.timed_out.append(TimedOut(self._index, "wall", float(timeout)))
-        return await super()._async_handle_timeout(timeout, cell)
+        result = await super()._async_handle_timeout(timeout, cell)
+        await self._end_strays()
+        return result
 
     def process_message(self, msg, cell, cell_index):
         if msg.get("msg_type") not in _ALWAYS:
@@ -197,6 +357,36 @@ class _BoundedClient(NotebookClient):
                 return None
             self.kept_bytes += size
         return super().process_message(msg, cell, cell_index)
+
+
+async def _guard_start(launcher: int, alive: Callable[[], bool], spec_path: str) -> None:
+    """Return never while a kernel's start makes progress; raise KernelStartFailed, with the
+    cause, once the sandbox has ended or the start neither computes nor answers (START_IDLE
+    seconds of its own time) or computes past START_CPU."""
+    progress = await asyncio.to_thread(Progress, launcher)
+    idle_since = 0.0
+    while True:
+        await asyncio.sleep(0.2)
+        if not alive():
+            log = sandbox.read_log(spec_path).strip() if spec_path else ""
+            raise KernelStartFailed(
+                "the sandbox ended before its kernel answered"
+                + (f": {_last_lines(log)}" if log else "")
+            )
+        before_cpu, before_own = progress.cpu, progress.own
+        await asyncio.to_thread(progress.sample)
+        if progress.cpu - before_cpu >= IDLE_SHARE * (progress.own - before_own):
+            idle_since = progress.own  # it computes: no clock runs
+        if progress.own - idle_since > START_IDLE:
+            raise KernelStartFailed(
+                f"the kernel neither computed nor answered for {START_IDLE:g} s while starting"
+            )
+        if progress.cpu > START_CPU:
+            raise KernelStartFailed(f"the kernel used {START_CPU:g} CPU-seconds to start")
+
+
+def _last_lines(text: str, count: int = 3) -> str:
+    return " / ".join(line.strip() for line in text.strip().splitlines()[-count:])[:600]
 
 
 class _FixedSpecs(KernelSpecManager):
@@ -216,28 +406,101 @@ class _FixedSpecs(KernelSpecManager):
         )
 
 
+_CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
+
+
+class _PinnedClient(AsyncKernelClient):
+    """A kernel client that connects to the sockets its kernel manager pinned."""
+
+    def _make_url(self, channel: str) -> str:
+        return self.parent._make_url(channel)
+
+
 class _SandboxKernelManager(AsyncKernelManager):
     """A kernel manager for a kernel in a sandbox (see ``sandbox.launch_kernel``).
 
-    The kernel makes its sockets in the sandbox's own ``/run/kernel``; once it is started, this
-    manager talks to them through ``/proc/PID/root``, the sandbox's root seen from here.
+    The kernel makes its sockets in the sandbox's own ``/run/kernel``, a folder its code owns.
+    Once it has made them, this manager opens each from the sandbox's pinned root, one folder
+    at a time without following links, checks that it is a socket the sandbox owns, and keeps
+    the descriptor: every connection, and every reconnection, goes through
+    ``/proc/self/fd/N``, the socket it checked, whatever the code inside later puts at that
+    path. Starting has the kernel's budget (``_guard_start``), not a clock.
     """
 
     spec_path = ""
-    sandbox_root: Path | None = None
+    sandbox_pid: int | None = None
+    inside: sandbox.Inside | None = None
+    pinned: dict[str, int] | None = None
 
     async def _async_launch_kernel(self, kernel_cmd, **kw):
         await super()._async_launch_kernel(kernel_cmd, **kw)
-        process = getattr(self.provisioner, "process", None)
+        process = self.provisioner.process
+        guard = asyncio.ensure_future(
+            _guard_start(process.pid, lambda: process.poll() is None, self.spec_path)
+        )
+        try:
+            pid = await self._until(lambda: sandbox.read_pid(self.spec_path), guard)
+            self.sandbox_pid = pid
+            self.inside = sandbox.Inside(pid, process.pid)
+            self.pinned = await self._until(self._pin, guard)
+        except OSError as error:
+            raise KernelStartFailed(
+                f"the kernel's sandbox could not be reached ({error})"
+            ) from None
+        finally:
+            guard.cancel()
 
-        def alive() -> bool:
-            return process is not None and process.poll() is None
+    async def _until(self, found: Callable[[], object], guard: asyncio.Future):
+        """What ``found`` returns once it is not None, checked every 50 ms while ``guard``
+        (the start's budget) has not failed."""
+        while True:
+            value = await asyncio.to_thread(found)
+            if value is not None:
+                return value
+            if guard.done():
+                guard.result()  # raises why the start failed
+            await asyncio.sleep(0.05)
 
-        pid = await asyncio.to_thread(sandbox.wait_for_pid, self.spec_path, alive)
-        if pid is None:
-            raise RuntimeError("the sandbox did not start (see the grader's log)")
-        self.sandbox_root = Path(f"/proc/{pid}/root")
-        self.ip = f"{self.sandbox_root}{sandbox.KERNEL_RUN}/k"
+    def _pin(self) -> dict[str, int] | None:
+        """A descriptor of each of the kernel's sockets, once all exist (None before)."""
+        pinned: dict[str, int] = {}
+        try:
+            for channel in _CHANNELS:
+                path = f"{sandbox.KERNEL_RUN}/k-{getattr(self, f'{channel}_port')}"
+                try:
+                    pinned[channel] = self.inside.open_path(path, stat.S_IFSOCK)
+                except FileNotFoundError:
+                    return None  # not made yet
+        except BaseException:
+            for fd in pinned.values():
+                os.close(fd)
+            raise
+        if len(pinned) < len(_CHANNELS):
+            for fd in pinned.values():
+                os.close(fd)
+            return None
+        return pinned
+
+    def _make_url(self, channel: str) -> str:
+        if not self.pinned or channel not in self.pinned:
+            raise RuntimeError(f"the kernel's {channel} socket is not pinned yet")
+        return f"ipc:///proc/self/fd/{self.pinned[channel]}"
+
+    def cleanup_ipc_files(self) -> None:
+        """Nothing to remove on this side: the sockets lived in the sandbox's own tmpfs."""
+
+    def release(self) -> None:
+        """Close the pinned descriptors (once no socket uses them any more), and remove the
+        sandbox's cgroup (its launcher, killed, could not)."""
+        group = sandbox.read_group(self.spec_path)
+        if group is not None:
+            group.remove()
+        for fd in (self.pinned or {}).values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.pinned = None
+        if self.inside is not None:
+            self.inside.close()
 
 
 def run_notebook(
@@ -251,15 +514,18 @@ def run_notebook(
     collect: tuple[str, ...] = (),
     collect_limit: int = 64_000_000,
     before_cells: Callable[[], None] | None = None,
+    total_limit: float | None = None,
 ) -> Execution:
     """Execute every code cell in order in a new kernel.
 
     By default the run stops at the first error, and ``cell_timeout`` is each cell's limit in
     seconds. With ``allow_errors`` (grading) every cell runs, and a cell is interrupted, so that
     later cells still produce their results, once it has used ``cell_timeout`` seconds of CPU
-    time, or has waited that long while computing almost nothing, or after ``WALL_FACTOR``
-    times that long in any case: a budget that the machine's load does not change. Each
-    interruption is listed in ``Execution.timed_out``.
+    time, or has waited that long (in its own time: see ``Progress``) while computing almost
+    nothing, or after ``WALL_FACTOR`` times that long in any case: a budget that the machine's
+    load does not change. With ``total_limit``, the cells together get that many seconds of
+    their own time; the cells after it do not run. Each interruption is listed in
+    ``Execution.timed_out``, and what the interrupted cell left running in the sandbox ends.
     ``env`` is added to this process's environment for the kernel, or, with ``sandboxed``, is
     all of the sandboxed kernel's environment beside the sandbox's own. ``cwd`` is the kernel's
     folder, or, sandboxed, where the connection file goes (the kernel works in its home).
@@ -267,13 +533,15 @@ def run_notebook(
     read, as a regular file of ``collect_limit`` bytes at most, before the kernel ends.
     ``before_cells`` is called, in a thread, once the kernel has started (and imported the
     sandbox's ``preload``), before the first cell runs: what it raises ends the run.
+    A kernel the grader could not start raises KernelStartFailed (its cause in words).
     """
     if not isinstance(notebook, NotebookNode):
         notebook = nbformat.read(notebook, as_version=4)
     kernel_manager = None
     if sandboxed is not None:
         spec_path = Path(cwd) / "sandbox.json"
-        Path(f"{spec_path}.pid").unlink(missing_ok=True)  # an earlier run's: not this sandbox
+        for suffix in (".pid", ".log", ".group"):  # an earlier run's: not this sandbox
+            Path(f"{spec_path}{suffix}").unlink(missing_ok=True)
         spec_path.write_text(
             dataclasses.replace(sandboxed, env={**sandboxed.env, **(env or {})}).to_json()
         )
@@ -291,6 +559,7 @@ def run_notebook(
             transport="ipc",
             ip=f"{sandbox.KERNEL_RUN}/k",
             connection_file=str(Path(cwd) / "kernel.json"),
+            client_factory=_PinnedClient,
         )
         kernel_manager.spec_path = str(spec_path)
     client = _BoundedClient(
@@ -303,13 +572,22 @@ def run_notebook(
         store_widget_state=False,
         resources={"metadata": {"path": str(cwd)}},
     )
+    if allow_errors and sandboxed is not None:
+        # the wall time nbclient waits for a cell is the grader's safety net only: the cell's
+        # budgets above (CPU, its own time) come first, however busy the machine
+        client.timeout = None
     client.timed_out = []
     client.before_cells = before_cells
+    client.total_limit = total_limit
+    if sandboxed is not None:
+        client.memory_limit = sandboxed.limits.total_memory_mb * 1024 * 1024
     if allow_errors:  # grading: each cell gets cell_timeout seconds of CPU time
         client.cell_limit = float(cell_timeout)
     result = Execution(notebook)
     try:
         client.execute(env={**os.environ, **(env or {})})
+    except KernelStartFailed:
+        raise
     except CellExecutionError as error:
         result.error_name = error.ename
     except CellTimeoutError:
@@ -319,13 +597,18 @@ def run_notebook(
     except RuntimeError as error:  # e.g. the kernel died before it could answer
         result.error_name = f"RuntimeError: {error}"
     finally:
-        root = Path(cwd)
         if kernel_manager is not None:
-            root = kernel_manager.sandbox_root or Path("/nonexistent")
+            root = kernel_manager.inside.path if kernel_manager.inside else None
+            if kernel_manager.sandbox_pid is not None:
+                result.memory_exceeded = client.memory_exceeded or _memory_limit_hit(kernel_manager)
+        else:
+            root = Path(cwd)
         for name in collect:
-            path = root / name.lstrip("/") if kernel_manager is not None else root / name
             try:
-                result.collected[name] = read_regular(path, collect_limit, name)
+                if root is None:
+                    raise UnsafeFile("the sandbox never started")
+                relative = name.lstrip("/") if kernel_manager is not None else name
+                result.collected[name] = read_under(root, Path(relative), collect_limit, name)
             except UnsafeFile as problem:
                 result.collected[name] = str(problem)
         if kernel_manager is not None:  # nbclient leaves a kernel it did not create running
@@ -333,8 +616,10 @@ def run_notebook(
                 client.kc.stop_channels()
             if kernel_manager.has_kernel:
                 run_sync(kernel_manager.shutdown_kernel)(now=True)
+            kernel_manager.release()
     result.truncated = client.truncated
     result.timed_out = list(client.timed_out)
+    result.strays = client.strays
     for index, cell in enumerate(notebook.cells):
         for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
             if output.output_type == "error":
@@ -355,6 +640,11 @@ def run_notebook(
             len(notebook.cells),
         )
     return result
+
+
+def _memory_limit_hit(manager: _SandboxKernelManager) -> bool:
+    group = sandbox.read_group(manager.spec_path)
+    return group is not None and group.memory_limit_hit()
 
 
 def write_bounded(notebook: NotebookNode, path: Path, limit: int = EXECUTED_LIMIT) -> bool:

@@ -18,9 +18,17 @@ class Status(str, Enum):
     TIMEOUT = "timeout"
     CRASHED = "crashed"  # the kernel or the worker died before a record was written
     OUT_OF_MEMORY = "out of memory"
+    # The grader failed on its side (its sandbox or kernel never started, its judge gave no
+    # answer, the machine stopped it): nothing the student's code did. A rerun grades it again.
+    GRADER_ERROR = "grader error"
 
     def __str__(self) -> str:
         return self.value
+
+    @property
+    def needs_rerun(self) -> bool:
+        """True for a row the grader owes a grade: the same command grades it again."""
+        return self is Status.GRADER_ERROR
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from pathlib import Path
 from cnn_course import data
 from cnn_course.errors import CourseError
 
+from . import preflight as checks
 from .course import Course
 from .execute import EXECUTED_LIMIT
 from .records import Status, SubmissionResult
@@ -31,7 +32,7 @@ from .reports import fill_gradebook, write_reports, write_text
 from .safefiles import UnsafeFile, read_regular, remove_tree
 from .sandbox import sandbox_available
 from .submissions import SUBMISSION_LIMIT, Submission, find_submissions, lab_of, read
-from .worker import CELL_TIMEOUT, Job, grading_plan, judge_started
+from .worker import CELL_TIMEOUT, Job, grading_plan, judge_started, unix_address
 
 __all__ = [
     "SUBMISSION_TIMEOUT",
@@ -41,9 +42,15 @@ __all__ = [
     "grade_class",
     "grade_submission",
     "grading_settings",
+    "preflight",
 ]
 
-SUBMISSION_TIMEOUT = 900
+# The grader's safety net for one worker, in wall time from its first cell: a worker that has
+# not ended by then is killed and its row is a `grader error`, graded again by a rerun. It is
+# never a grade: the student's budgets are the worker's, in CPU time and the notebook's own
+# time, which the machine's load does not change (a submission of 15 CPU-seconds takes about 5
+# minutes on a machine 20 times oversubscribed).
+SUBMISSION_TIMEOUT = 7200
 # Every kernel and judge a local run starts computes with one torch thread (see _Started).
 ONE_TORCH_THREAD = {"OMP_NUM_THREADS": "1"}
 UNKNOWN_LAB = "unknown-lab"  # where submissions go whose lab cannot be told
@@ -82,6 +89,11 @@ def grade_class(
     With ``scheduler`` (a Dask scheduler's address), the submissions are graded on its workers
     instead, each with its own sandbox and data root; results come back here, where they are
     written as in a local run (``jobs`` and ``data_root`` are then unused).
+
+    Before any row is written, ``preflight`` checks the ground (here, or on every Dask worker)
+    and raises PreflightFailed with the cause when grading cannot work. A row the grader could
+    not grade on its side (``grader error``) is tried once more, never replaces an earlier
+    result, and is graded again by the next run without ``force``.
     """
     labs = list(course.labs)
     if lab is not None:
@@ -103,9 +115,15 @@ def grade_class(
         warnings.warn(message, UnsandboxedWarning, stacklevel=2)
         progress(f"WARNING: {message}")
     root = data.resolve_root(data_root)
-    if scheduler is None:
-        warm_data(root.path)  # on a cluster, each worker checks its own data root
     out = Path(out).absolute()
+    if out.exists() and not out.is_dir():
+        raise CourseError(
+            f"--out {out} is a file; expected a folder for the grades (new, or one a previous "
+            "run wrote). Give another --out."
+        )
+    if scheduler is None:  # on a cluster, each worker checks its own ground
+        checks.require(checks.environment_checks(course, root.path, sandbox))
+        warm_data(root.path)
     out.mkdir(parents=True, exist_ok=True)
     with _exclusive(out), _cluster(scheduler, sandbox, progress) as cluster:
         remove_tree(out / WORK)  # what a killed run left: the lock says no run uses it now
@@ -158,24 +176,27 @@ def _grade(
     assigned = [(s, lab_id_of(s, labs, lab)) for s in submissions]
     for lab_id in {lab_id for _, lab_id in assigned}:
         (out / lab_id / "results").mkdir(parents=True, exist_ok=True)
-    todo = [
-        (s, lab_id) for s, lab_id in assigned if force or not _result_path(out, lab_id, s).is_file()
-    ]
+    todo = [(s, lab_id) for s, lab_id in assigned if force or _owed(out, lab_id, s)]
     progress(
         f"{len(submissions)} submissions, {len(submissions) - len(todo)} already graded, "
         f"{len(todo)} to grade"
     )
     seed = _grading_seed(out)
     reported = sorted({lab_id for _, lab_id in assigned} & set(labs))
-    early = threading.Thread(
-        target=_prepare_reports, args=(out / "gradebook.db", [course.lab(i) for i in reported])
-    )
-    early.start()
+    graded_labs = sorted({lab_id for _, lab_id in todo if lab_id in labs})
 
     def record(submission: Submission, lab_id: str, graded: Graded) -> None:
         """Keep one submission's result: the only place results and executed notebooks are
-        written, whichever machine graded it; a regraded student's files are replaced whole."""
+        written, whichever machine graded it; a regraded student's files are replaced whole,
+        but never by a grader error (the earlier result stays, and the next run tries again)."""
         result = graded.result
+        path = _result_path(out, lab_id, submission)
+        if result.status.needs_rerun and _kept(path):
+            progress(
+                f"  {submission.student} ({lab_id}): {result.status} ({result.reason[:200]}); "
+                "the earlier result is kept"
+            )
+            return
         if graded.executed is not None:
             (out / lab_id / "executed").mkdir(exist_ok=True)
             executed = graded.executed.decode("utf-8", errors="replace")  # nbformat wrote it
@@ -185,22 +206,33 @@ def _grade(
             lab_id,
             str(submission.path),
         )
-        write_text(_result_path(out, lab_id, submission), result.to_json())
+        write_text(path, result.to_json())
         progress(
             f"  {submission.student} ({lab_id}): {result.status}, {result.total:g}/{result.max:g} "
             f"({result.seconds:.0f} s)"
         )
 
+    early = None
     if cluster is not None:
-        from .distributed_grading import grade_on_cluster
+        from .distributed_grading import grade_on_cluster, preflight_workers
 
+        if todo:
+            preflight_workers(cluster, course, graded_labs, seed, sandbox, cell_timeout)
+        early = _prepare_reports_early(out, course, reported)
         grade_on_cluster(cluster, todo, course, labs, seed, sandbox, cell_timeout, record, progress)
     else:
         settings = grading_settings(course, seed, data_root, sandbox, cell_timeout)
         servers = contextlib.ExitStack()
         sockets = servers.enter_context(
-            judge_servers(course, {lab_id for _, lab_id in todo if lab_id in labs}, settings)
+            judge_servers(course, set(graded_labs), settings, out / WORK / "judge")
         )
+        if todo:
+            try:
+                preflight(course, graded_labs, settings, out / WORK, sockets)
+            except BaseException:
+                servers.close()
+                raise
+        early = _prepare_reports_early(out, course, reported)
         queue, taking = iter(todo), threading.Lock()
 
         def take() -> tuple[Submission, str, _Started] | None:
@@ -226,41 +258,91 @@ def _grade(
                     return submission, lab_id, started
                 record(submission, lab_id, screened)
 
+        def judged(submission: Submission, lab_id: str, running: _Started) -> None:
+            """Record a finished worker's result; a grader error is graded once more first,
+            by a worker of its own."""
+            graded = running.finish()
+            if graded.result.status.needs_rerun:
+                progress(f"  {submission.student} ({lab_id}): {graded.result.reason[:200]}; again")
+                options = {**settings, "judge_socket": sockets.get(lab_id, "")}
+                again = _Started(
+                    running.content, submission.student, lab_id, course, options, out / WORK
+                )
+                graded = again.finish()
+            record(submission, lab_id, graded)
+
         def slot(judging: ThreadPoolExecutor) -> None:
             """Grade submissions one after the other: each one runs while the one before it
             is judged, then the next one's kernel starts (and loads its imports) and gets its
             judge (a process of the lab's judge server)."""
-            current, running, judged = take(), None, None
+            current, running, waiting = take(), None, None
             try:
                 while current is not None:
                     submission, lab_id, running = current
                     running.start()
-                    if judged is not None:  # then the next loads: one process at a time
-                        judged.result()  # beside the one that runs
+                    if waiting is not None:  # then the next loads: one process at a time
+                        waiting.result()  # beside the one that runs
                     current = take()
                     running.ran()
-                    judged = judging.submit(
-                        lambda s=submission, i=lab_id, w=running: record(s, i, w.finish())
-                    )
+                    waiting = judging.submit(judged, submission, lab_id, running)
                     running = None
             finally:  # (on an error: what this slot had started ends, ungraded)
                 for left in (running, current[2] if current is not None else None):
                     if left is not None:
                         left.cancel()
-                if judged is not None:
-                    judged.result()
+                if waiting is not None:
+                    waiting.result()
 
         width = max(1, jobs)
         with servers, ThreadPoolExecutor(width) as pool, ThreadPoolExecutor(width) as judging:
             for done in [pool.submit(slot, judging) for _ in range(width)]:
                 done.result()
-    early.join()
+    if early is not None:
+        early.join()
     results = [SubmissionResult.read(_result_path(out, lab_id, s)) for s, lab_id in assigned]
     for lab_id in labs:
         mine = [r for r in results if r.lab == lab_id]
         if mine:
             write_reports(out / lab_id, mine, course.lab(lab_id), out / "gradebook.db")
     return results
+
+
+def _owed(out: Path, lab: str, submission: Submission) -> bool:
+    """True when a submission has no usable result yet: none, unreadable, or a grader error."""
+    return not _kept(_result_path(out, lab, submission))
+
+
+def _kept(path: Path) -> bool:
+    """True when ``path`` holds a usable result (one a grader error must not replace)."""
+    try:
+        return not SubmissionResult.read(path).status.needs_rerun
+    except (OSError, ValueError, TypeError, KeyError):
+        return False
+
+
+def preflight(
+    course: Course, labs: list[str], settings: dict, work_parent: Path, sockets: dict[str, str]
+) -> None:
+    """Grade, for each lab, a notebook of the lab's setup cell and one image of each dataset,
+    exactly as a submission is graded (its own worker, sandboxed kernel and the lab's judge);
+    PreflightFailed, with the cause, when it does not come back graded without an error."""
+    found = []
+    for lab in labs:
+
+        def grade(content: bytes, lab: str = lab) -> Graded:
+            options = {**settings, "judge_socket": sockets.get(lab, ""), "restore_locked": False}
+            return _Started(content, "preflight", lab, course, options, work_parent).finish()
+
+        found.append(checks.kernel_check(lab, grade, course))
+    checks.require(found)
+
+
+def _prepare_reports_early(out: Path, course: Course, labs: list[str]) -> threading.Thread:
+    early = threading.Thread(
+        target=_prepare_reports, args=(out / "gradebook.db", [course.lab(i) for i in labs])
+    )
+    early.start()
+    return early
 
 
 def _prepare_reports(gradebook: Path, labs: list) -> None:
@@ -361,26 +443,32 @@ def grading_settings(
 
 
 @contextlib.contextmanager
-def judge_servers(course: Course, labs: set[str], settings: dict) -> Iterator[dict[str, str]]:
+def judge_servers(
+    course: Course, labs: set[str], settings: dict, folder: Path
+) -> Iterator[dict[str, str]]:
     """A judge server for each lab (``judge --serve``, sandboxed as a judge is) on a Unix socket
-    in a folder of its own; the lab's socket paths. Each loads torch, the tests and the images
-    once for the whole run, rather than once a submission (2 CPU-seconds); workers connect to
-    it, and start a judge of their own if it is gone. Ended, and the folder removed, on exit.
-    Started by the thread that grades: the sandbox ends with it."""
-    folder = Path(tempfile.mkdtemp(prefix="cnn-judge-"))
+    in ``folder`` (made here, private: it holds the run's seed; a run's own, under ``OUT/.work``,
+    where the next run finds and removes what a killed one left); the lab's socket paths. Each
+    loads torch, the tests and the images once for the whole run, rather than once a submission
+    (2 CPU-seconds); workers connect to it, and start a judge of their own if it is gone. Ended,
+    and the folder removed, on exit. Started by the thread that grades: the sandbox ends with
+    it."""
+    folder = Path(folder)
+    folder.mkdir(mode=0o700)
     sockets: dict[str, str] = {}
     try:
         with contextlib.ExitStack() as servers:
             for index, lab in enumerate(sorted(labs)):
                 path = folder / f"{index}.sock"
-                if len(str(path).encode()) > 100:  # longer than a socket's address holds
-                    break
                 work = folder / str(index)
                 work.mkdir()
                 job = Job(lab=lab, notebook="", result="", executed="", work=str(work), **settings)
                 try:
-                    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
-                        listener.bind(str(path))
+                    with (
+                        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener,
+                        unix_address(path) as address,
+                    ):
+                        listener.bind(address)
                         listener.listen(64)
                         fd = listener.fileno()
                         servers.enter_context(
@@ -419,9 +507,12 @@ def _plan_once(course: Course, lab: str, seed: int) -> bytes:
 
 def grade_submission(*submission, **options) -> Graded:
     """Grade one submission's bytes in a worker process of its own, in a folder of its own under
-    ``work_parent`` (removed after): the same code on this machine and on a Dask worker. Takes
-    what :class:`_Started` takes, ``gated`` aside."""
-    return _Started(*submission, **options).finish()
+    ``work_parent`` (removed after): the same code on this machine and on a Dask worker; a
+    grader error is graded once more. Takes what :class:`_Started` takes, ``gated`` aside."""
+    graded = _Started(*submission, **options).finish()
+    if graded.result.status.needs_rerun:  # the grader's own failure: once more
+        graded = _Started(*submission, **options).finish()
+    return graded
 
 
 class _Started:
@@ -439,7 +530,7 @@ class _Started:
         work_parent: Path,
         gated: bool = False,
     ):
-        self.lab, self.gated = lab, gated
+        self.lab, self.gated, self.content = lab, gated, content
         self.points = {qid: q.points for qid, q in course.lab(lab).graded.items()}
         self.started = time.perf_counter()
         self.deadline: float | None = None if gated else self.started + SUBMISSION_TIMEOUT
@@ -550,15 +641,18 @@ class _Started:
             if Path(job.result).is_file():
                 return Graded(SubmissionResult.read(Path(job.result)), executed)
             tail = (stderr or "").strip().splitlines()[-1:] or [f"exit status {process.returncode}"]
-            return Graded(
-                self._failed(Status.CRASHED, f"the grading process failed: {tail[0][:300]}"),
-                executed,
+            reason = (
+                f"the grading process failed on the grader's side ({tail[0][:300]}); rerun the "
+                "same command to grade it"
             )
+            return Graded(self._failed(Status.GRADER_ERROR, reason), executed)
         except subprocess.TimeoutExpired:
             self._kill()
-            return Graded(
-                self._failed(Status.TIMEOUT, f"still running after {SUBMISSION_TIMEOUT} s"), None
+            reason = (
+                f"the grading process had not ended after {SUBMISSION_TIMEOUT} s (the grader's "
+                "safety net; the machine may be overloaded); rerun the same command to grade it"
             )
+            return Graded(self._failed(Status.GRADER_ERROR, reason), None)
         finally:
             self._close()
             remove_tree(self.local)

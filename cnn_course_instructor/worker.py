@@ -26,7 +26,13 @@ import nbformat
 
 from . import sandbox
 from .course import Course, LabContent
-from .execute import EXECUTED_LIMIT, OUTPUT_LIMIT, run_notebook, write_bounded
+from .execute import (
+    EXECUTED_LIMIT,
+    OUTPUT_LIMIT,
+    KernelStartFailed,
+    run_notebook,
+    write_bounded,
+)
 from .locked import restore_locked_cells
 from .records import Status, SubmissionResult, TestResult
 
@@ -34,20 +40,29 @@ __all__ = [
     "CELL_TIMEOUT",
     "JUDGE_LIMITS",
     "JUDGE_TIMEOUT",
+    "NOTEBOOK_BUDGET",
     "RECORD_LIMIT",
+    "START_TRIES",
     "Job",
+    "JudgeFailure",
     "cell_names",
     "grading_plan",
     "judge_started",
     "main",
     "probe_cell",
+    "unix_address",
 ]
 
 CELL_TIMEOUT = 300
-JUDGE_TIMEOUT = 900
+# Seconds of their own time (wall time not spent waiting for a CPU: see execute.Progress) the
+# cells of one submission may use together; the cells left then do not run.
+NOTEBOOK_BUDGET = 900
+JUDGE_TIMEOUT = 900  # the grader's safety net: a judge that has not answered is the grader's fault
 RECORD_LIMIT = 64_000_000  # bytes of the grading record (the lab's is about 2 MB)
-JUDGE_LIMITS = sandbox.Limits(memory_mb=8192, cpu_seconds=1800, processes=256)
-GRADER_RUN = "/run/grader"  # inside a sandbox: the grader's files, read-only
+# The judges run the grader's code: the OOM killer takes student code before them.
+JUDGE_LIMITS = sandbox.Limits(memory_mb=8192, cpu_seconds=1800, processes=256, oom_score_adj=0)
+GRADER_RUN = sandbox.VIEW  # inside a sandbox: the grader's files, read-only
+START_TRIES = 2  # a kernel the grader could not start is started once more before the row fails
 SETUP_SOURCE_LIMIT = 20_000  # characters of a first cell read for its imports (the labs': 200)
 
 
@@ -90,10 +105,15 @@ class Job:
 
 
 def data_view(job: Job) -> tuple[tuple[sandbox.Mount, ...], dict[str, str]]:
-    """The data root at /data and each cache entry at /cache/<name>, and the env naming them."""
-    binds = [sandbox.Mount(job.data_root, "/data")]
-    binds += [sandbox.Mount(entry, f"/cache/{Path(entry).name}") for entry in job.cache_entries]
-    return tuple(binds), {"CNN_COURSE_DATA": "/data", "CNN_COURSE_CACHE": "/cache"}
+    """The data root at ``sandbox.DATA_VIEW`` and each cache entry in ``sandbox.CACHE_VIEW``,
+    and the environment naming them."""
+    binds = [sandbox.Mount(job.data_root, sandbox.DATA_VIEW)]
+    binds += [
+        sandbox.Mount(entry, f"{sandbox.CACHE_VIEW}/{Path(entry).name}")
+        for entry in job.cache_entries
+    ]
+    env = {"CNN_COURSE_DATA": sandbox.DATA_VIEW, "CNN_COURSE_CACHE": sandbox.CACHE_VIEW}
+    return tuple(binds), env
 
 
 # glibc's malloc told to keep what is freed: by default a training step hands its activations'
@@ -144,7 +164,9 @@ class Cancelled(Exception):
 
 def setup_imports(notebook: nbformat.NotebookNode) -> tuple[str, ...]:
     """The modules the first code cell imports (with ``torch._dynamo``, which torch's optimisers
-    import at their first step: 1.2 s), for a sandboxed kernel to load before it answers."""
+    import at their first step: 1.2 s), for a sandboxed kernel to load before it answers. Read
+    from the released notebook (``released_setup``), never a submission: no student chooses
+    what runs while the kernel starts."""
     import ast
 
     first = next((cell for cell in notebook.cells if cell.cell_type == "code"), None)
@@ -193,7 +215,9 @@ def grade_notebook(job: Job) -> SubmissionResult:
     a judge of its own, in its own sandbox, which loads torch and the lab's tests while the
     notebook runs, then waits for the record on its standard input. A gated job
     (``Job.gated``) then waits for "go"; its time is counted from then. With a status pipe
-    (``Job.status_fd``) it says when it waits for "go" and when its kernel has ended.
+    (``Job.status_fd``) it says when it waits for "go" and when its kernel has ended. A kernel
+    the grader could not start is started once more; a second failure, or a judge that gives
+    no answer, is a ``grader error`` row (the student's code had no part in it).
     """
     clock = [time.perf_counter()]  # when the submission started: at "go" for a gated job
     course = Course(Path(job.course))
@@ -235,9 +259,10 @@ def grade_notebook(job: Job) -> SubmissionResult:
         )
     if not any(cell.cell_type == "code" for cell in notebook.cells):
         return outcome(Status.INVALID, "the notebook has no code cells")
-    released = Path(job.course) / "notebooks" / "student" / f"{job.lab}.ipynb"
-    if job.restore_locked and released.is_file():  # grade the released setup, as nbgrader does
-        restored = restore_locked_cells(notebook, nbformat.read(released, as_version=4))
+    released_path = Path(job.course) / "notebooks" / "student" / f"{job.lab}.ipynb"
+    released = nbformat.read(released_path, as_version=4) if released_path.is_file() else None
+    if job.restore_locked and released is not None:  # grade the released setup, as nbgrader does
+        restored = restore_locked_cells(notebook, released)
         notebook, changed[:] = restored.notebook, restored.changed
     work = Path(job.work)
     plan_path = Path(job.plan) if job.plan else work / "grader_plan.pt"
@@ -255,7 +280,7 @@ def grade_notebook(job: Job) -> SubmissionResult:
             binds=binds,
             env={**env, **data_env},
             files={f"{GRADER_RUN}/plan.pt": str(plan_path)},
-            preload=setup_imports(notebook),
+            preload=setup_imports(released) if released is not None else (),
         )
         plan, record, cwd = f"{GRADER_RUN}/plan.pt", f"{sandbox.KERNEL_RUN}/record.pt", work
     else:
@@ -266,17 +291,29 @@ def grade_notebook(job: Job) -> SubmissionResult:
         env.update({"CNN_COURSE_DATA": job.data_root, "CNN_COURSE_CACHE": _cache_dir()})
     notebook.cells.append(nbformat.v4.new_code_cell(probe_cell(plan, record)))
     with judges:
-        execution = run_notebook(
-            notebook,
-            cwd=cwd,
-            env=env,
-            cell_timeout=job.cell_timeout,
-            allow_errors=True,
-            sandboxed=box,
-            collect=(record,),
-            collect_limit=RECORD_LIMIT,
-            before_cells=kernel_started,
-        )
+        for attempt in range(1, START_TRIES + 1):
+            try:
+                execution = run_notebook(
+                    notebook,
+                    cwd=cwd,
+                    env=env,
+                    cell_timeout=job.cell_timeout,
+                    allow_errors=True,
+                    sandboxed=box,
+                    collect=(record,),
+                    collect_limit=RECORD_LIMIT,
+                    before_cells=kernel_started,
+                    total_limit=NOTEBOOK_BUDGET,
+                )
+                break
+            except KernelStartFailed as failure:
+                if attempt == START_TRIES:
+                    say("ran")
+                    return outcome(
+                        Status.GRADER_ERROR,
+                        f"the grader could not start the notebook's kernel, {START_TRIES} times "
+                        f"({failure}); rerun the same command to grade it",
+                    )
         say("ran")  # the kernel has ended: the scheduler may run the next submission
         notebook.cells.pop()  # the probe is the grader's, not part of the student's record
         kept = write_bounded(notebook, Path(job.executed), EXECUTED_LIMIT)
@@ -293,16 +330,29 @@ def grade_notebook(job: Job) -> SubmissionResult:
             notes = (
                 f"the executed notebook was over {EXECUTED_LIMIT:,} bytes and was not kept; {notes}"
             )
+        if execution.strays:
+            notes = (
+                f"the grader ended {execution.strays} processes an interrupted cell had left "
+                f"running; {notes}"
+            )
+        if execution.memory_exceeded:
+            notes = (
+                f"the notebook's processes went over {box.limits.total_memory_mb:,} MB together "
+                f"and the largest was stopped; {notes}"
+            )
         if execution.timed_out:  # always a visible status, whatever the tests then give
             limits = "; ".join(
                 cell.describe(names.get(cell.index, "")) for cell in execution.timed_out
             )
             notes = f"{limits}. {notes}".strip()
+        notes = notes.strip().rstrip(";")
         found = execution.collected.get(record)
         if not isinstance(found, bytes):
             timed_out = execution.timed_out or execution.error_name == "CellTimeoutError"
             status = Status.TIMEOUT if timed_out else Status.CRASHED
-            if any(text.startswith("MemoryError") for _, text in errors):
+            if execution.memory_exceeded or any(
+                text.startswith("MemoryError") for _, text in errors
+            ):
                 status = Status.OUT_OF_MEMORY
             what = execution.error_name or "no grading record was written"
             if found and "No such file" not in found:
@@ -312,8 +362,9 @@ def grade_notebook(job: Job) -> SubmissionResult:
         if verdict is None:  # the run's judge server gave no answer: a judge of this record's
             with judge_started(job, ["-"]) as process:
                 verdict = _judge(process, found)
-    if isinstance(verdict, str):
-        return outcome(Status.CRASHED, f"{verdict}. {notes}".strip())
+    if isinstance(verdict, JudgeFailure):
+        status = Status.GRADER_ERROR if verdict.graders else Status.CRASHED
+        return outcome(status, f"{verdict.reason}. {notes}".strip())
     return outcome(Status.TIMEOUT if execution.timed_out else Status.GRADED, notes, verdict)
 
 
@@ -339,12 +390,29 @@ def cell_names(notebook: nbformat.NotebookNode, lab) -> dict[int, str]:
     return names
 
 
+@contextlib.contextmanager
+def unix_address(path: str | Path) -> Iterator[str]:
+    """``path`` as an address a Unix socket takes (at most 107 bytes): itself when short
+    enough, else through a descriptor of its folder, ``/proc/self/fd/N/<name>``, open meanwhile
+    (an output folder may lie deep)."""
+    path = str(path)
+    if len(os.fsencode(path)) < 100:
+        yield path
+        return
+    folder = os.open(Path(path).parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{folder}/{Path(path).name}"
+    finally:
+        os.close(folder)
+
+
 def _judge_for(job: Job) -> contextlib.AbstractContextManager:
     """A connection to the run's judge server (``Job.judge_socket``), or a judge of its own."""
     if job.judge_socket:
         connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            connection.connect(job.judge_socket)
+            with unix_address(job.judge_socket) as address:
+                connection.connect(address)
         except OSError:  # the server is gone
             connection.close()
         else:
@@ -380,13 +448,13 @@ def judge_started(
             yield process
         return
     binds, data_env = data_view(job)
-    # The course at /course (wherever it lies on the host, /tmp included, which the
-    # sandbox has its own of); the instructor package at its own path, where it imports from.
-    request["data_root"], request["course"] = "/data", "/course"
+    # The course in the grader's view (wherever it lies on the host); the instructor package at
+    # its own path, where it imports from.
+    request["data_root"], request["course"] = sandbox.DATA_VIEW, sandbox.COURSE_VIEW
     request_path.write_text(json.dumps(request), encoding="utf-8")
     tools = Path(__file__).resolve().parent
     view = [
-        sandbox.Mount(str(Path(job.course).resolve()), "/course"),
+        sandbox.Mount(str(Path(job.course).resolve()), sandbox.COURSE_VIEW),
         sandbox.Mount(str(tools), str(tools)),
     ]
     box = sandbox.Sandbox(
@@ -406,7 +474,18 @@ def judge_started(
         yield process
 
 
-def _judge(judge: subprocess.Popen | socket.socket, record: bytes) -> list[TestResult] | str | None:
+@dataclass(frozen=True)
+class JudgeFailure:
+    """Why a record has no test results: refused for what it holds (the student's code made
+    it), or ``graders``: the judge itself failed (no answer, killed, past its safety net)."""
+
+    reason: str
+    graders: bool
+
+
+def _judge(
+    judge: subprocess.Popen | socket.socket, record: bytes
+) -> list[TestResult] | JudgeFailure | None:
     """Send the record to the judge: the test results, or why there are none; None when the
     run's judge server gave no answer (ask a judge of this record's own then)."""
     if isinstance(judge, socket.socket):
@@ -414,18 +493,26 @@ def _judge(judge: subprocess.Popen | socket.socket, record: bytes) -> list[TestR
     try:
         stdout, stderr = judge.communicate(record, timeout=JUDGE_TIMEOUT)
     except subprocess.TimeoutExpired:
-        return f"the grader's tests did not finish in {JUDGE_TIMEOUT} s"
+        return JudgeFailure(
+            f"the grader's tests gave no answer in {JUDGE_TIMEOUT} s; rerun the same command "
+            "to grade it",
+            graders=True,
+        )
     try:
         answer = json.loads(stdout.decode(errors="replace").strip().splitlines()[-1])
     except (ValueError, IndexError):
         tail = stderr.decode(errors="replace").strip().splitlines()[-1:] or [
             f"exit status {judge.returncode}"
         ]
-        return f"the grader's tests failed on this record ({tail[0][:300]})"
+        return JudgeFailure(
+            f"the grader's tests failed on their side ({tail[0][:300]}); rerun the same "
+            "command to grade it",
+            graders=True,
+        )
     return _verdict(answer)
 
 
-def _served(connection: socket.socket, record: bytes) -> list[TestResult] | str | None:
+def _served(connection: socket.socket, record: bytes) -> list[TestResult] | JudgeFailure | None:
     """The record judged by the process the run's judge server forked for this connection."""
     deadline = time.monotonic() + JUDGE_TIMEOUT
     received, size = [], 0
@@ -440,7 +527,11 @@ def _served(connection: socket.socket, record: bytes) -> list[TestResult] | str 
                 return None
             connection.settimeout(max(0.001, deadline - time.monotonic()))
     except TimeoutError:
-        return f"the grader's tests did not finish in {JUDGE_TIMEOUT} s"
+        return JudgeFailure(
+            f"the grader's tests gave no answer in {JUDGE_TIMEOUT} s; rerun the same command "
+            "to grade it",
+            graders=True,
+        )
     except OSError:
         return None
     try:
@@ -450,9 +541,9 @@ def _served(connection: socket.socket, record: bytes) -> list[TestResult] | str 
     return _verdict(answer)
 
 
-def _verdict(answer: dict) -> list[TestResult] | str:
+def _verdict(answer: dict) -> list[TestResult] | JudgeFailure:
     if "unusable" in answer:
-        return answer["unusable"]
+        return JudgeFailure(str(answer["unusable"]), graders=False)
     return [TestResult(**test) for test in answer["tests"]]
 
 
