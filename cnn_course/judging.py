@@ -1526,8 +1526,12 @@ def same_weights_verdict(loaded: dict, trained: dict) -> Verdict:
     """Do two recorded models hold the same layers and the same learnt weights and biases?
 
     Running statistics are left out: any later forward pass in training mode moves the trained
-    model's, after it was saved.
+    model's, after it was saved. A model the grader refused to evaluate (``refused``) holds
+    no values to compare: the refusal is the fault.
     """
+    for records in (loaded, trained):
+        if records.get("refused"):
+            return _fault(str(records["refused"]))
     first, second = loaded["layers"], trained["layers"]
     if [layer["kind"] for layer in first] != [layer["kind"] for layer in second]:
         return _fault("the loaded model does not have the trained model's layers")

@@ -5,11 +5,13 @@
 The worker starts it with the kernel: it loads torch, the lab's tests and the grading images
 while the student's notebook runs, then reads the record. The record is the only input that
 comes from student code. It is read with
-``torch.load(weights_only=True)``, which runs no code; a model whose rebuilt compute or memory
-would exceed the grader's budget is refused, with a message, before any test evaluates it. The
-test results go to standard output as JSON. The worker runs this under the limits and, unless
-grading runs unsandboxed, in a sandbox that holds the Python install, the course's grading
-content and the data, read-only, and nothing else.
+``torch.load(weights_only=True)``, which runs no code; a model whose layers' shapes cannot be
+computed at the batch sizes the judge runs it at, or whose rebuilt compute or memory would
+exceed the grader's budget, is refused, with a message, before any test evaluates it. Judging
+one record may use ``JUDGE_CPU_SECONDS`` of CPU time: past them the answer says the record was
+unusable, and why. The test results go to standard output as JSON. The worker runs this under
+the limits and, unless grading runs unsandboxed, in a sandbox that holds the Python install,
+the course's grading content and the data, read-only, and nothing else.
 
     python -m cnn_course_instructor.judge REQUEST.json --serve FD
 
@@ -26,9 +28,11 @@ is gone or a judging process ends without an answer.
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
 import io
 import json
+import math
 import os
 import signal
 import socket
@@ -36,8 +40,23 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["judge_record", "main"]
+if TYPE_CHECKING:  # torch and the lab's facts: loaded by _prepared only
+    from cnn_course.labs import Lab
+
+__all__ = ["JUDGE_CPU_SECONDS", "judge_record", "judged_batch_sizes", "main"]
+
+# CPU seconds the hidden tests may spend on one record, well under the worker's 900 s for a
+# whole judge. On one torch thread (as a local run judges), a right record of part 1 takes
+# 1.3 s, of part 2 0.9 s, and a record whose two models part 1 retrains (untrained models)
+# 8.9-9.6 s; on two threads, 1.5, 1.0 and 11.7 CPU-seconds (benchmarks/bench_judge.py on a
+# 2-core machine): the budget leaves a margin of 20 to 25 over the costliest judging.
+JUDGE_CPU_SECONDS = 240
+# Seconds of CPU past the budget before the kernel kills a judge stuck in one long operation
+# (SIGXCPU is answered between Python bytecodes; the longest operation the layer budget allows
+# takes a few seconds).
+JUDGE_CPU_GRACE = 20
 
 
 def judge_record(request: dict, record_bytes: bytes) -> list[dict]:
@@ -45,15 +64,38 @@ def judge_record(request: dict, record_bytes: bytes) -> list[dict]:
     return _prepared(request)(record_bytes)
 
 
+def judged_batch_sizes(lab: Lab) -> tuple[int, ...]:
+    """The batch sizes the judge runs a student's model at: one image, its predictions'
+    (``training.PREDICT_BATCH``) and each of the lab's training schedules' (a model below its
+    accuracy threshold is retrained with the lab's schedule)."""
+    from cnn_course.training import PREDICT_BATCH
+
+    schedules = {schedule.batch_size for schedule in lab.training.values()}
+    return tuple(sorted({1, PREDICT_BATCH, *schedules}))
+
+
+def _within_budget(record: dict, plan: list[dict], batch_sizes: tuple[int, ...]) -> None:
+    """Put, in ``record``, the refusal of each model ``over_budget`` refuses in place of its
+    layers' values (``refused_records``): its layer table is judged, the model never runs."""
+    from .rebuild import over_budget, refused_records
+
+    for step in plan:
+        entry = record.get(step["key"])
+        if step["kind"] == "model" and isinstance(entry, dict) and "layers" in entry:
+            refused = over_budget(entry, tuple(step["input_shape"]), batch_sizes)
+            if refused:
+                record[step["key"]] = refused_records(entry, refused)
+
+
 def _prepared(request: dict) -> Callable[[bytes], list[dict]]:
     """Load torch, the lab's tests and their images now; judge a record when called."""
     import torch
 
     from .course import Course
-    from .rebuild import over_budget
     from .registry import Context
 
     content = Course(Path(request["course"])).content(request["lab"])
+    batch_sizes = judged_batch_sizes(content.lab)
     context = Context(
         content.lab, content.grading_inputs(request["seed"]), Path(request["data_root"])
     )
@@ -67,15 +109,41 @@ def _prepared(request: dict) -> Callable[[bytes], list[dict]]:
             raise ValueError(f"the grading record is unreadable: {str(exc)[:300]}") from None
         if not isinstance(record, dict):
             raise ValueError(f"the grading record is unreadable: a {type(record).__name__}")
-        for step in content.probe_plan:
-            entry = record.get(step["key"])
-            if step["kind"] == "model" and isinstance(entry, dict) and "layers" in entry:
-                refused = over_budget(entry, tuple(step["input_shape"]))
-                if refused:
-                    record[step["key"]] = {"error": refused}
+        _within_budget(record, content.probe_plan, batch_sizes)
         return [asdict(test) for test in content.tests.run(record, context)]
 
     return judge
+
+
+class _CpuSpent(BaseException):
+    """The judging of a record used its CPU budget (SIGXCPU). A BaseException: no test's
+    ``except Exception`` catches it and judges on."""
+
+
+def _cpu_spent(seconds: int, signum: int, frame: object) -> None:
+    signal.signal(signal.SIGXCPU, signal.SIG_IGN)  # once: the answer is written next
+    raise _CpuSpent(
+        f"the grader's tests used more than {seconds} s of CPU time on this record and were "
+        "stopped: a model this large or slow cannot be evaluated (or retrained) by the grader; "
+        "make its layers smaller (fewer channels, smaller images after pooling, smaller linear "
+        "layers) so that it trains in the lab's time"
+    )
+
+
+def _limit_cpu(seconds: int) -> None:
+    """Let this process use ``seconds`` more of CPU time from now (what it already used, such as
+    loading torch, is not counted): past them SIGXCPU stops the judging (``_CpuSpent``), and
+    ``JUDGE_CPU_GRACE`` seconds later the kernel kills a process that did not stop."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    soft = math.ceil(usage.ru_utime + usage.ru_stime) + seconds
+    hard = soft + JUDGE_CPU_GRACE
+    _, ceiling = resource.getrlimit(resource.RLIMIT_CPU)
+    if ceiling != resource.RLIM_INFINITY and ceiling < hard:  # a limit can only be lowered
+        hard, soft = ceiling, min(soft, max(ceiling - JUDGE_CPU_GRACE, 1))
+    signal.signal(signal.SIGXCPU, functools.partial(_cpu_spent, seconds))
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
 
 
 def _answer(judge: Callable[[bytes], list[dict]], record: bytes) -> bytes:
@@ -84,6 +152,9 @@ def _answer(judge: Callable[[bytes], list[dict]], record: bytes) -> bytes:
         answer = {"tests": judge(record)}
     except ValueError as exc:
         answer = {"unusable": str(exc)}
+    except _CpuSpent as spent:
+        answer = {"unusable": str(spent)}
+    signal.signal(signal.SIGXCPU, signal.SIG_IGN)  # judged: the answer is sent whole
     return json.dumps(answer).encode() + b"\n"
 
 
@@ -106,7 +177,8 @@ def serve(request: dict, listener: socket.socket) -> None:
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 with connection, connection.makefile("rb") as stream:
                     record = stream.read()  # until the worker's kernel has ended
-                    signal.alarm(timeout)  # its default action ends this process
+                    _limit_cpu(JUDGE_CPU_SECONDS)
+                    signal.alarm(timeout)  # last resort, wall clock: SIGALRM ends the process
                     connection.sendall(_answer(judge, record))
             finally:
                 os._exit(0)
@@ -138,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     request = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     judge = _prepared(request)
     record = sys.stdin.buffer.read() if argv[1] == "-" else Path(argv[1]).read_bytes()
+    _limit_cpu(JUDGE_CPU_SECONDS)  # loading torch and the tests is not counted
     sys.stdout.buffer.write(_answer(judge, record))
     return 0
 

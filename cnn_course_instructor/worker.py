@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -28,11 +29,13 @@ from . import sandbox
 from .course import Course, LabContent
 from .execute import (
     EXECUTED_LIMIT,
+    INTERRUPT_GRACE,
     OUTPUT_LIMIT,
     KernelStartFailed,
     run_notebook,
     write_bounded,
 )
+from .judge import JUDGE_CPU_SECONDS
 from .locked import restore_locked_cells
 from .records import Status, SubmissionResult, TestResult
 
@@ -330,6 +333,11 @@ def grade_notebook(job: Job) -> SubmissionResult:
             notes = (
                 f"the executed notebook was over {EXECUTED_LIMIT:,} bytes and was not kept; {notes}"
             )
+        if execution.kernel_stopped:
+            notes = (
+                "an interrupted cell did not end within "
+                f"{INTERRUPT_GRACE:g} s, so the grader stopped the kernel there; {notes}"
+            )
         if execution.strays:
             notes = (
                 f"the grader ended {execution.strays} processes an interrupted cell had left "
@@ -501,6 +509,13 @@ def _judge(
     try:
         answer = json.loads(stdout.decode(errors="replace").strip().splitlines()[-1])
     except (ValueError, IndexError):
+        if judge.returncode in (-signal.SIGKILL, -signal.SIGXCPU):  # its CPU limit's hard end
+            return JudgeFailure(
+                f"the grader's tests were stopped on this record past their "
+                f"{JUDGE_CPU_SECONDS} s of CPU time, in one operation too long to interrupt: a "
+                "model this large cannot be evaluated by the grader; make its layers smaller",
+                graders=False,
+            )
         tail = stderr.decode(errors="replace").strip().splitlines()[-1:] or [
             f"exit status {judge.returncode}"
         ]

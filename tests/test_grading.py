@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -1028,7 +1030,7 @@ def test_the_run_s_judge_server_judges_each_record_apart_and_workers_can_do_with
 
     right, wrong = record(numbers * 2), record(numbers * 3)
     job = Job(lab="sample_lab", notebook="", result="", executed="", work=str(tmp_path), **settings)
-    with judge_servers(course, {"sample_lab"}, settings) as sockets:
+    with judge_servers(course, {"sample_lab"}, settings, tmp_path / "judge") as sockets:
         served = dataclasses.replace(job, judge_socket=sockets["sample_lab"])
         with _judge_for(served) as one, _judge_for(served) as other:
             assert isinstance(one, socket.socket) and isinstance(other, socket.socket)
@@ -1037,7 +1039,8 @@ def test_the_run_s_judge_server_judges_each_record_apart_and_workers_can_do_with
             unusable = _judge(third, b"not a record")
     assert [test.passed for test in answers[0]] == [False, True]
     assert [test.passed for test in answers[1]] == [True, True]
-    assert unusable.startswith("the grading record is unreadable")
+    assert unusable.reason.startswith("the grading record is unreadable")
+    assert not unusable.graders  # the record's fault, not the grader's
     assert not Path(sockets["sample_lab"]).parent.exists()  # the server ended, its folder gone
 
     gone = dataclasses.replace(job, judge_socket=sockets["sample_lab"])
@@ -1045,6 +1048,107 @@ def test_the_run_s_judge_server_judges_each_record_apart_and_workers_can_do_with
     with answerless_server(tmp_path / "answerless.sock") as path:
         with _judge_for(dataclasses.replace(job, judge_socket=path)) as connection:
             assert _judge(connection, right) is None  # the worker asks a judge of its own
+
+
+# A judge whose loading and judging are stand-ins: loading burns the CPU seconds the request
+# says (as loading torch and the tests does), and a record b"spin" spins in Python, b"stuck"
+# in one C call (no Python handler runs until it returns), anything else is judged at once.
+# The CPU budget is 1 s, its grace 1 s.
+_CPU_JUDGE = """
+import json, socket, sys, time
+from cnn_course_instructor import judge
+
+def prepared(request):
+    end = time.process_time() + request["loading"]
+    while time.process_time() < end:
+        pass
+
+    def judged(record):
+        if record == b"spin":
+            while True:
+                pass
+        if record == b"stuck":
+            sum(range(10**13))
+        return []
+
+    return judged
+
+judge._prepared = prepared
+judge.JUDGE_CPU_SECONDS, judge.JUDGE_CPU_GRACE = 1, 1
+if sys.argv[2] == "--serve":
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(sys.argv[3])
+    listener.listen()
+    judge.serve(json.loads(open(sys.argv[1]).read()), listener)
+else:
+    sys.exit(judge.main(sys.argv[1:]))
+"""
+_CPU_SPENT = "the grader's tests used more than 1 s of CPU time on this record and were stopped"
+
+
+def _cpu_request(tmp_path: Path, loading: float = 0.0) -> Path:
+    """A request for ``_CPU_JUDGE``: ``loading`` CPU seconds, a wall-clock limit far away."""
+    path = tmp_path / "judge.json"
+    path.write_text(json.dumps({"loading": loading, "timeout": 600}), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    "record, loading, answer",
+    [(b"spin", 0.0, {"unusable": _CPU_SPENT}), (b"quick", 1.5, {"tests": []})],
+    ids=["spinning", "quick-after-a-costly-load"],
+)
+def test_a_judge_answers_unusable_once_a_record_spends_its_cpu_budget(
+    tmp_path, record, loading, answer
+):
+    """Does a judge of one record whose judging spins past its CPU budget answer that the
+    record was unusable, and why, rather than run to the worker's 900 s? Does a record judged
+    at once still get its results after a load that used more than the budget (the budget
+    counts from the record on)?"""
+    argv = [sys.executable, "-c", _CPU_JUDGE, str(_cpu_request(tmp_path, loading)), "-"]
+    done = subprocess.run(argv, input=record, capture_output=True, timeout=60)
+    found = json.loads(done.stdout.decode().splitlines()[-1])
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    if "unusable" in answer:
+        assert found["unusable"].startswith(answer["unusable"]), found
+        assert "make its layers smaller" in found["unusable"]
+    else:
+        assert found == answer
+
+
+def test_a_judge_stuck_in_one_call_ends_at_its_hard_cpu_limit(tmp_path):
+    """Does a judge stuck in one long C call, where no Python handler runs, still end (killed
+    at the budget plus its grace), so that the worker's fallback takes over?"""
+    argv = [sys.executable, "-c", _CPU_JUDGE, str(_cpu_request(tmp_path)), "-"]
+    started = time.monotonic()
+    done = subprocess.run(argv, input=b"stuck", capture_output=True, timeout=60)
+    assert done.returncode == -signal.SIGKILL and done.stdout == b""
+    assert time.monotonic() - started < 30
+
+
+def test_each_process_of_a_judge_server_has_its_own_cpu_budget(tmp_path):
+    """Does a judge server's process for a connection whose record spins answer "unusable"
+    with the CPU message, while the server's next process judges a record as usual?"""
+    path = tmp_path / "judge.sock"
+    argv = [sys.executable, "-c", _CPU_JUDGE, str(_cpu_request(tmp_path)), "--serve", str(path)]
+    server = subprocess.Popen(argv, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        answers = []
+        for record in (b"spin", b"quick"):
+            with socket.socket(socket.AF_UNIX) as connection:
+                connection.settimeout(30)
+                connection.connect(str(path))
+                connection.sendall(record)
+                connection.shutdown(socket.SHUT_WR)
+                answers.append(json.loads(connection.makefile("rb").read()))
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+    assert answers[0]["unusable"].startswith(_CPU_SPENT), answers
+    assert answers[1] == {"tests": []}
 
 
 def test_a_judge_server_that_cannot_start_is_a_warning_and_workers_judge_alone(
@@ -1062,7 +1166,7 @@ def test_a_judge_server_that_cannot_start_is_a_warning_and_workers_judge_alone(
     settings = scheduler.grading_settings(course, 0, tmp_path, False, 60)
     with (
         pytest.warns(UserWarning, match="no judge server for sample_lab: no uid left to lease"),
-        scheduler.judge_servers(course, {"sample_lab"}, settings) as sockets,
+        scheduler.judge_servers(course, {"sample_lab"}, settings, tmp_path / "judge") as sockets,
     ):
         assert sockets == {}
 

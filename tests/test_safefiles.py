@@ -225,7 +225,7 @@ def test_ending_a_lease_ends_what_still_runs_as_its_uid(reserved_uid):
             (3, 17, 9),
         ),
         ([nn.MaxPool2d(3, 2), nn.Flatten(), nn.Linear(8 * 8, 5)], (1, 17, 17)),
-        ([nn.AvgPool2d(2), nn.Flatten(0, 2)], (4, 9, 7)),
+        ([nn.AvgPool2d(2), nn.Flatten(1, 2)], (4, 9, 7)),
         ([nn.Flatten(), nn.Linear(12, 3), nn.ReLU(), nn.Softmax(dim=1)], (3, 2, 2)),
     ],
 )
