@@ -148,15 +148,18 @@ class Group:
         return [int(line) for line in text.split()]
 
     def memory_limit_hit(self) -> bool:
-        """True once the group's memory limit has made the kernel reclaim or kill in it."""
+        """True once the group's processes have reached its memory limit (its own limit: an OOM
+        kill of the whole machine, where another user's job filled it, is not counted)."""
         try:
+            folder = self.memory_folder
             if self.kind == "cgroup v2":
                 events = dict(
-                    line.split()
-                    for line in (self.memory_folder / "memory.events").read_text().splitlines()
+                    line.split() for line in (folder / "memory.events").read_text().splitlines()
                 )
-                return int(events.get("oom", 0)) > 0 or int(events.get("oom_kill", 0)) > 0
-            return int((self.memory_folder / "memory.failcnt").read_text()) > 0
+                return int(events.get("max", 0)) > 0 or int(events.get("oom", 0)) > 0
+            peak = int((folder / "memory.max_usage_in_bytes").read_text())
+            limit = int((folder / "memory.limit_in_bytes").read_text())
+            return int((folder / "memory.failcnt").read_text()) > 0 or peak >= limit
         except (OSError, ValueError):
             return False
 

@@ -26,7 +26,7 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernel
 from nbformat import NotebookNode
 
 from . import sandbox
-from .safefiles import UnsafeFile, read_under
+from .safefiles import UnsafeFile, read_regular, read_under
 
 __all__ = [
     "EXECUTED_LIMIT",
@@ -92,6 +92,7 @@ class Execution:
     timed_out: list[TimedOut] = field(default_factory=list)
     memory_exceeded: bool = False  # the sandbox's processes went over their memory limit
     strays: int = 0  # processes interrupted cells left running, ended by the grader
+    kernel_stopped: bool = False  # an interrupted cell did not end: the grader stopped the kernel
 
     @property
     def ok(self) -> bool:
@@ -115,6 +116,7 @@ _POLL = 0.5
 # grader's failure, never the student's (no student code runs before the first cell).
 START_IDLE = 120.0
 START_CPU = 300.0
+INTERRUPT_GRACE = 30.0  # seconds an interrupted cell has to end before its kernel is stopped
 
 
 class KernelStartFailed(RuntimeError):
@@ -213,6 +215,7 @@ class _BoundedClient(NotebookClient):
     strays: int = 0  # processes a cell left running when it was interrupted, ended by the grader
     memory_limit: int | None = None  # bytes the sandbox's processes may use together
     memory_exceeded = False
+    kernel_stopped = False  # an interrupted cell did not end: the grader stopped its kernel
     _memory_guard: asyncio.Future | None = None
     _index = -1
     _total: Progress | None = None
@@ -253,6 +256,8 @@ class _BoundedClient(NotebookClient):
                 self._memory_guard.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._memory_guard
+
+    execute = run_sync(async_execute)  # (NotebookClient binds its own async_execute)
 
     async def _guard_memory(self, limit: int) -> None:
         """Where the sandbox has no cgroup: every half second, the memory its processes use
@@ -331,7 +336,16 @@ class _BoundedClient(NotebookClient):
             self.timed_out.append(TimedOut(index, why, seconds))
             await ensure_async(self.km.interrupt_kernel())
             await self._end_strays()
-            return
+            break
+        # A cell that does not end once interrupted (it ignores the interrupt, or its kernel no
+        # longer answers) has INTERRUPT_GRACE seconds (at most its limit), of CPU or its own
+        # time; then its kernel is stopped and the notebook ends there.
+        cpu, own, grace = cell.cpu, cell.own, min(INTERRUPT_GRACE, limit)
+        while cell.cpu - cpu < grace and cell.own - own < grace:
+            await asyncio.sleep(_POLL)
+            await asyncio.to_thread(cell.sample)
+        self.kernel_stopped = True
+        await ensure_async(self.km.shutdown_kernel(now=True))
 
     async def _end_strays(self) -> None:
         init = getattr(self.km, "sandbox_pid", None)
@@ -441,8 +455,7 @@ class _SandboxKernelManager(AsyncKernelManager):
         try:
             pid = await self._until(lambda: sandbox.read_pid(self.spec_path), guard)
             self.sandbox_pid = pid
-            self.inside = sandbox.Inside(pid, process.pid)
-            self.pinned = await self._until(self._pin, guard)
+            self.pinned = await self._until(lambda: self._pin(pid, process.pid), guard)
         except OSError as error:
             raise KernelStartFailed(
                 f"the kernel's sandbox could not be reached ({error})"
@@ -461,30 +474,37 @@ class _SandboxKernelManager(AsyncKernelManager):
                 guard.result()  # raises why the start failed
             await asyncio.sleep(0.05)
 
-    def _pin(self) -> dict[str, int] | None:
-        """A descriptor of each of the kernel's sockets, once all exist (None before)."""
+    def _pin(self, init: int, launcher: int) -> dict[str, int] | None:
+        """A descriptor of each of the kernel's sockets, once all exist (None before). The
+        sandbox's root is opened again at each try: bwrap names its init before the init has
+        moved into the new root, so the root is the sandbox's only once the sockets are there."""
+        if self.inside is not None:
+            self.inside.close()
+        self.inside = sandbox.Inside(init, launcher)
         pinned: dict[str, int] = {}
         try:
             for channel in _CHANNELS:
                 path = f"{sandbox.KERNEL_RUN}/k-{getattr(self, f'{channel}_port')}"
-                try:
-                    pinned[channel] = self.inside.open_path(path, stat.S_IFSOCK)
-                except FileNotFoundError:
-                    return None  # not made yet
+                pinned[channel] = self.inside.open_path(path, stat.S_IFSOCK)
+        except FileNotFoundError:  # not all made yet
+            pinned, missing = {}, pinned
+            for fd in missing.values():
+                os.close(fd)
+            return None
         except BaseException:
             for fd in pinned.values():
                 os.close(fd)
             raise
-        if len(pinned) < len(_CHANNELS):
-            for fd in pinned.values():
-                os.close(fd)
-            return None
         return pinned
 
     def _make_url(self, channel: str) -> str:
         if not self.pinned or channel not in self.pinned:
             raise RuntimeError(f"the kernel's {channel} socket is not pinned yet")
         return f"ipc:///proc/self/fd/{self.pinned[channel]}"
+
+    async def _async_interrupt_kernel(self) -> None:
+        if self.pinned:  # else no kernel answers yet: there is nothing to interrupt
+            await super()._async_interrupt_kernel()
 
     def cleanup_ipc_files(self) -> None:
         """Nothing to remove on this side: the sockets lived in the sandbox's own tmpfs."""
@@ -607,19 +627,29 @@ def run_notebook(
             try:
                 if root is None:
                     raise UnsafeFile("the sandbox never started")
-                relative = name.lstrip("/") if kernel_manager is not None else name
-                result.collected[name] = read_under(root, Path(relative), collect_limit, name)
+                if kernel_manager is not None:  # from the pinned root, no link followed
+                    found = read_under(root, Path(name.lstrip("/")), collect_limit, name)
+                else:
+                    found = read_regular(root / name, collect_limit, name)
+                result.collected[name] = found
             except UnsafeFile as problem:
                 result.collected[name] = str(problem)
         if kernel_manager is not None:  # nbclient leaves a kernel it did not create running
             if client.kc is not None:
                 client.kc.stop_channels()
             if kernel_manager.has_kernel:
-                run_sync(kernel_manager.shutdown_kernel)(now=True)
+                try:
+                    run_sync(kernel_manager.shutdown_kernel)(now=True)
+                except Exception:  # noqa: BLE001 - whatever it was, the launcher must end
+                    launcher = getattr(kernel_manager.provisioner, "process", None)
+                    if launcher is not None and launcher.poll() is None:
+                        launcher.kill()
+                        launcher.wait()
             kernel_manager.release()
     result.truncated = client.truncated
     result.timed_out = list(client.timed_out)
     result.strays = client.strays
+    result.kernel_stopped = client.kernel_stopped
     for index, cell in enumerate(notebook.cells):
         for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
             if output.output_type == "error":

@@ -175,7 +175,7 @@ def _data_checks(data_root: Path | None) -> list[Check]:
     checks = [Check("data root", True, root.describe())]
     for name, loader in (("MNIST", data.load_mnist), ("CIFAR-10", data.load_cifar10)):
         try:
-            images = loader("test", root=root.path).images
+            images = loader("test", root=data_root).images
             checks.append(
                 Check(name, True, f"{len(images):,} test images, {tuple(images.shape[1:])}")
             )
@@ -256,10 +256,11 @@ def kernel_check(lab: str, grade: Callable[[bytes], object], course: Course) -> 
             True,
             "a sandboxed kernel ran the setup and read the data; the judge answered",
         )
+    reason = result.reason.removesuffix("; rerun the same command to grade it")
     return Check(
         f"kernel and judge ({lab})",
         False,
-        f"{result.status.value}: {result.reason or 'the judge gave no test results'}",
+        f"{result.status.value}: {reason or 'the judge gave no test results'}",
     )
 
 

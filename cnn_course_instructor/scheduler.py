@@ -95,6 +95,12 @@ def grade_class(
     not grade on its side (``grader error``) is tried once more, never replaces an earlier
     result, and is graded again by the next run without ``force``.
     """
+    out = Path(out).absolute()
+    if out.exists() and not out.is_dir():
+        raise CourseError(
+            f"--out {out} is a file; expected a folder for the grades (new, or one a previous "
+            "run wrote). Give another --out."
+        )
     labs = list(course.labs)
     if lab is not None:
         course.lab(lab)  # refuse an unknown --lab at once
@@ -115,12 +121,6 @@ def grade_class(
         warnings.warn(message, UnsandboxedWarning, stacklevel=2)
         progress(f"WARNING: {message}")
     root = data.resolve_root(data_root)
-    out = Path(out).absolute()
-    if out.exists() and not out.is_dir():
-        raise CourseError(
-            f"--out {out} is a file; expected a folder for the grades (new, or one a previous "
-            "run wrote). Give another --out."
-        )
     if scheduler is None:  # on a cluster, each worker checks its own ground
         checks.require(checks.environment_checks(course, root.path, sandbox))
         warm_data(root.path)
@@ -174,8 +174,6 @@ def _grade(
     cluster=None,
 ) -> list[SubmissionResult]:
     assigned = [(s, lab_id_of(s, labs, lab)) for s in submissions]
-    for lab_id in {lab_id for _, lab_id in assigned}:
-        (out / lab_id / "results").mkdir(parents=True, exist_ok=True)
     todo = [(s, lab_id) for s, lab_id in assigned if force or _owed(out, lab_id, s)]
     progress(
         f"{len(submissions)} submissions, {len(submissions) - len(todo)} already graded, "
@@ -219,6 +217,7 @@ def _grade(
         if todo:
             preflight_workers(cluster, course, graded_labs, seed, sandbox, cell_timeout)
         early = _prepare_reports_early(out, course, reported)
+        _result_folders(out, assigned)
         grade_on_cluster(cluster, todo, course, labs, seed, sandbox, cell_timeout, record, progress)
     else:
         settings = grading_settings(course, seed, data_root, sandbox, cell_timeout)
@@ -233,6 +232,7 @@ def _grade(
                 servers.close()
                 raise
         early = _prepare_reports_early(out, course, reported)
+        _result_folders(out, assigned)
         queue, taking = iter(todo), threading.Lock()
 
         def take() -> tuple[Submission, str, _Started] | None:
@@ -305,6 +305,11 @@ def _grade(
         if mine:
             write_reports(out / lab_id, mine, course.lab(lab_id), out / "gradebook.db")
     return results
+
+
+def _result_folders(out: Path, assigned: list[tuple[Submission, str]]) -> None:
+    for lab_id in {lab_id for _, lab_id in assigned}:
+        (out / lab_id / "results").mkdir(parents=True, exist_ok=True)
 
 
 def _owed(out: Path, lab: str, submission: Submission) -> bool:

@@ -57,6 +57,12 @@ def real_root() -> Path:
     pytest.skip(message)
 
 
+def grade_command(submissions: Path, out: Path, *options: str) -> list[str]:
+    """``cnn-course grade SUBMISSIONS --out OUT`` on this repository's course, in this Python."""
+    argv = [sys.executable, "-m", "cnn_course_instructor.cli", "grade", str(submissions)]
+    return [*argv, "--out", str(out), "--repo", str(REPO), *options]
+
+
 @pytest.fixture(scope="session")
 def real_cache(request: pytest.FixtureRequest) -> Path:
     """One cache for the whole session, so the LZMA pack is decompressed once (the classes

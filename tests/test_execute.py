@@ -22,10 +22,13 @@ def notebook(*cells: str) -> nbformat.NotebookNode:
 
 @contextmanager
 def busy_machine(per_core: int = 2):
-    """Two busy processes per core (this test's own, stopped on exit): an oversubscribed CPU."""
+    """``per_core`` busy processes per core (this test's own, stopped on exit), each in a
+    session of its own as other users' jobs are: with the kernel's autogroup scheduling, busy
+    processes sharing one session would share one CPU share, and barely load the machine."""
     count = per_core * (os.cpu_count() or 1)
     burners = [
-        subprocess.Popen([sys.executable, "-c", "while True:\n    pass"]) for _ in range(count)
+        subprocess.Popen([sys.executable, "-c", "while True:\n    pass"], start_new_session=True)
+        for _ in range(count)
     ]
     try:
         time.sleep(0.5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import REPO, wait_for_classes
+from conftest import REPO, grade_command, wait_for_classes
 from corpus import FULL, STUDENT
 from hostile import ATTEMPTS, PROCESS_HOLDER, TOTAL
 
@@ -256,17 +257,7 @@ def test_grading_resumes_after_kill_9_without_losing_or_repeating_rows(
     submissions.mkdir()
     _stub_variants(submissions, 6)
     env = {**os.environ, "CNN_COURSE_DATA": str(real_root), "CNN_COURSE_CACHE": str(real_cache)}
-    command = [
-        sys.executable,
-        "-m",
-        "cnn_course_instructor.cli",
-        "grade",
-        str(submissions),
-        "--out",
-        str(out),
-        "--jobs",
-        "2",
-    ]
+    command = grade_command(submissions, out, "--jobs", "2")
     process = subprocess.Popen(
         command, env=env, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL
     )
@@ -399,3 +390,439 @@ def test_a_process_holder_in_one_run_never_changes_a_concurrent_runs_grades(
         ("honest_a", "graded", alone),
         ("honest_b", "graded", alone),
     ], second_out
+
+
+# --- hostile kernels, one sandbox at a time (run_notebook, as a worker runs it) ----------------
+
+
+def _run_cells(tmp_path: Path, cells: list[str], cell_timeout: int = 3, **options):
+    """``cells`` run in a sandboxed kernel as grading runs them (errors allowed, CPU budgets);
+    the Execution."""
+    import nbformat
+
+    from cnn_course_instructor.execute import run_notebook
+    from cnn_course_instructor.sandbox import Sandbox
+
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    box = options.pop("sandboxed", Sandbox())
+    return run_notebook(
+        notebook,
+        cwd=tmp_path,
+        sandboxed=box,
+        allow_errors=True,
+        cell_timeout=cell_timeout,
+        **options,
+    )
+
+
+def _printed(execution, index: int) -> str:
+    cell = execution.notebook.cells[index]
+    return "".join(output.get("text", "") for output in cell.get("outputs", []))
+
+
+_RUNNING = (
+    "import os\n"
+    "def state(pid):\n"
+    "    try:\n"
+    "        return open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()[0]\n"
+    "    except OSError:\n"
+    "        return 'gone'\n"
+    "print('running:', sorted(int(p) for p in os.listdir('/proc') if p.isdigit() and state(p) not in ('Z', 'gone')))"
+)
+
+
+def test_an_interrupted_cell_leaves_no_process_of_its_own_running(tmp_path):
+    """Once a cell that forked 30 sleepers and then spun is interrupted, does nothing it started
+    still run (only the sandbox's init and its kernel), and is the count reported?"""
+    fork = (
+        "import os, time\n"
+        "for _ in range(30):\n"
+        "    if os.fork() == 0:\n"
+        "        time.sleep(600)\n"
+        "        os._exit(0)\n"
+        "while True:\n"
+        "    pass"
+    )
+    execution = _run_cells(tmp_path, [fork, _RUNNING])
+    assert [t.why for t in execution.timed_out] == ["cpu"]
+    assert execution.strays == 30
+    assert "running: [1, 2]" in _printed(execution, 1), _printed(execution, 1)
+
+
+@pytest.mark.stress
+def test_a_cell_that_ignores_its_interrupt_has_its_kernel_stopped(tmp_path):
+    """Does a cell that ignores the interrupt and spins end anyway (its kernel stopped after a
+    grace), rather than hold its slot until the grader's safety net?"""
+    deaf = "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass"
+    started = time.monotonic()
+    execution = _run_cells(tmp_path, [deaf, "print('after')"], cell_timeout=2)
+    assert execution.kernel_stopped and execution.timed_out[0].why == "cpu"
+    assert execution.error_name == "DeadKernelError"
+    assert "after" not in _printed(execution, 1)
+    assert time.monotonic() - started < 120
+
+
+def test_code_in_a_sandbox_cannot_start_a_session_of_its_own(tmp_path):
+    """Does setsid fail inside (so a sandbox stays one session: one CPU share under the kernel's
+    autogroup scheduling, however many processes it runs)?"""
+    cell = (
+        "import os, subprocess\n"
+        "try:\n"
+        "    os.setsid()\n"
+        "    print('ESCAPED setsid')\n"
+        "except OSError as exc:\n"
+        "    print('blocked: setsid', exc.errno)\n"
+        "try:\n"
+        "    subprocess.run(['true'], start_new_session=True)\n"
+        "    print('ESCAPED new session')\n"
+        "except OSError as exc:\n"
+        "    print('blocked: new session', exc.errno)\n"
+    )
+    printed = _printed(_run_cells(tmp_path, [cell]), 0)
+    assert "blocked: setsid 1" in printed and "blocked: new session 1" in printed, printed
+
+
+@pytest.mark.skipif(
+    not __import__("cnn_course_instructor.cgroups").cgroups.support().kind,
+    reason="no cgroup per sandbox on this machine (the fallback is tested)",
+)
+def test_each_kernel_runs_in_a_cgroup_of_its_own_removed_after(tmp_path):
+    """Where the machine allows: is the kernel in a cgroup of its own (a CPU share, the
+    sandbox's memory limit), and the group gone once the kernel has ended?"""
+    import threading
+
+    from cnn_course_instructor import cgroups, sandbox
+
+    seen = {}
+
+    def look():
+        spec = str(tmp_path / "sandbox.json")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "group" not in seen:
+            pid, group = sandbox.read_pid(spec), sandbox.read_group(spec)
+            kernel = [p for p, inside in sandbox.processes_in(pid)] if pid else []
+            if group is not None and len(kernel) >= 2:
+                seen["group"] = group
+                seen["kernel"] = Path(f"/proc/{kernel[1]}/cgroup").read_text()
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=look)
+    watcher.start()
+    _run_cells(tmp_path, ["import time\ntime.sleep(3)"], cell_timeout=10)
+    watcher.join()
+    group = seen["group"]
+    assert all(f"/{folder.name}" in seen["kernel"] for folder in group.folders)
+    assert group.folders[0].name.startswith(cgroups.PREFIX)
+    assert not any(folder.exists() for folder in group.folders)
+
+
+def test_a_socket_swap_attack_connects_the_grader_to_nothing_on_the_host(tmp_path):
+    """When the kernel replaces its sockets with links to host sockets (one in a folder only this
+    user may enter, one anyone may) and cuts its connections, does the grader connect to
+    neither (it reconnects only to the sockets it checked), and does the run still end?"""
+    import socket
+    import threading
+
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    listeners, accepted, stop = [], [0], threading.Event()
+    for path in (private / "host.sock", tmp_path / "open.sock"):
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(str(path))
+        listener.listen(256)
+        listener.settimeout(0.1)
+        listeners.append((path, listener))
+    targets = [str(path) for path, _ in listeners]
+
+    def accept():
+        while not stop.is_set():
+            for _, listener in listeners:
+                try:
+                    connection, _ = listener.accept()
+                    accepted[0] += 1
+                    connection.close()
+                except OSError:
+                    pass
+
+    acceptor = threading.Thread(target=accept)
+    acceptor.start()
+    attack = (
+        "import os, socket, stat, time\n"
+        f"targets = {targets!r}\n"
+        "swapped = 0\n"
+        "for index, name in enumerate(sorted(os.listdir('/run/kernel'))):\n"
+        "    path = f'/run/kernel/{name}'\n"
+        "    if stat.S_ISSOCK(os.lstat(path).st_mode):\n"
+        "        os.unlink(path)\n"
+        "        os.symlink(targets[index % 2], path)\n"
+        "        swapped += 1\n"
+        "print('swapped', swapped, flush=True)\n"
+        "for fd in map(int, os.listdir('/proc/self/fd')):\n"
+        "    try:\n"
+        "        s = socket.socket(fileno=fd)\n"
+        "    except OSError:\n"
+        "        continue\n"
+        "    try:\n"
+        "        if s.family == socket.AF_UNIX and not s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):\n"
+        "            s.shutdown(socket.SHUT_RDWR)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "    s.detach()\n"
+        "time.sleep(30)\n"
+    )
+    started = time.monotonic()
+    (tmp_path / "work").mkdir()
+    try:
+        execution = _run_cells(tmp_path / "work", [attack, "print('after')"], cell_timeout=4)
+        time.sleep(2)  # reconnections come every 100 ms: give them time to show
+    finally:
+        stop.set()
+        acceptor.join()
+        for _, listener in listeners:
+            listener.close()
+    assert accepted[0] == 0, f"the grader connected {accepted[0]} times to a host socket"
+    assert execution.timed_out or execution.error_name, "the attack's cell ended on its own?"
+    assert time.monotonic() - started < 120
+
+
+@pytest.mark.stress
+@pytest.mark.parametrize("cgroup", [True, False], ids=["cgroup", "grader-watch"])
+def test_a_memory_hog_split_across_processes_costs_only_its_own_sandbox(tmp_path, cgroup):
+    """Do eight processes of 150 MB each, in a sandbox allowed 600 MB in all, have the sandbox's
+    own processes stopped (by its cgroup's limit, or by the grader's watch where there is no
+    cgroup), the run reported as over its memory, and the grader untouched?"""
+    from cnn_course_instructor import cgroups
+    from cnn_course_instructor.sandbox import Limits, Sandbox
+
+    if cgroup and not cgroups.support().kind:
+        pytest.skip(f"no cgroup per sandbox here ({cgroups.support().reason})")
+    hog = (
+        "import os, time\n"
+        "children = []\n"
+        "for _ in range(8):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        block = bytearray(150 * 1024 * 1024)\n"
+        "        for i in range(0, len(block), 4096):\n"
+        "            block[i] = 1\n"
+        "        time.sleep(5)\n"
+        "        os._exit(0)\n"
+        "    children.append(pid)\n"
+        "ended = 0\n"
+        "for pid in children:\n"
+        "    _, status = os.waitpid(pid, 0)\n"
+        "    ended += os.WIFSIGNALED(status)\n"
+        "print('killed:', ended)\n"
+    )
+    env = {} if cgroup else {"CNN_COURSE_NO_CGROUPS": "1"}
+    box = Sandbox(limits=Limits(total_memory_mb=600))
+    execution = _run_cells(tmp_path, [hog], cell_timeout=120, sandboxed=box, env=env)
+    printed = _printed(execution, 0)
+    assert execution.memory_exceeded, printed
+    killed = int(printed.split("killed:")[1]) if "killed:" in printed else None
+    assert killed is None or killed >= 1, printed  # the kernel itself may be the one stopped
+
+
+def test_a_module_that_exits_on_import_does_not_stop_the_kernel_from_starting(tmp_path):
+    """Does a preloaded module that raises SystemExit when imported (unittest's __main__) leave
+    the kernel to start and run its cells (it killed the worker before)?"""
+    from cnn_course_instructor.sandbox import Sandbox
+
+    box = Sandbox(preload=("unittest.__main__", "json"))
+    execution = _run_cells(tmp_path, ["print('kernel up')"], sandboxed=box)
+    assert "kernel up" in _printed(execution, 0) and execution.error_name is None
+
+
+@pytest.mark.stress
+def test_host_paths_under_the_private_folders_are_found_inside(tmp_path, real_root):
+    """With a venv under the system temp folder (as a checkout there has), the data root under
+    /dev/shm and the cache under /tmp, does a sandboxed Python find its interpreter, the
+    student runtime and one image of each dataset?"""
+    import shutil
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next((venv / "lib").glob("python*/site-packages"))
+    here = next(p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir())
+    (site / "course.pth").write_text(f"{REPO}\n{here}\n")
+    shm = Path("/dev/shm") / f"cnn-course-test-{os.getpid()}-{tmp_path.name}"
+    try:
+        (shm / "MNIST").mkdir(parents=True)
+        shutil.copytree(real_root / "MNIST" / "raw", shm / "MNIST" / "raw")
+        os.symlink(real_root / "CIFAR-10", shm / "CIFAR-10")  # (resolved: bound where it lies)
+        program = (
+            "import sys\n"
+            "from cnn_course_instructor import sandbox\n"
+            "from cnn_course_instructor.worker import Job, data_view\n"
+            "from cnn_course import data\n"
+            "root = data.resolve_root(sys.argv[1]).path\n"
+            "entries = tuple(str(p) for p in data.cache_entries(root))\n"
+            "data.load_mnist('test', root=root)\n"
+            "job = Job(course='', lab='', notebook='', result='', executed='', work='', seed=0,\n"
+            "          data_root=str(root.resolve()), cache_entries=tuple(str(p) for p in data.cache_entries(root)))\n"
+            "binds, env = data_view(job)\n"
+            "inside = 'import sys, cnn_course; from cnn_course import data; print(sys.prefix, data.load_mnist(\"test\").images.shape)'\n"
+            "done = sandbox.run(sandbox.Sandbox(binds=binds, env=env), [sys.executable, '-c', inside], timeout=120)\n"
+            "print(done.returncode, done.stdout.decode(), done.stderr.decode()[-2000:])\n"
+        )
+        env = {**os.environ, "CNN_COURSE_CACHE": str(tmp_path / "cache")}
+        done = subprocess.run(
+            [str(venv / "bin" / "python"), "-c", program, str(shm)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+            cwd=tmp_path,
+        )
+    finally:
+        shutil.rmtree(shm, ignore_errors=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith(f"0 {venv}"), done.stdout
+    assert (
+        "torch.Size([10000, 1, 28, 28])" in done.stdout
+        or "torch.Size([50, 1, 28, 28])" in done.stdout
+    ), done.stdout
+
+
+# --- the ground checked before grading ------------------------------------------------------------
+
+
+@pytest.mark.stress
+def test_a_sandbox_that_cannot_start_a_kernel_stops_the_run_before_its_first_row(
+    tmp_path, real_root, real_cache
+):
+    """When bwrap can make sandboxes but not start a kernel in one (here: a bwrap that fails
+    each kernel's start as a missing interpreter does), does grading stop before writing any row,
+    exit non-zero, and say what bwrap said?"""
+    real = sandbox_available.__module__  # (the module that found the machine's bwrap)
+    from cnn_course_instructor.sandbox import find_bwrap
+
+    wrapper = tmp_path / "bin" / "bwrap"
+    wrapper.parent.mkdir()
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in *kernelapp*)\n'
+        '  echo "bwrap: execvp /nowhere/.venv/bin/python: No such file or directory" >&2\n'
+        "  exit 1;;\n"
+        "esac\n"
+        f'exec {find_bwrap()} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    (tmp_path / "bin").chmod(0o755)
+    submissions, out = tmp_path / "submitted", tmp_path / "out"
+    submissions.mkdir()
+    shutil.copy(REPO / "notebooks" / "solution" / "cnn_lab.ipynb", submissions / "ann.ipynb")
+    env = {
+        **os.environ,
+        "CNN_COURSE_BWRAP": str(wrapper),
+        "CNN_COURSE_DATA": str(real_root),
+        "CNN_COURSE_CACHE": str(real_cache),
+    }
+    done = subprocess.run(
+        grade_command(submissions, out, "--jobs", "1"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert real and done.returncode == 2, done.stdout + done.stderr
+    assert "no row was written" in done.stderr
+    assert "execvp /nowhere/.venv/bin/python" in done.stderr, done.stderr
+    assert not list(out.glob("*/results/*.json")) and not list(out.glob("*/grades.csv"))
+    assert not list((out / ".work").glob("*")) if (out / ".work").exists() else True
+
+
+def test_doctor_prints_each_check_and_its_verdict(tmp_path, real_root, real_cache):
+    """Does `cnn-course doctor --quick` name each check (bubblewrap, user namespaces, install
+    places, isolation, data, gradebook) with a verdict, and end ready?"""
+    env = {**os.environ, "CNN_COURSE_DATA": str(real_root), "CNN_COURSE_CACHE": str(real_cache)}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cnn_course_instructor.cli",
+            "doctor",
+            "--quick",
+            "--repo",
+            str(REPO),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for name in (
+        "bubblewrap",
+        "user namespaces",
+        "a sandbox starts",
+        "install places",
+        "isolation",
+        "MNIST",
+        "CIFAR-10",
+        "data cache",
+        "gradebook",
+    ):
+        assert re.search(rf"^(ok|note)\s+{name}: ", done.stdout, re.M), (name, done.stdout)
+
+
+@pytest.mark.stress
+def test_a_checkout_under_the_system_temp_folder_grades_the_solution_in_full(
+    real_root, real_cache, request
+):
+    """From a copy of the course and its tools under the system temp folder, with a venv there
+    too (the sandbox's own /tmp once hid them all: every row crashed), does the solution get
+    full marks, sandboxed, as root and as a user who is not root?"""
+    import tempfile
+
+    wait_for_classes(request.config)
+    with tempfile.TemporaryDirectory(prefix="cnn-course-checkout-") as folder:
+        clone = Path(folder) / "cnn-course"
+        ignore = shutil.ignore_patterns(".venv", ".git", "artifacts", "__pycache__", "*.pyc")
+        shutil.copytree(REPO, clone, ignore=ignore)
+        venv = clone / ".venv"
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+        site = next((venv / "lib").glob("python*/site-packages"))
+        here = next(p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir())
+        (site / "checkout.pth").write_text(f"{clone}\n{here}\n")
+        submissions = clone / "submitted"
+        submissions.mkdir()
+        shutil.copy(clone / "notebooks" / "solution" / "cnn_lab.ipynb", submissions / "ann.ipynb")
+        env = {
+            **os.environ,
+            "CNN_COURSE_DATA": str(real_root),
+            "CNN_COURSE_CACHE": str(real_cache),
+            "PYTHONPATH": "",
+        }
+        command = [
+            str(venv / "bin" / "python"),
+            "-m",
+            "cnn_course_instructor.cli",
+            "grade",
+            str(submissions),
+            "--out",
+            str(clone / "out"),
+            "--jobs",
+            "1",
+        ]
+        done = subprocess.run(
+            command, env=env, cwd=clone, capture_output=True, text=True, timeout=900
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        rows = list(csv.DictReader((clone / "out" / "cnn_lab" / "grades.csv").open()))
+        assert [(r["student"], r["status"], float(r["total"])) for r in rows] == [
+            ("ann", "graded", float(TOTAL))
+        ], done.stdout
+        located = subprocess.run(
+            [
+                str(venv / "bin" / "python"),
+                "-c",
+                "import cnn_course_instructor as t; print(t.__file__)",
+            ],
+            env=env,
+            cwd=clone,
+            capture_output=True,
+            text=True,
+        )
+        assert located.stdout.startswith(str(clone)), located.stdout  # the copy's tools graded
