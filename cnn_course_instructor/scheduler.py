@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,12 +183,17 @@ def _grade(
     reported = sorted({lab_id for _, lab_id in assigned} & set(labs))
     graded_labs = sorted({lab_id for _, lab_id in todo if lab_id in labs})
 
+    gate = _Gate()
+
     def record(submission: Submission, lab_id: str, graded: Graded) -> None:
         """Keep one submission's result: the only place results and executed notebooks are
-        written, whichever machine graded it; a regraded student's files are replaced whole,
-        but never by a grader error (the earlier result stays, and the next run tries again)."""
+        written, whichever machine graded it, once the preflight has passed; a regraded
+        student's files are replaced whole, but never by a grader error (the earlier result
+        stays, and the next run tries again)."""
+        gate.wait()
         result = graded.result
         path = _result_path(out, lab_id, submission)
+        path.parent.mkdir(parents=True, exist_ok=True)
         if result.status.needs_rerun and _kept(path):
             progress(
                 f"  {submission.student} ({lab_id}): {result.status} ({result.reason[:200]}); "
@@ -214,10 +219,14 @@ def _grade(
     if cluster is not None:
         from .distributed_grading import grade_on_cluster, preflight_workers
 
-        if todo:
-            preflight_workers(cluster, course, graded_labs, seed, sandbox, cell_timeout)
-        early = _prepare_reports_early(out, course, reported)
-        _result_folders(out, assigned)
+        gate.run(
+            lambda: (
+                todo
+                and preflight_workers(cluster, course, graded_labs, seed, sandbox, cell_timeout)
+            )
+        )
+        gate.wait()
+        early = _prepare_reports_early(out, course, reported, gate)
         grade_on_cluster(cluster, todo, course, labs, seed, sandbox, cell_timeout, record, progress)
     else:
         settings = grading_settings(course, seed, data_root, sandbox, cell_timeout)
@@ -225,14 +234,10 @@ def _grade(
         sockets = servers.enter_context(
             judge_servers(course, set(graded_labs), settings, out / WORK / "judge")
         )
-        if todo:
-            try:
-                preflight(course, graded_labs, settings, out / WORK, sockets)
-            except BaseException:
-                servers.close()
-                raise
-        early = _prepare_reports_early(out, course, reported)
-        _result_folders(out, assigned)
+        # The preflight runs while the first workers load (gated): none runs its first cell,
+        # and no row is written, before it has passed.
+        gate.run(lambda: todo and preflight(course, graded_labs, settings, out / WORK, sockets))
+        early = _prepare_reports_early(out, course, reported, gate)
         queue, taking = iter(todo), threading.Lock()
 
         def take() -> tuple[Submission, str, _Started] | None:
@@ -279,6 +284,7 @@ def _grade(
             try:
                 while current is not None:
                     submission, lab_id, running = current
+                    gate.wait()
                     running.start()
                     if waiting is not None:  # then the next loads: one process at a time
                         waiting.result()  # beside the one that runs
@@ -307,9 +313,30 @@ def _grade(
     return results
 
 
-def _result_folders(out: Path, assigned: list[tuple[Submission, str]]) -> None:
-    for lab_id in {lab_id for _, lab_id in assigned}:
-        (out / lab_id / "results").mkdir(parents=True, exist_ok=True)
+class _Gate:
+    """The preflight, run in a thread of its own (``run``): ``wait`` returns once it has
+    passed, and raises why it failed, in every thread that waits."""
+
+    def __init__(self):
+        self.done, self.error = threading.Event(), None
+
+    def run(self, check: Callable[[], object]) -> None:
+        def checked() -> None:
+            try:
+                check()
+            except BaseException as error:  # noqa: BLE001 - raised again by wait()
+                self.error = error
+            finally:
+                self.done.set()
+
+        threading.Thread(target=checked, name="preflight", daemon=True).start()
+
+    def wait(self) -> None:
+        self.done.wait()
+        if isinstance(self.error, CourseError):
+            raise type(self.error)(str(self.error))
+        if self.error is not None:
+            raise self.error
 
 
 def _owed(out: Path, lab: str, submission: Submission) -> bool:
@@ -342,10 +369,17 @@ def preflight(
     checks.require(found)
 
 
-def _prepare_reports_early(out: Path, course: Course, labs: list[str]) -> threading.Thread:
-    early = threading.Thread(
-        target=_prepare_reports, args=(out / "gradebook.db", [course.lab(i) for i in labs])
-    )
+def _prepare_reports_early(
+    out: Path, course: Course, labs: list[str], gate: _Gate
+) -> threading.Thread:
+    """``_prepare_reports`` in a thread, once the preflight has passed."""
+
+    def prepare() -> None:
+        with contextlib.suppress(Exception):
+            gate.wait()
+            _prepare_reports(out / "gradebook.db", [course.lab(i) for i in labs])
+
+    early = threading.Thread(target=prepare)
     early.start()
     return early
 
