@@ -142,8 +142,41 @@ def _layout_check(course: Course, data_root: Path | None) -> Check:
         sandbox.check_layout(mounts)
     except CourseError as error:
         return Check("install places", False, str(error))
+    if os.geteuid() == 0:  # the sandbox then runs as a uid of its own: "others" must read
+        for mount in mounts:
+            hidden = _not_for_others(Path(mount.source))
+            if hidden is not None:
+                return Check(
+                    "install places",
+                    False,
+                    f"{hidden} is not readable by other users (mode "
+                    f"{oct(hidden.stat().st_mode & 0o777)}), and the sandbox runs as a uid of "
+                    f"its own: `chmod o+rX` it (it is bound as {mount.dest})",
+                )
     places = f"Python {sys.base_prefix}, venv {sys.prefix}, data {root}"
     return Check("install places", True, f"all bound in the sandbox ({places})")
+
+
+def _not_for_others(path: Path, depth: int = 2) -> Path | None:
+    """The first of ``path`` and what lies ``depth`` levels below it that other users cannot
+    read (a folder: read and enter), or None."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None  # (not there: the layout or the data checks say so)
+    wanted = 0o005 if path.is_dir() else 0o004
+    if mode & wanted != wanted:
+        return path
+    if path.is_dir() and depth > 0:
+        try:
+            children = sorted(path.iterdir())[:50]
+        except OSError:
+            return path
+        for child in children:
+            found = _not_for_others(child, depth - 1)
+            if found is not None:
+                return found
+    return None
 
 
 def _fallback() -> str:

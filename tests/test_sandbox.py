@@ -634,54 +634,55 @@ def test_a_module_that_exits_on_import_does_not_stop_the_kernel_from_starting(tm
 
 
 @pytest.mark.stress
-def test_host_paths_under_the_private_folders_are_found_inside(tmp_path, real_root):
+def test_host_paths_under_the_private_folders_are_found_inside(real_root):
     """With a venv under the system temp folder (as a checkout there has), the data root under
-    /dev/shm and the cache under /tmp, does a sandboxed Python find its interpreter, the
-    student runtime and one image of each dataset?"""
-    import shutil
+    /dev/shm and the cache under the system temp folder, does a sandboxed Python find its
+    interpreter, the student runtime and the data?"""
+    import tempfile
 
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    site = next((venv / "lib").glob("python*/site-packages"))
-    here = next(p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir())
-    (site / "course.pth").write_text(f"{REPO}\n{here}\n")
-    shm = Path("/dev/shm") / f"cnn-course-test-{os.getpid()}-{tmp_path.name}"
-    try:
-        (shm / "MNIST").mkdir(parents=True)
-        shutil.copytree(real_root / "MNIST" / "raw", shm / "MNIST" / "raw")
-        os.symlink(real_root / "CIFAR-10", shm / "CIFAR-10")  # (resolved: bound where it lies)
+    with (
+        tempfile.TemporaryDirectory(prefix="cnn-course-places-") as folder,
+        tempfile.TemporaryDirectory(prefix="cnn-course-data-", dir="/dev/shm") as shm,
+    ):
+        Path(folder).chmod(0o755)  # as root, the sandbox runs as a uid of its own
+        Path(shm).chmod(0o755)
+        venv = Path(folder) / "venv"
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+        site = next((venv / "lib").glob("python*/site-packages"))
+        here = next(p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir())
+        (site / "course.pth").write_text(f"{REPO}\n{here}\n")
+        data_root = Path(shm)
+        (data_root / "MNIST").mkdir()
+        shutil.copytree(real_root / "MNIST" / "raw", data_root / "MNIST" / "raw")
+        os.symlink(real_root / "CIFAR-10", data_root / "CIFAR-10")  # (bound where it lies)
         program = (
             "import sys\n"
             "from cnn_course_instructor import sandbox\n"
             "from cnn_course_instructor.worker import Job, data_view\n"
             "from cnn_course import data\n"
             "root = data.resolve_root(sys.argv[1]).path\n"
-            "entries = tuple(str(p) for p in data.cache_entries(root))\n"
             "data.load_mnist('test', root=root)\n"
+            "entries = tuple(str(p) for p in data.cache_entries(root))\n"
             "job = Job(course='', lab='', notebook='', result='', executed='', work='', seed=0,\n"
-            "          data_root=str(root.resolve()), cache_entries=tuple(str(p) for p in data.cache_entries(root)))\n"
+            "          data_root=str(root.resolve()), cache_entries=entries)\n"
             "binds, env = data_view(job)\n"
-            "inside = 'import sys, cnn_course; from cnn_course import data; print(sys.prefix, data.load_mnist(\"test\").images.shape)'\n"
-            "done = sandbox.run(sandbox.Sandbox(binds=binds, env=env), [sys.executable, '-c', inside], timeout=120)\n"
+            "inside = 'import sys; from cnn_course import data; "
+            'print(sys.prefix, tuple(data.load_mnist("test").images.shape))\'\n'
+            "box = sandbox.Sandbox(binds=binds, env=env)\n"
+            "done = sandbox.run(box, [sys.executable, '-c', inside], timeout=120)\n"
             "print(done.returncode, done.stdout.decode(), done.stderr.decode()[-2000:])\n"
         )
-        env = {**os.environ, "CNN_COURSE_CACHE": str(tmp_path / "cache")}
+        env = {**os.environ, "CNN_COURSE_CACHE": str(Path(folder) / "cache")}
         done = subprocess.run(
-            [str(venv / "bin" / "python"), "-c", program, str(shm)],
+            [str(venv / "bin" / "python"), "-c", program, str(data_root)],
             capture_output=True,
             text=True,
             timeout=300,
             env=env,
-            cwd=tmp_path,
+            cwd=folder,
         )
-    finally:
-        shutil.rmtree(shm, ignore_errors=True)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.startswith(f"0 {venv}"), done.stdout
-    assert (
-        "torch.Size([10000, 1, 28, 28])" in done.stdout
-        or "torch.Size([50, 1, 28, 28])" in done.stdout
-    ), done.stdout
+    assert done.stdout.startswith(f"0 {venv} (10000, 1, 28, 28)"), done.stdout
 
 
 # --- the ground checked before grading ------------------------------------------------------------
