@@ -223,14 +223,12 @@ def preflight_workers(
 
 
 def worker_preflight(
-    archive: bytes, labs: list[str], seed: int, sandbox: bool, cell_timeout: int
+    archive: bytes, labs: list[str], seed: int, sandbox: bool, cell_timeout: int, dask_worker=None
 ) -> list[str]:
-    """On a Dask worker: the checks a local run makes before grading, its own sandbox, data
-    root and a kernel graded as a submission for each lab (with a judge of its own); the
-    failed ones, as lines (none: it can grade)."""
-    from distributed import get_worker
-
-    base = Path(get_worker().local_directory) / "cnn-course"
+    """On a Dask worker (``client.run`` passes it as ``dask_worker``): the checks a local run
+    makes before grading, its own sandbox, data root and a kernel graded as a submission for
+    each lab (with a judge of its own); the failed ones, as lines (none: it can grade)."""
+    base = Path(dask_worker.local_directory) / "cnn-course"
     base.mkdir(exist_ok=True)
     course = _course(_unpack(archive, base))
     try:

@@ -267,3 +267,26 @@ def test_the_check_on_each_worker_says_what_is_wrong_with_it(tmp_path, monkeypat
     write_tiny_pack(root, tiny_cifar_arrays())
     monkeypatch.setenv("CNN_COURSE_DATA", str(root))
     assert distributed_grading.worker_problem(fingerprint, False) is None
+
+
+def test_a_worker_that_fails_its_preflight_stops_the_run_naming_it(tmp_path):
+    """Does a Dask worker whose own checks fail (its data root, its kernel) stop the run before
+    anything is sent, naming the worker and each failed check?"""
+    from cnn_course_instructor.preflight import PreflightFailed
+
+    class Client:
+        def run(self, function, *args):
+            assert function is distributed_grading.worker_preflight
+            return {
+                "tcp://10.0.0.7:4000": ["data root: MNIST was not found"],
+                "tcp://10.0.0.8:4000": [],
+            }
+
+    with pytest.raises(PreflightFailed) as raised:
+        distributed_grading.preflight_workers(
+            Client(), Course(SAMPLE_COURSE), ["sample_lab"], 0, True, 60
+        )
+    message = str(raised.value)
+    assert "1 of the 2 Dask workers cannot grade" in message and "no row was written" in message
+    assert "tcp://10.0.0.7:4000: data root: MNIST was not found" in message
+    assert "10.0.0.8" not in message
