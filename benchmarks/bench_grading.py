@@ -25,8 +25,8 @@ import checks  # benchmarks/checks.py, beside this script
 import nbformat
 
 from cnn_course_instructor.course import Course
-from cnn_course_instructor.records import Status, SubmissionResult
-from cnn_course_instructor.scheduler import grade_class
+from cnn_course_instructor.grading.results import Status, SubmissionResult
+from cnn_course_instructor.grading.run import grade_class
 
 try:  # the sample corpus of tests/ and its comparison
     from corpus import SAMPLES, Sample

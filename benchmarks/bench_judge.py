@@ -29,15 +29,15 @@ from torch import nn  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cnn_course import judging  # noqa: E402
-from cnn_course_instructor import judge  # noqa: E402
 from cnn_course_instructor.course import Course  # noqa: E402
-from cnn_course_instructor.worker import probe_cell  # noqa: E402
+from cnn_course_instructor.grading import judge  # noqa: E402
+from cnn_course_instructor.grading.worker import probe_cell  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = 0
 SETUP = (
     "import math\nimport torch\nimport torch.nn.functional as F\nfrom torch import nn\n"
-    "from torchvision.transforms import v2\nfrom cnn_course import checks, checks_part2\n"
+    "from torchvision.transforms import v2\nfrom cnn_course import checks, lab2_checks\n"
 )
 # Each lab's models: probe key -> (reference constructor, schedule, training subset).
 MODELS = {

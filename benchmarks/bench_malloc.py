@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cnn_course_instructor.worker import MALLOC_ENV  # noqa: E402
+from cnn_course_instructor.grading.worker import MALLOC_ENV  # noqa: E402
 
 # (reference network, lab, subset, schedule): each lab's shortened training, as its front
 # matter declares it (images, epochs, batch size, learning rate)

@@ -33,7 +33,7 @@ from pathlib import Path
 import checks  # benchmarks/checks.py, beside this script
 import nbformat
 
-from cnn_course_instructor.records import Status, SubmissionResult
+from cnn_course_instructor.grading.results import Status, SubmissionResult
 
 REPO = Path(__file__).resolve().parents[1]
 COURSE_ID = "cnn-course-bench"  # nbgrader's name for the benchmark's course
@@ -149,7 +149,7 @@ def report(arms: list[checks.Arm]) -> int:
 
 def main() -> int:
     from cnn_course_instructor.course import Course
-    from cnn_course_instructor.scheduler import grade_class
+    from cnn_course_instructor.grading.run import grade_class
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--students", type=int, default=2)

@@ -14,7 +14,7 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cnn_course_instructor.records import Status, SubmissionResult
+from cnn_course_instructor.grading.results import Status, SubmissionResult
 
 __all__ = ["Arm", "Row", "describe", "is_expected", "refusal"]
 

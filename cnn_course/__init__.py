@@ -1,19 +1,21 @@
-"""What students import in the cnn-course labs: data, plots, training helpers, checks and widgets."""
+"""What students import in the cnn-course labs: data, plots, training helpers, checks and widgets
+(shared by every lab), and each lab's own helpers under ``cnn_course.labs.<lab>``."""
 
 __all__ = [
     "__version__",
     "checks",
-    "checks_part2",
     "data",
+    "errors",
     "judging",
     "labs",
     "plots",
+    "settings",
     "training",
     "widgets",
 ]
 __version__ = "0.1.0"
 
-_MODULES = ("checks", "checks_part2", "data", "judging", "labs", "plots", "training", "widgets")
+_MODULES = tuple(name for name in __all__ if not name.startswith("_"))
 
 
 def __getattr__(name: str):

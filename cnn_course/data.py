@@ -25,6 +25,7 @@ from torch.utils.data import (
 )
 
 from .errors import CourseError
+from .settings import CACHE_ENV, DATA_ENV, DATASETS
 from .training import grading_mode
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "MNIST_CLASSES",
     "cache_dir",
     "cache_entries",
+    "load",
     "load_cifar10",
     "load_mnist",
     "make_loader",
@@ -44,8 +46,6 @@ __all__ = [
     "split_size",
 ]
 
-DATA_ENV = "CNN_COURSE_DATA"
-CACHE_ENV = "CNN_COURSE_CACHE"
 DEFAULT_ROOT = "data"
 
 MNIST_CLASSES = tuple(str(digit) for digit in range(10))
@@ -208,16 +208,28 @@ def load_cifar10(
     return _select(arrays, split, n, seed, indices, names, "CIFAR-10")
 
 
+def load(dataset: str, split: str = "train", **options) -> ImageSet:
+    """``load_mnist`` or ``load_cifar10`` by the dataset's name (``settings.DATASETS``)."""
+    return _loader(dataset)(split, **options)
+
+
+def _loader(dataset: str):
+    loaders = {"mnist": load_mnist, "cifar10": load_cifar10}
+    if dataset not in loaders:
+        names = " or ".join(repr(name) for name in DATASETS)
+        raise CourseError(f"dataset must be {names}; got {dataset!r}.")
+    return loaders[dataset]
+
+
 def split_size(dataset: str, split: str, root: str | os.PathLike | None = None) -> int:
     """How many images the ``split`` of ``dataset`` ("mnist" or "cifar10") holds, loading none."""
     _check_split(split)
+    _loader(dataset)  # a known name
     data_root = resolve_root(root)
     if dataset == "mnist":
         arrays = _mnist_arrays(data_root, download=False)
-    elif dataset == "cifar10":
-        arrays = _cifar_arrays(data_root, download=False)
     else:
-        raise CourseError(f"dataset must be 'mnist' or 'cifar10'; got {dataset!r}.")
+        arrays = _cifar_arrays(data_root, download=False)
     return len(arrays[f"y_{split}"])
 
 

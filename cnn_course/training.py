@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .errors import CourseError
+from .settings import DEVICE_ENV, FAST_ENV, GRADING_ENV
 
 __all__ = [
     "DEVICE_ENV",
@@ -25,9 +26,6 @@ __all__ = [
     "seed_everything",
 ]
 
-FAST_ENV = "CNN_COURSE_FAST"
-GRADING_ENV = "CNN_COURSE_GRADING"
-DEVICE_ENV = "CNN_COURSE_DEVICE"
 DEVICES = ("cuda", "mps", "cpu")
 
 

@@ -16,6 +16,7 @@ from torch import nn
 from . import plots
 from .errors import CourseError
 from .plots import Skipped
+from .settings import WIDGETS_ENV
 from .training import History, grading_mode, predict
 
 if TYPE_CHECKING:
@@ -25,21 +26,23 @@ __all__ = [
     "WIDGETS_ENV",
     "ConfusionExplorer",
     "FeatureMapViewer",
-    "FgsmExplorer",
     "ImageBrowser",
     "Skipped",
-    "MapExplorer",
     "TrainingMonitor",
+    "WidgetView",
+    "check_images",
     "confusion_matrix",
-    "explain_maps",
     "feature_maps",
-    "fgsm_explorer",
     "image_browser",
     "in_kernel",
+    "ipywidgets_module",
+    "picture",
+    "png",
+    "predicted_probabilities",
+    "static_wanted",
     "widget_frontend",
 ]
 
-WIDGETS_ENV = "CNN_COURSE_WIDGETS"
 _YES = ("1", "true", "yes", "on")
 _NO = ("0", "false", "no", "off")
 
@@ -71,7 +74,7 @@ def widget_frontend() -> bool:
     return in_kernel() and (started_by_server or "google.colab" in sys.modules)
 
 
-def _ipywidgets():
+def ipywidgets_module():
     try:
         import ipywidgets
     except ImportError:
@@ -82,22 +85,22 @@ def _ipywidgets():
     return ipywidgets
 
 
-def _static(static: bool | None) -> bool:
+def static_wanted(static: bool | None) -> bool:
     return (not widget_frontend()) if static is None else bool(static)
 
 
-def _picture(ipw, **layout):
+def picture(ipw, **layout):
     """An Image widget shown at the figure's own size (a box would stretch it to its width)."""
     return ipw.Image(format="png", layout={"align_self": "flex-start", **layout})
 
 
-def _png(figure: Figure) -> bytes:
+def png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90)
     return buffer.getvalue()
 
 
-class _WidgetView:
+class WidgetView:
     """Jupyter shows the object as its ``widget`` (an ipywidgets box)."""
 
     widget = None
@@ -241,7 +244,7 @@ class TrainingMonitor:
 # --- exploration: predictions ----------------------------------------------------------------
 
 
-def _check_images(images, labels, class_names, who: str) -> None:
+def check_images(images, labels, class_names, who: str) -> None:
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or len(images) == 0:
         found = tuple(images.shape) if hasattr(images, "shape") else type(images).__name__
         raise CourseError(f"{who} expects images shaped (N, C, H, W) with N > 0; got {found}.")
@@ -251,7 +254,7 @@ def _check_images(images, labels, class_names, who: str) -> None:
         raise CourseError(f"{who} needs the class names, e.g. mnist_train.class_names.")
 
 
-def _probabilities(model: nn.Module, images: torch.Tensor, classes: int, who: str):
+def predicted_probabilities(model: nn.Module, images: torch.Tensor, classes: int, who: str):
     """Softmax of the model's scores ``(N, K)``; outputs that already are probabilities stay."""
     outputs = predict(model, images).float()
     if outputs.ndim != 2 or outputs.shape[1] != classes:
@@ -263,7 +266,7 @@ def _probabilities(model: nn.Module, images: torch.Tensor, classes: int, who: st
     return outputs if already else torch.softmax(outputs, dim=1)
 
 
-class ImageBrowser(_WidgetView):
+class ImageBrowser(WidgetView):
     """Images one at a time, with their true class and the predicted probabilities."""
 
     def __init__(
@@ -275,7 +278,7 @@ class ImageBrowser(_WidgetView):
         *,
         mistakes_only: bool = False,
     ):
-        ipw = _ipywidgets()
+        ipw = ipywidgets_module()
         self.images, self.labels = images, torch.as_tensor(labels)
         self.probabilities, self.class_names = probabilities, list(class_names)
         self.predictions = probabilities.argmax(dim=1)
@@ -292,7 +295,7 @@ class ImageBrowser(_WidgetView):
             layout={"width": "auto"},
         )
         self.caption = ipw.HTML()
-        self.image = _picture(ipw)
+        self.image = picture(ipw)
         controls = ipw.HBox(
             [self.previous_button, self.slider, self.next_button, self.mistakes_toggle]
         )
@@ -355,7 +358,7 @@ class ImageBrowser(_WidgetView):
             self.class_names,
             title=f"image {index}",
         )
-        self.image.value = _png(figure)
+        self.image.value = png(figure)
         self.image.layout.display = None
 
 
@@ -375,11 +378,11 @@ def image_browser(
     a widget frontend, or with ``static=True``, a figure of the first ``count`` images (or
     mistakes) is returned instead.
     """
-    _check_images(images, labels, class_names, "image_browser")
+    check_images(images, labels, class_names, "image_browser")
     if grading_mode():
         return Skipped("image_browser")
-    probabilities = _probabilities(model, images, len(class_names), "image_browser")
-    if not _static(static):
+    probabilities = predicted_probabilities(model, images, len(class_names), "image_browser")
+    if not static_wanted(static):
         return ImageBrowser(images, labels, probabilities, class_names, mistakes_only=mistakes_only)
     labels = torch.as_tensor(labels)
     mistakes = torch.nonzero(probabilities.argmax(dim=1) != labels).flatten()
@@ -396,7 +399,7 @@ def image_browser(
     )
 
 
-class ConfusionExplorer(_WidgetView):
+class ConfusionExplorer(WidgetView):
     """The confusion matrix, counts or fractions, and example images for any confusion."""
 
     def __init__(
@@ -409,7 +412,7 @@ class ConfusionExplorer(_WidgetView):
         title: str | None = None,
         examples: int = 10,
     ):
-        ipw = _ipywidgets()
+        ipw = ipywidgets_module()
         self.images, self.labels, self.predictions = images, torch.as_tensor(labels), predictions
         self.class_names, self.title, self.examples = list(class_names), title, examples
         counts = plots.confusion_counts(self.labels, predictions, len(self.class_names))
@@ -431,8 +434,8 @@ class ConfusionExplorer(_WidgetView):
         self.pair = ipw.Dropdown(
             options=options, value=None, description="examples", layout={"width": "32em"}
         )
-        self.matrix = _picture(ipw)
-        self.example_images = _picture(ipw, display="none")
+        self.matrix = picture(ipw)
+        self.example_images = picture(ipw, display="none")
         self.widget = ipw.VBox(
             [ipw.HBox([self.normalize, self.pair]), self.matrix, self.example_images]
         )
@@ -449,7 +452,7 @@ class ConfusionExplorer(_WidgetView):
             normalize=self.normalize.value,
             title=self.title,
         )
-        self.matrix.value = _png(figure)
+        self.matrix.value = png(figure)
 
     def _draw_examples(self, change=None) -> None:
         if self.pair.value is None:
@@ -466,7 +469,7 @@ class ConfusionExplorer(_WidgetView):
             title=f"true {self.class_names[true]}, predicted {self.class_names[predicted]}: "
             f"{len(shown)} of {len(chosen)} images",
         )
-        self.example_images.value = _png(figure)
+        self.example_images.value = png(figure)
         self.example_images.layout.display = None
 
 
@@ -484,11 +487,13 @@ def confusion_matrix(
     The widget switches between counts and fractions and shows the images of any
     confusion; without a widget frontend, or with ``static=True``, the matrix is a figure.
     """
-    _check_images(images, labels, class_names, "confusion_matrix")
+    check_images(images, labels, class_names, "confusion_matrix")
     if grading_mode():
         return Skipped("confusion_matrix")
-    predictions = _probabilities(model, images, len(class_names), "confusion_matrix").argmax(1)
-    if _static(static):
+    predictions = predicted_probabilities(
+        model, images, len(class_names), "confusion_matrix"
+    ).argmax(1)
+    if static_wanted(static):
         return plots.show_confusion(labels, predictions, class_names, title=title)
     return ConfusionExplorer(images, labels, predictions, class_names, title=title)
 
@@ -537,7 +542,7 @@ def _layer_label(name: str, layer: nn.Module, shape: tuple) -> str:
     return f"layer {name}: {kind} -> ({', '.join(map(str, shape))})"
 
 
-class FeatureMapViewer(_WidgetView):
+class FeatureMapViewer(WidgetView):
     """Pick a layer and an image: the layer's feature maps for it, and its filters if a conv."""
 
     def __init__(
@@ -549,7 +554,7 @@ class FeatureMapViewer(_WidgetView):
         layer: int = 0,
         index: int = 0,
     ):
-        ipw = _ipywidgets()
+        ipw = ipywidgets_module()
         self.model, self.images, self.layers = model, images, layers
         self.layer = ipw.Dropdown(
             options=[(_layer_label(*entry), position) for position, entry in enumerate(layers)],
@@ -560,8 +565,8 @@ class FeatureMapViewer(_WidgetView):
         self.slider = ipw.IntSlider(
             value=index, min=0, max=len(images) - 1, description="image", continuous_update=False
         )
-        self.maps = _picture(ipw)
-        self.filters = _picture(ipw)
+        self.maps = picture(ipw)
+        self.filters = picture(ipw)
         self.widget = ipw.VBox([ipw.HBox([self.layer, self.slider]), self.maps, self.filters])
         self.widget.add_class("cnn-course-feature-maps")
         self.layer.observe(self._draw_all, names="value")
@@ -572,14 +577,14 @@ class FeatureMapViewer(_WidgetView):
         _, module, _ = self.layers[self.layer.value]
         if isinstance(module, nn.Conv2d):
             channel = None if module.in_channels == 3 else 0
-            self.filters.value = _png(plots.show_filters(module, channel=channel))
+            self.filters.value = png(plots.show_filters(module, channel=channel))
             self.filters.layout.display = None
         else:
             self.filters.layout.display = "none"
         self._draw_maps()
 
     def _draw_maps(self, change=None) -> None:
-        self.maps.value = _png(
+        self.maps.value = png(
             _feature_figure(
                 self.model, self.images, self.layers[self.layer.value], self.slider.value
             )
@@ -611,7 +616,7 @@ def feature_maps(
     frontend, or with ``static=True``, the feature maps of that layer for image ``index`` are
     returned as a figure.
     """
-    _check_images(images, None, None, "feature_maps")
+    check_images(images, None, None, "feature_maps")
     if not 0 <= index < len(images):
         raise CourseError(f"index must be in 0..{len(images) - 1}; got {index}.")
     if grading_mode():
@@ -632,163 +637,6 @@ def feature_maps(
                 f"No layer {layer!r} with image-shaped outputs; choose among {names}."
             )
         position = matches[0]
-    if _static(static):
+    if static_wanted(static):
         return _feature_figure(model, images, layers[position], index)
     return FeatureMapViewer(model, images, layers, layer=position, index=index)
-
-
-# --- part 2: maps and adversarial images ----------------------------------------------------------
-
-
-def _maps_figure(model, images, labels, class_names, functions, layer, index, chosen):
-    """The image ``index`` and its three maps for class ``chosen`` (None: the predicted class)."""
-    saliency_map, occlusion_map, grad_cam = functions
-    image = images[index : index + 1]
-    predicted = int(predict(model, image).argmax(dim=1))
-    target = predicted if chosen is None else int(chosen)
-    classes = torch.tensor([target])
-    maps = {
-        "saliency": saliency_map(model, image, classes),
-        "occlusion": occlusion_map(model, image[0], target).unsqueeze(0),
-        "Grad-CAM": grad_cam(model, layer, image, classes),
-    }
-    true = int(labels[index])
-    caption = (
-        f"image {index}: true {class_names[true]}, predicted {class_names[predicted]}; "
-        f"maps for {class_names[target]}"
-    )
-    return plots.show_maps(image, maps, titles=[f"image {index}"], title=caption)
-
-
-class MapExplorer(_WidgetView):
-    """An image, a class, and the saliency, occlusion and Grad-CAM maps for that class."""
-
-    def __init__(self, model, images, labels, class_names, functions, layer, *, index: int = 0):
-        ipw = _ipywidgets()
-        self.model, self.images, self.labels = model, images, labels
-        self.class_names, self.functions, self.layer = list(class_names), functions, layer
-        self.slider = ipw.IntSlider(
-            value=index, min=0, max=len(images) - 1, description="image", continuous_update=False
-        )
-        options = [("predicted class", -1)] + [(n, i) for i, n in enumerate(self.class_names)]
-        self.target = ipw.Dropdown(options=options, value=-1, description="class")
-        self.image = _picture(ipw)
-        self.widget = ipw.VBox([ipw.HBox([self.slider, self.target]), self.image])
-        self.widget.add_class("cnn-course-map-explorer")
-        self.slider.observe(self._draw, names="value")
-        self.target.observe(self._draw, names="value")
-        self._draw()
-
-    def _draw(self, change=None) -> None:
-        chosen = None if self.target.value < 0 else self.target.value
-        figure = _maps_figure(
-            self.model,
-            self.images,
-            self.labels,
-            self.class_names,
-            self.functions,
-            self.layer,
-            self.slider.value,
-            chosen,
-        )
-        self.image.value = _png(figure)
-
-
-def explain_maps(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    class_names: Sequence[str],
-    saliency_map,
-    occlusion_map,
-    grad_cam,
-    *,
-    layer: nn.Module,
-    index: int = 0,
-    static: bool | None = None,
-) -> MapExplorer | Figure:
-    """Pick one of ``images (N, C, H, W)`` and a class: its saliency, occlusion and Grad-CAM maps.
-
-    The three functions are yours (exercises of part 2); ``layer`` is the layer Grad-CAM looks
-    at. Without a widget frontend, or with ``static=True``, the maps of image ``index`` for its
-    predicted class are returned as a figure.
-    """
-    _check_images(images, labels, class_names, "explain_maps")
-    functions = (saliency_map, occlusion_map, grad_cam)
-    if not all(callable(function) for function in functions):
-        raise CourseError(
-            "explain_maps needs your three functions: saliency_map, occlusion_map, grad_cam."
-        )
-    if not 0 <= index < len(images):
-        raise CourseError(f"index must be in 0..{len(images) - 1}; got {index}.")
-    if grading_mode():
-        return Skipped("explain_maps")
-    if _static(static):
-        return _maps_figure(model, images, labels, class_names, functions, layer, index, None)
-    return MapExplorer(model, images, labels, class_names, functions, layer, index=index)
-
-
-def _fgsm_figure(model, images, labels, class_names, fgsm, epsilon: float) -> Figure:
-    fooled = fgsm(model, images, labels, epsilon)
-    before = predict(model, images).argmax(dim=1)
-    after = predict(model, fooled).argmax(dim=1)
-    changed = int((before != after).sum())
-    title = f"epsilon = {epsilon:g}: {changed} of {len(images)} predictions changed"
-    return plots.show_adversarial(images, fooled, labels, before, after, class_names, title=title)
-
-
-class FgsmExplorer(_WidgetView):
-    """A slider for FGSM's epsilon, with the images and what the network makes of them."""
-
-    def __init__(self, model, images, labels, class_names, fgsm, *, epsilon: float, largest: float):
-        ipw = _ipywidgets()
-        self.model, self.images, self.labels = model, images, labels
-        self.class_names, self.fgsm = list(class_names), fgsm
-        self.slider = ipw.FloatSlider(
-            value=epsilon,
-            min=0.0,
-            max=largest,
-            step=largest / 50,
-            readout_format=".3f",
-            description="epsilon",
-            continuous_update=False,
-        )
-        self.image = _picture(ipw)
-        self.widget = ipw.VBox([self.slider, self.image])
-        self.widget.add_class("cnn-course-fgsm-explorer")
-        self.slider.observe(self._draw, names="value")
-        self._draw()
-
-    def _draw(self, change=None) -> None:
-        figure = _fgsm_figure(
-            self.model, self.images, self.labels, self.class_names, self.fgsm, self.slider.value
-        )
-        self.image.value = _png(figure)
-
-
-def fgsm_explorer(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    class_names: Sequence[str],
-    fgsm,
-    *,
-    epsilon: float = 0.01,
-    largest: float = 0.05,
-    static: bool | None = None,
-) -> FgsmExplorer | Figure:
-    """FGSM images of ``images (N, C, H, W)`` for an ``epsilon`` chosen with a slider.
-
-    ``fgsm(model, images, labels, epsilon)`` is yours (part 2). Without a widget frontend, or
-    with ``static=True``, the figure for ``epsilon`` is returned.
-    """
-    _check_images(images, labels, class_names, "fgsm_explorer")
-    if not callable(fgsm):
-        raise CourseError("fgsm_explorer needs your function fgsm(model, images, labels, epsilon).")
-    if not 0 <= epsilon <= largest:
-        raise CourseError(f"epsilon must be between 0 and {largest:g}; got {epsilon!r}.")
-    if grading_mode():
-        return Skipped("fgsm_explorer")
-    if _static(static):
-        return _fgsm_figure(model, images, labels, class_names, fgsm, epsilon)
-    return FgsmExplorer(model, images, labels, class_names, fgsm, epsilon=epsilon, largest=largest)

@@ -17,7 +17,8 @@ import nbformat
 from cnn_course import data
 
 from .course import Course
-from .worker import Job, grade_notebook
+from .grading.job import GradingRun, Job
+from .grading.worker import grade_notebook
 
 __all__ = ["calibrate", "with_seed"]
 
@@ -43,16 +44,15 @@ def calibrate(course: Course, lab: str, seeds: list[int], data_root=None, print=
         with tempfile.TemporaryDirectory() as work:
             path = Path(work) / "solution.ipynb"
             nbformat.write(solution, path)
+            # the course's own solution: trusted code, run unsandboxed
+            run = GradingRun.here(course, seed, root, sandboxed=False)
             job = Job(
-                course=str(course.root),
+                run=run,
                 lab=lab,
                 notebook=str(path),
                 result=str(Path(work) / "result.json"),
                 executed=str(Path(work) / "executed.ipynb"),
                 work=work,
-                seed=seed,
-                data_root=str(root),
-                sandboxed=False,  # the course's own solution: trusted code
                 restore_locked=False,  # its seeded setup cell is what each seed changes
             )
             result = grade_notebook(job)

@@ -9,6 +9,8 @@ from collections.abc import Callable, Sequence
 
 from cnn_course.errors import CourseError
 
+from .grading.job import CELL_TIMEOUT
+
 __all__ = ["main"]
 
 
@@ -101,7 +103,7 @@ def _grade(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .course import Course
-    from .scheduler import grade_class
+    from .grading.run import grade_class
 
     if args.jobs < 1:
         raise CourseError(f"--jobs must be 1 or more; got {args.jobs}.")
@@ -142,12 +144,14 @@ def _grade(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
+    import tempfile
     from pathlib import Path
 
-    from . import preflight
+    from cnn_course import data
+
     from .course import Course
-    from .scheduler import grading_settings
-    from .scheduler import preflight as kernel_preflight
+    from .grading import preflight
+    from .grading.job import GradingRun
 
     course = Course(Path(args.repo))
     print(f"cnn-course doctor on {preflight.machine_summary()}, course {course.root}")
@@ -160,27 +164,15 @@ def _doctor(args: argparse.Namespace) -> int:
     if args.quick:
         print("\nEnvironment ok (--quick: no kernel started).")
         return 0
-    import tempfile
-
-    from cnn_course import data
-
     labs = [args.lab] if args.lab else list(course.labs)
-    root = data.resolve_root(args.data_root).path
+    run = GradingRun.here(course, 0, data.resolve_root(args.data_root).path)
     with tempfile.TemporaryDirectory(prefix="cnn-course-doctor-") as work:
-        settings = grading_settings(course, 0, root, True, args.cell_timeout)
-        try:
-            kernel_preflight(course, labs, settings, Path(work), {})
-        except preflight.PreflightFailed as error:
-            print(f"FAIL  {error}")
-            return 1
-    for lab in labs:
-        print(
-            preflight.Check(
-                f"kernel and judge ({lab})",
-                True,
-                "a sandboxed kernel ran the lab's setup and read the data; the judge answered",
-            ).line()
-        )
+        kernels = preflight.kernel_checks(run, labs, Path(work))
+    for check in kernels:
+        print(check.line())
+    if any(check.ok is False for check in kernels):
+        print("\nGrading would stop before its first row: fix the FAIL lines above.")
+        return 1
     print("\nReady to grade.")
     return 0
 
@@ -188,8 +180,8 @@ def _doctor(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .class_report import write_class_report
     from .course import Course
+    from .grading.report import write_class_report
 
     out = Path(args.out)
     course = Course(Path(args.repo))
@@ -297,8 +289,8 @@ def _parser() -> argparse.ArgumentParser:
     grade.add_argument(
         "--cell-timeout",
         type=int,
-        default=300,
-        help="CPU seconds a cell may use, or wait without computing (default 300)",
+        default=CELL_TIMEOUT,
+        help=f"CPU seconds a cell may use, or wait without computing (default {CELL_TIMEOUT})",
     )
     grade.add_argument(
         "--no-sandbox", action="store_true", help="run student code unsandboxed (trusted code only)"
@@ -321,7 +313,6 @@ def _parser() -> argparse.ArgumentParser:
     doctor.add_argument(
         "--quick", action="store_true", help="only the checks that start no kernel (seconds)"
     )
-    doctor.add_argument("--cell-timeout", type=int, default=300, help=argparse.SUPPRESS)
     doctor.set_defaults(run=_doctor)
 
     report = commands.add_parser(

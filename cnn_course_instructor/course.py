@@ -23,7 +23,7 @@ from cnn_course.errors import CourseError
 from cnn_course.labs import Lab
 
 if TYPE_CHECKING:  # the registry imports torch: loaded with the grading content only
-    from .registry import Registry
+    from .grading.registry import Registry
 
 
 __all__ = ["Course", "LabContent", "find_course", "lab_from_metadata", "read_lab"]
@@ -125,7 +125,7 @@ class Course:
     def content(self, lab_id: str) -> LabContent:
         """The lab's grading content, loaded from ``autograder/<lab>/`` and checked against it."""
         if lab_id not in self._content:
-            from .registry import Registry
+            from .grading.registry import Registry
 
             lab = self.lab(lab_id)
             folder = self.root / "autograder" / lab_id

@@ -17,8 +17,8 @@ from cnn_course.errors import CourseError
 
 from . import build
 from .course import Course
+from .grading.run import grade_class
 from .sandbox import sandbox_available
-from .scheduler import grade_class
 
 LAB = "cnn_lab"
 

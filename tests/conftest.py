@@ -227,7 +227,7 @@ class _ClassRun:
 
     def grade(self, submissions: Path, out: Path, *options: str) -> dict:
         """``cnn-course grade`` on ``submissions``; the results by student."""
-        from cnn_course_instructor.records import SubmissionResult
+        from cnn_course_instructor.grading.results import SubmissionResult
 
         if not self.sandboxed:
             options = (*options, "--no-sandbox")

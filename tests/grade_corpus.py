@@ -21,8 +21,8 @@ import nbformat
 from corpus import REPO, SAMPLES, Sample
 
 from cnn_course_instructor.course import Course
-from cnn_course_instructor.records import SubmissionResult
-from cnn_course_instructor.scheduler import grade_class
+from cnn_course_instructor.grading.results import SubmissionResult
+from cnn_course_instructor.grading.run import grade_class
 
 CORPORA = {"cnn_lab": SAMPLES, "cnn_part2": corpus_part2.SAMPLES}  # lab -> its sample corpus
 

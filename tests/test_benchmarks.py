@@ -16,7 +16,7 @@ import nbformat
 import pytest
 from corpus import FULL, SAMPLES
 
-from cnn_course_instructor.records import Status, SubmissionResult, TestResult
+from cnn_course_instructor.grading.results import Status, SubmissionResult, TestResult
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SCRIPTS = ("checks", "bench_grading", "bench_nbgrader")

@@ -69,11 +69,11 @@ NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden)"
 MNIST_IMAGES = "plots.show_images(X_train[:10], Y_train[:10], mnist_classes)"
 # The figures that explain the layers: the code that draws each, and its screenshot's name.
 EXPLAINED = (
-    ("plots.show_convolution(", "explain_convolution"),
-    ("plots.show_padding_stride(", "explain_padding_stride"),
-    ("plots.show_max_pooling(", "explain_max_pooling"),
-    ("plots.show_relu(", "explain_relu"),
-    ("plots.show_softmax_cross_entropy(", "explain_softmax_cross_entropy"),
+    ("lab1_figures.show_convolution(", "explain_convolution"),
+    ("lab1_figures.show_padding_stride(", "explain_padding_stride"),
+    ("lab1_figures.show_max_pooling(", "explain_max_pooling"),
+    ("lab1_figures.show_relu(", "explain_relu"),
+    ("lab1_figures.show_softmax_cross_entropy(", "explain_softmax_cross_entropy"),
     ("edges = conv2d(", "your_conv2d_edges"),
 )
 
@@ -569,15 +569,15 @@ def test_part_2_runs_clean_with_its_maps_fooled_images_and_live_widgets(page, la
     for code, name in (
         ("augmented = torch.stack", "part2_augmented"),
         ('maps = {"saliency": saliencies', "part2_maps"),
-        ("plots.show_patches(better_model", "part2_patches"),
-        ("plots.show_curve(epsilons", "part2_fgsm_curve"),
-        ("plots.show_adversarial(X_test[shown]", "part2_fooled"),
+        ("lab2_figures.show_patches(better_model", "part2_patches"),
+        ("lab2_figures.show_curve(epsilons", "part2_fgsm_curve"),
+        ("lab2_figures.show_adversarial(X_test[shown]", "part2_fooled"),
     ):
         cell = code_cell(notebook, code)
         widths = rendered_pngs(cell)
         assert widths and all(width > 200 for width in widths), (code, widths)
         shot(cell, name)
-    explorer = code_cell(notebook, "widgets.explain_maps(better_model")
+    explorer = code_cell(notebook, "lab2_explorers.explain_maps(better_model")
     shot(explorer, "part2_map_explorer")
     source = image_source(explorer)
     explorer.locator(".noUi-handle").first.press("ArrowRight")
@@ -585,7 +585,7 @@ def test_part_2_runs_clean_with_its_maps_fooled_images_and_live_widgets(page, la
     explorer.locator("select").select_option(index=4)  # the maps for another class
     wait_for_new_image(page, explorer, source)
     shot(explorer, "part2_map_explorer_class")
-    slider = code_cell(notebook, "widgets.fgsm_explorer(better_model")
+    slider = code_cell(notebook, "lab2_explorers.fgsm_explorer(better_model")
     source = image_source(slider)
     slider.locator(".noUi-handle").first.press("ArrowRight")
     wait_for_new_image(page, slider, source)

@@ -4,6 +4,7 @@ student's: a kernel's start, a cell's own time, grader errors retried and never 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -14,11 +15,14 @@ import nbformat
 import pytest
 from conftest import REPO
 
-from cnn_course_instructor import execute, scheduler
 from cnn_course_instructor.course import Course
-from cnn_course_instructor.execute import KernelStartFailed, Progress, _guard_start
-from cnn_course_instructor.records import Status, SubmissionResult
-from cnn_course_instructor.submissions import Submission
+from cnn_course_instructor.grading import kernel as execute
+from cnn_course_instructor.grading import local, preflight
+from cnn_course_instructor.grading import run as grading_run
+from cnn_course_instructor.grading.job import GradingRun, Job
+from cnn_course_instructor.grading.kernel import KernelStartFailed, Progress, _guard_start
+from cnn_course_instructor.grading.results import Graded, Status, SubmissionResult
+from cnn_course_instructor.grading.submissions import Submission
 
 COURSE = Course(REPO)
 POINTS = {qid: q.points for qid, q in COURSE.lab("cnn_lab").graded.items()}
@@ -119,7 +123,7 @@ def test_a_waiting_process_s_own_time_is_its_wall_time():
 def test_the_kernel_preloads_the_released_setup_never_the_submission_s(monkeypatch, tmp_path):
     """Does a worker preload the imports of the released notebook's setup cell, whatever the
     submission's first cell imports (student code never runs while the kernel starts)?"""
-    from cnn_course_instructor import worker
+    from cnn_course_instructor.grading import worker
 
     seen = {}
 
@@ -133,15 +137,13 @@ def test_the_kernel_preloads_the_released_setup_never_the_submission_s(monkeypat
     )
     nbformat.write(submission, tmp_path / "s.ipynb")
     (tmp_path / "plan.pt").write_bytes(b"")
-    job = worker.Job(
-        course=str(REPO),
+    job = Job(
+        run=GradingRun(str(REPO), 0, str(tmp_path)),
         lab="cnn_lab",
         notebook=str(tmp_path / "s.ipynb"),
         result="",
         executed=str(tmp_path / "e.ipynb"),
         work=str(tmp_path),
-        seed=0,
-        data_root=str(tmp_path),
         plan=str(tmp_path / "plan.pt"),
     )
     result = worker.grade_notebook(job)
@@ -161,7 +163,7 @@ class _FakeStarted:
     plans: dict[str, list[Status]] = {}
     started: list[str] = []
 
-    def __init__(self, content, student, lab, course, settings, work_parent, gated=False):
+    def __init__(self, run, lab, student, content, work_parent, *, gated=False, **options):
         self.student, self.lab, self.content = student, lab, content
         _FakeStarted.started.append(student)
 
@@ -186,18 +188,21 @@ class _FakeStarted:
             total,
             sum(POINTS.values()),
         )
-        return scheduler.Graded(result, None)
+        return Graded(result, None)
 
 
 @pytest.fixture
 def fake_grading(monkeypatch, tmp_path):
-    """grade_class with workers stood in for (no kernel), no preflight, no reports' gradebook."""
-    monkeypatch.setattr(scheduler, "_Started", _FakeStarted)
-    monkeypatch.setattr(scheduler, "preflight", lambda *args: None)
-    monkeypatch.setattr(scheduler.checks, "environment_checks", lambda *args: [])
-    monkeypatch.setattr(scheduler, "warm_data", lambda root: None)
-    monkeypatch.setattr(scheduler, "write_reports", lambda *args: None)
-    monkeypatch.setattr(scheduler, "_prepare_reports", lambda *args: None)
+    """grade_class with workers stood in for (no kernel), no preflight, no judge server and no
+    reports."""
+    monkeypatch.setattr(local, "Started", _FakeStarted)
+    monkeypatch.setattr(local, "judge_servers", lambda *args: contextlib.nullcontext({}))
+    monkeypatch.setattr(preflight, "kernel_checks", lambda *args: [])
+    monkeypatch.setattr(preflight, "environment_checks", lambda *args: [])
+    monkeypatch.setattr(preflight, "warm_data", lambda root: None)
+    monkeypatch.setattr(grading_run, "write_outputs", lambda *args: None)
+    monkeypatch.setattr(grading_run, "write_class_report", lambda *args: None)
+    monkeypatch.setattr(grading_run, "_prepare_reports", lambda *args: None)
     submitted = tmp_path / "submitted"
     submitted.mkdir()
     notebook = nbformat.read(REPO / "notebooks" / "student" / "cnn_lab.ipynb", as_version=4)
@@ -206,7 +211,7 @@ def fake_grading(monkeypatch, tmp_path):
     _FakeStarted.plans, _FakeStarted.started = {}, []
 
     def grade(**options):
-        return scheduler.grade_class(
+        return grading_run.grade_class(
             submitted,
             tmp_path / "out",
             course=COURSE,
@@ -263,7 +268,7 @@ def test_the_command_says_how_many_rows_need_a_rerun(monkeypatch, capsys, tmp_pa
 
     owed = SubmissionResult("bob", "cnn_lab", "", Status.GRADER_ERROR, "no answer", {}, 27.0)
     done = SubmissionResult("ann", "cnn_lab", "", Status.GRADED, "", {}, 27.0)
-    monkeypatch.setattr(scheduler, "grade_class", lambda *args, **options: [done, owed])
+    monkeypatch.setattr(grading_run, "grade_class", lambda *args, **options: [done, owed])
     code = cli.main(["grade", str(tmp_path), "--out", str(tmp_path / "out"), "--repo", str(REPO)])
     printed = capsys.readouterr().out
     assert code == 1
@@ -288,6 +293,6 @@ def test_a_result_that_cannot_be_read_is_graded_again(tmp_path):
     out = tmp_path / "out"
     (out / "cnn_lab" / "results").mkdir(parents=True)
     submission = Submission("ann", tmp_path / "ann.ipynb", None)
-    assert scheduler._owed(out, "cnn_lab", submission)
+    assert grading_run._owed(out, "cnn_lab", submission)
     (out / "cnn_lab" / "results" / "ann.json").write_text("{not json")
-    assert scheduler._owed(out, "cnn_lab", submission)
+    assert grading_run._owed(out, "cnn_lab", submission)

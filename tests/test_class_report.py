@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from cnn_course_instructor.class_report import summarise, write_class_report
 from cnn_course_instructor.cli import main
 from cnn_course_instructor.course import Course
-from cnn_course_instructor.records import Status, SubmissionResult, TestResult
+from cnn_course_instructor.grading.report import summarise, write_class_report
+from cnn_course_instructor.grading.results import Status, SubmissionResult, TestResult
 
 LAB = Course(REPO).lab("cnn_lab")
 POINTS = {question.id: question.points for question in LAB.graded.values()}

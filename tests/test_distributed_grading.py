@@ -17,11 +17,13 @@ import pytest
 from conftest import tiny_cifar_arrays, write_tiny_mnist, write_tiny_pack
 
 from cnn_course.errors import CourseError
-from cnn_course_instructor import cli, distributed_grading
+from cnn_course_instructor import cli
 from cnn_course_instructor.course import Course
-from cnn_course_instructor.records import Status
+from cnn_course_instructor.grading import cluster as distributed_grading
+from cnn_course_instructor.grading.job import GradingRun
+from cnn_course_instructor.grading.results import Status
+from cnn_course_instructor.grading.run import grade_class
 from cnn_course_instructor.sandbox import sandbox_available
-from cnn_course_instructor.scheduler import grade_class
 
 SAMPLE_COURSE = Path(__file__).parent / "samples" / "build_repo"
 SOLUTION = "notebooks/solution/sample_lab.ipynb"
@@ -272,7 +274,7 @@ def test_the_check_on_each_worker_says_what_is_wrong_with_it(tmp_path, monkeypat
 def test_a_worker_that_fails_its_preflight_stops_the_run_naming_it(tmp_path):
     """Does a Dask worker whose own checks fail (its data root, its kernel) stop the run before
     anything is sent, naming the worker and each failed check?"""
-    from cnn_course_instructor.preflight import PreflightFailed
+    from cnn_course_instructor.grading.preflight import PreflightFailed
 
     class Client:
         def run(self, function, *args):
@@ -283,9 +285,8 @@ def test_a_worker_that_fails_its_preflight_stops_the_run_naming_it(tmp_path):
             }
 
     with pytest.raises(PreflightFailed) as raised:
-        distributed_grading.preflight_workers(
-            Client(), Course(SAMPLE_COURSE), ["sample_lab"], 0, True, 60
-        )
+        run = GradingRun(str(SAMPLE_COURSE), 0, "/nowhere")
+        distributed_grading.preflight_workers(Client(), Course(SAMPLE_COURSE), ["sample_lab"], run)
     message = str(raised.value)
     assert "1 of the 2 Dask workers cannot grade" in message and "no row was written" in message
     assert "tcp://10.0.0.7:4000: data root: MNIST was not found" in message

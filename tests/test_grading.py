@@ -27,14 +27,15 @@ from torch import nn
 
 from cnn_course import judging
 from cnn_course.errors import CourseError
+from cnn_course.labs.cnn_lab import specs as lab1_specs
 from cnn_course_instructor.course import Course
-from cnn_course_instructor.rebuild import RebuildError, rebuild
-from cnn_course_instructor.records import Status, SubmissionResult, TestResult
-from cnn_course_instructor.registry import Context
-from cnn_course_instructor.reports import feedback_html
+from cnn_course_instructor.grading.outputs import feedback_html
+from cnn_course_instructor.grading.rebuild import RebuildError, rebuild
+from cnn_course_instructor.grading.registry import Context
+from cnn_course_instructor.grading.results import Status, SubmissionResult, TestResult
+from cnn_course_instructor.grading.run import grade_class
+from cnn_course_instructor.grading.submissions import Submission, find_submissions, lab_of
 from cnn_course_instructor.sandbox import sandbox_available
-from cnn_course_instructor.scheduler import grade_class
-from cnn_course_instructor.submissions import Submission, find_submissions, lab_of
 
 COURSE = Course(REPO)
 CONTENT = COURSE.content("cnn_lab")
@@ -151,7 +152,7 @@ def test_layers_of_the_student_s_own_classes_are_judged_by_what_they_compute(act
     torch.manual_seed(0)
     original = _mnist_sequential(activation, flatten)
     layers, error = judging.describe_model(original, (1, 28, 28))
-    assert error is None and judging.compare_layers(layers, judging.MNIST_LAYERS) == []
+    assert error is None and judging.compare_layers(layers, lab1_specs.MNIST_LAYERS) == []
     images = torch.rand(4, 1, 28, 28)
     original.eval()
     rebuilt = rebuild(judging.layer_records(original, (1, 28, 28)))
@@ -182,7 +183,7 @@ def test_a_layer_named_like_torch_s_is_judged_by_what_it_does(model):
     assert error is None
     kinds = [layer.kind for layer in layers]
     assert kinds == ["Conv2d", "Conv2d", "MaxPool2d", "Flatten", "Linear"]
-    assert "expected ReLU()" in judging.compare_layers(layers, judging.MNIST_LAYERS)[0]
+    assert "expected ReLU()" in judging.compare_layers(layers, lab1_specs.MNIST_LAYERS)[0]
 
 
 class _Swallowing(nn.Module):
@@ -252,8 +253,8 @@ def test_reference_models_have_the_lab_models_parameters_biases_included():
 def test_reference_models_follow_the_tables_students_are_given():
     """Do the reference networks match, layer by layer, the specs the visible checks use?"""
     for model, spec, shape in (
-        (REFERENCE.mnist_model(), judging.MNIST_LAYERS, (1, 28, 28)),
-        (REFERENCE.cifar_model(), judging.CIFAR_LAYERS, (3, 32, 32)),
+        (REFERENCE.mnist_model(), lab1_specs.MNIST_LAYERS, (1, 28, 28)),
+        (REFERENCE.cifar_model(), lab1_specs.CIFAR_LAYERS, (3, 32, 32)),
     ):
         layers, error = judging.describe_model(model, shape)
         assert error is None and judging.compare_layers(layers, spec) == []
@@ -599,7 +600,8 @@ def test_a_second_lab_is_graded_end_to_end_with_its_own_tests(tiny_root, tmp_pat
     """Does the sample course's lab grade with its own hidden tests: solution full, stub zero,
     in nbgrader's layout, with its own grades.csv? And with one job, does each submission run
     only once the kernel before it has ended, the next one loading meanwhile?"""
-    from cnn_course_instructor import build, scheduler
+    from cnn_course_instructor import build
+    from cnn_course_instructor.grading import local
 
     events = []
 
@@ -614,9 +616,7 @@ def test_a_second_lab_is_graded_end_to_end_with_its_own_tests(tiny_root, tmp_pat
         return call
 
     for name in ("__init__", "start", "ran"):  # (finish: in a thread of its own)
-        monkeypatch.setattr(
-            scheduler._Started, name, logged(name, getattr(scheduler._Started, name))
-        )
+        monkeypatch.setattr(local.Started, name, logged(name, getattr(local.Started, name)))
 
     course_root = tmp_path / "course"
     shutil.copytree(SAMPLE_COURSE, course_root)
@@ -680,7 +680,8 @@ def test_grading_restores_locked_cells_but_calibration_runs_its_seeded_setup(tin
     """Does a changed locked cell run as released when grading, and as written when calibrating
     (whose seeds live in the locked setup cell)? The changed cell makes the solution wrong."""
     from cnn_course_instructor import build
-    from cnn_course_instructor.worker import Job, grade_notebook
+    from cnn_course_instructor.grading.job import GradingRun, Job
+    from cnn_course_instructor.grading.worker import grade_notebook
 
     course_root = tmp_path / "course"
     shutil.copytree(SAMPLE_COURSE, course_root)
@@ -694,18 +695,16 @@ def test_grading_restores_locked_cells_but_calibration_runs_its_seeded_setup(tin
         for restore in (True, False):
             work = tmp_path / f"work-{restore}"
             work.mkdir()
+            sockets = {"sample_lab": server} if restore else {}  # no answer: a judge of its own
+            run = GradingRun(str(course_root), 0, str(tiny_root), sandboxed=False)
             job = Job(
-                course=str(course_root),
+                run=run.with_judges(sockets),
                 lab="sample_lab",
                 notebook=str(tmp_path / "changed.ipynb"),
                 result=str(work / "result.json"),
                 executed=str(work / "executed.ipynb"),
                 work=str(work),
-                seed=0,
-                data_root=str(tiny_root),
-                sandboxed=False,
                 restore_locked=restore,
-                judge_socket=server if restore else "",  # (no answer: a judge of its own)
             )
             result = grade_notebook(job)
             totals[restore] = (result.total, len(result.changed_locked_cells))
@@ -877,7 +876,7 @@ def test_a_class_graded_under_cpu_load_gets_the_grades_it_gets_idle(tiny_root, t
 
 def test_notes_name_each_cell_by_its_exercise():
     """Does the feedback name a failing cell by the exercise it answers or follows?"""
-    from cnn_course_instructor.worker import cell_names
+    from cnn_course_instructor.grading.worker import cell_names
 
     student = nbformat.read(REPO / "notebooks/student/cnn_lab.ipynb", as_version=4)
     names = cell_names(student, CONTENT.lab)
@@ -898,7 +897,7 @@ def test_notes_name_each_cell_by_its_exercise():
 def test_the_kernel_preloads_what_the_first_cell_imports():
     """Are the first code cell's modules (and torch's compiler, with torch) what a grading
     kernel loads before it answers, whatever the cell's spelling?"""
-    from cnn_course_instructor.worker import setup_imports
+    from cnn_course_instructor.grading.worker import setup_imports
 
     first = "import torch\nfrom torch import nn\nfrom cnn_course import checks, data\nx = 1\n"
     cells = [nbformat.v4.new_markdown_cell("# lab"), nbformat.v4.new_code_cell(first)]
@@ -925,7 +924,7 @@ def test_the_kernel_preloads_what_the_first_cell_imports():
 def test_a_sandboxed_kernel_loads_its_preload_before_the_first_cell(tmp_path):
     """Are the preloaded modules loaded when the hook runs (a missing one ignored), is the hook
     called once, and does what it raises end the run with the kernel gone?"""
-    from cnn_course_instructor.execute import run_notebook
+    from cnn_course_instructor.grading.kernel import run_notebook
     from cnn_course_instructor.sandbox import Sandbox
 
     calls = []
@@ -956,21 +955,24 @@ def test_a_gated_worker_grades_on_go_and_ends_without_a_result_otherwise(tiny_ro
     say "ran" once its kernel has ended, and end with no result and no process left when the
     grader closes its input instead?"""
     from cnn_course_instructor import build
-    from cnn_course_instructor.scheduler import _plan, grading_settings
-    from cnn_course_instructor.worker import Job
+    from cnn_course_instructor.grading.job import GradingRun, Job
+    from cnn_course_instructor.grading.local import probe_plan
 
     course_root = tmp_path / "course"
     shutil.copytree(SAMPLE_COURSE, course_root)
     build.build(course_root)
     course = Course(course_root)
-    settings = grading_settings(course, 3, tiny_root, sandbox_available() is None, 60)
+    run = GradingRun.here(
+        course, 3, tiny_root, sandboxed=sandbox_available() is None, cell_timeout=60
+    )
     outcomes = {}
     for name, answer in (("go", "go\n"), ("closed", "")):
         work = tmp_path / name
         work.mkdir()
-        (work / "plan.pt").write_bytes(_plan(course, "sample_lab", 3))
+        (work / "plan.pt").write_bytes(probe_plan(course, "sample_lab", 3))
         status, told = os.pipe()
         job = Job(
+            run=run,
             lab="sample_lab",
             notebook=str(course_root / "notebooks/solution/sample_lab.ipynb"),
             result=str(work / "result.json"),
@@ -979,11 +981,10 @@ def test_a_gated_worker_grades_on_go_and_ends_without_a_result_otherwise(tiny_ro
             plan=str(work / "plan.pt"),
             gated=True,
             status_fd=told,
-            **settings,
         )
         job.write(work / "job.json")
         worker = subprocess.Popen(
-            [sys.executable, "-m", "cnn_course_instructor.worker", str(work / "job.json")],
+            [sys.executable, "-m", "cnn_course_instructor.grading.worker", str(work / "job.json")],
             stdin=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -1018,11 +1019,14 @@ def test_the_run_s_judge_server_judges_each_record_apart_and_workers_can_do_with
     its own when the server is gone, or gives no answer?"""
     import io
 
-    from cnn_course_instructor.scheduler import grading_settings, judge_servers
-    from cnn_course_instructor.worker import Job, _judge, _judge_for
+    from cnn_course_instructor.grading.job import GradingRun, Job
+    from cnn_course_instructor.grading.local import judge_servers
+    from cnn_course_instructor.grading.worker import _judge, _judge_for
 
     course = Course(SAMPLE_COURSE)
-    settings = grading_settings(course, 5, tiny_root, sandbox_available() is None, 60)
+    run = GradingRun.here(
+        course, 5, tiny_root, sandboxed=sandbox_available() is None, cell_timeout=60
+    )
     (numbers, *_), (whole, *_) = course.content("sample_lab").grading_inputs(5)["numbers"]
 
     def record(first: torch.Tensor) -> bytes:
@@ -1031,9 +1035,13 @@ def test_the_run_s_judge_server_judges_each_record_apart_and_workers_can_do_with
         return buffer.getvalue()
 
     right, wrong = record(numbers * 2), record(numbers * 3)
-    job = Job(lab="sample_lab", notebook="", result="", executed="", work=str(tmp_path), **settings)
-    with judge_servers(course, {"sample_lab"}, settings, tmp_path / "judge") as sockets:
-        served = dataclasses.replace(job, judge_socket=sockets["sample_lab"])
+    job = Job(run=run, lab="sample_lab", notebook="", result="", executed="", work=str(tmp_path))
+
+    def judged_at(socket_path: str) -> Job:
+        return dataclasses.replace(job, run=run.with_judges({"sample_lab": socket_path}))
+
+    with judge_servers(run, {"sample_lab"}, tmp_path / "judge") as sockets:
+        served = judged_at(sockets["sample_lab"])
         with _judge_for(served) as one, _judge_for(served) as other:
             assert isinstance(one, socket.socket) and isinstance(other, socket.socket)
             answers = [_judge(other, wrong), _judge(one, right)]
@@ -1045,10 +1053,10 @@ def test_the_run_s_judge_server_judges_each_record_apart_and_workers_can_do_with
     assert not unusable.graders  # the record's fault, not the grader's
     assert not Path(sockets["sample_lab"]).parent.exists()  # the server ended, its folder gone
 
-    gone = dataclasses.replace(job, judge_socket=sockets["sample_lab"])
+    gone = judged_at(sockets["sample_lab"])
     assert not isinstance(_judge_for(gone), contextlib.closing)  # a judge of its own
     with answerless_server(tmp_path / "answerless.sock") as path:
-        with _judge_for(dataclasses.replace(job, judge_socket=path)) as connection:
+        with _judge_for(judged_at(path)) as connection:
             assert _judge(connection, right) is None  # the worker asks a judge of its own
 
 
@@ -1058,7 +1066,7 @@ def test_the_run_s_judge_server_judges_each_record_apart_and_workers_can_do_with
 # The CPU budget is 1 s, its grace 1 s.
 _CPU_JUDGE = """
 import json, socket, sys, time
-from cnn_course_instructor import judge
+from cnn_course_instructor.grading import judge
 
 def prepared(request):
     end = time.process_time() + request["loading"]
@@ -1158,17 +1166,17 @@ def test_a_judge_server_that_cannot_start_is_a_warning_and_workers_judge_alone(
 ):
     """Does a lab whose judge server fails to start get no socket (its workers start judges of
     their own), with a warning naming the lab and the reason, rather than a failed run?"""
-    from cnn_course_instructor import scheduler
+    from cnn_course_instructor.grading import local
+    from cnn_course_instructor.grading.job import GradingRun
 
     def cannot(*args, **options):
         raise OSError("no uid left to lease")
 
-    monkeypatch.setattr(scheduler, "judge_started", cannot)
-    course = Course(SAMPLE_COURSE)
-    settings = scheduler.grading_settings(course, 0, tmp_path, False, 60)
+    monkeypatch.setattr(local, "judge_started", cannot)
+    run = GradingRun.here(Course(SAMPLE_COURSE), 0, tmp_path, sandboxed=False, cell_timeout=60)
     with (
         pytest.warns(UserWarning, match="no judge server for sample_lab: no uid left to lease"),
-        scheduler.judge_servers(course, {"sample_lab"}, settings, tmp_path / "judge") as sockets,
+        local.judge_servers(run, {"sample_lab"}, tmp_path / "judge") as sockets,
     ):
         assert sockets == {}
 
@@ -1182,7 +1190,7 @@ def test_the_gradebook_is_made_while_the_class_runs_and_a_failure_is_left_to_the
     from nbgrader.dbutil import ALEMBIC_DIR
     from sqlalchemy import text
 
-    from cnn_course_instructor.scheduler import _prepare_reports
+    from cnn_course_instructor.grading.run import _prepare_reports
 
     lab = Course(REPO).lab("cnn_lab")
     _prepare_reports(tmp_path / "gradebook.db", [lab])

@@ -8,7 +8,7 @@ import nbformat
 import pytest
 from conftest import REPO
 
-from cnn_course_instructor.locked import restore_locked_cells
+from cnn_course_instructor.grading.locked import restore_locked_cells
 
 RELEASED = nbformat.read(REPO / "notebooks" / "student" / "cnn_lab.ipynb", as_version=4)
 

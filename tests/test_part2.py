@@ -9,17 +9,18 @@ from conftest import REPO
 from corpus_part2 import FUNCTION_QUESTIONS, SAMPLES, SOLUTION, STUDENT
 from torch import nn
 
-from cnn_course import checks_part2, judging, plots, training, widgets
+from cnn_course import judging, training
 from cnn_course.errors import CourseError
+from cnn_course.labs.cnn_part2 import checks, explorers, figures, specs, verdicts
 from cnn_course_instructor.course import Course
-from cnn_course_instructor.registry import Context
-from cnn_course_instructor.worker import probe_cell
+from cnn_course_instructor.grading.registry import Context
+from cnn_course_instructor.grading.worker import probe_cell
 
 CONTENT = Course(REPO).content("cnn_part2")
 REFERENCE = CONTENT.module.reference
 SETUP = (
     "import torch\nimport torch.nn.functional as F\nfrom torch import nn\n"
-    "from torchvision.transforms import v2\nfrom cnn_course import checks_part2\n"
+    "from torchvision.transforms import v2\nfrom cnn_course.labs.cnn_part2 import checks\n"
 )
 
 
@@ -106,27 +107,27 @@ def test_visible_checks_pass_the_solution_and_name_the_mistakes():
 
     right = functions("solution")
     model = right["make_better_model"]()
-    assert checks_part2.q1_better_model(model).passed
+    assert checks.q1_better_model(model).passed
     for check, name in [
-        (checks_part2.q2_augmentation, "augment"),
-        (checks_part2.q4_saliency, "saliency_map"),
-        (checks_part2.q5_occlusion, "occlusion_map"),
-        (checks_part2.q6_grad_cam, "grad_cam"),
-        (checks_part2.q7_top_activations, "top_activations"),
-        (checks_part2.q8_fgsm, "fgsm"),
+        (checks.q2_augmentation, "augment"),
+        (checks.q4_saliency, "saliency_map"),
+        (checks.q5_occlusion, "occlusion_map"),
+        (checks.q6_grad_cam, "grad_cam"),
+        (checks.q7_top_activations, "top_activations"),
+        (checks.q8_fgsm, "fgsm"),
     ]:
         report = check(right[name])
         assert report.passed, str(report)
     for sample, check, name, words in [
-        ("saliency_without_eval", checks_part2.q4_saliency, "saliency_map", "model.eval()"),
-        ("saliency_gradients_pile_up", checks_part2.q4_saliency, "saliency_map", "pile up"),
-        ("saliency_of_the_loss", checks_part2.q4_saliency, "saliency_map", "differs"),
-        ("occlusion_in_place", checks_part2.q5_occlusion, "occlusion_map", "in place"),
-        ("grad_cam_not_detached", checks_part2.q6_grad_cam, "grad_cam", "requires grad"),
-        ("top_in_increasing_order", checks_part2.q7_top_activations, "top_activations", "images"),
-        ("fgsm_wrong_sign", checks_part2.q8_fgsm, "fgsm", "the loss went from"),
-        ("fgsm_no_clamp", checks_part2.q8_fgsm, "fgsm", "clamp"),
-        ("augment_without_flips", checks_part2.q2_augmentation, "augment", "flip at random"),
+        ("saliency_without_eval", checks.q4_saliency, "saliency_map", "model.eval()"),
+        ("saliency_gradients_pile_up", checks.q4_saliency, "saliency_map", "pile up"),
+        ("saliency_of_the_loss", checks.q4_saliency, "saliency_map", "differs"),
+        ("occlusion_in_place", checks.q5_occlusion, "occlusion_map", "in place"),
+        ("grad_cam_not_detached", checks.q6_grad_cam, "grad_cam", "requires grad"),
+        ("top_in_increasing_order", checks.q7_top_activations, "top_activations", "images"),
+        ("fgsm_wrong_sign", checks.q8_fgsm, "fgsm", "the loss went from"),
+        ("fgsm_no_clamp", checks.q8_fgsm, "fgsm", "clamp"),
+        ("augment_without_flips", checks.q2_augmentation, "augment", "flip at random"),
     ]:
         report = check(functions(sample)[name])
         assert not report.passed and words in str(report), (sample, str(report))
@@ -176,14 +177,14 @@ def test_model_calls_get_a_fresh_grader_network_in_training_mode_and_the_layer_a
 def test_reference_network_follows_part_2_s_table():
     """Does the reference better network match the table the visible check uses?"""
     layers, error = judging.describe_model(REFERENCE.better_model(), (3, 32, 32))
-    assert error is None and judging.compare_layers(layers, judging.BETTER_LAYERS) == []
+    assert error is None and judging.compare_layers(layers, specs.BETTER_LAYERS) == []
 
 
 def test_reference_mistakes_differ_from_the_reference_on_the_grader_network():
     """Does every mistake the hidden tests recognise give a result that differs from the right
     one on the grader's network (else it could not be told apart)?"""
     inputs = CONTENT.grading_inputs(3)
-    from cnn_course_instructor.rebuild import rebuild
+    from cnn_course_instructor.grading.rebuild import rebuild
 
     model = rebuild(inputs["grader_model"]).eval()
     images, classes = inputs["saliency_map"][0]
@@ -201,7 +202,7 @@ def test_reference_mistakes_differ_from_the_reference_on_the_grader_network():
 def test_each_fgsm_mistake_is_told_apart_whatever_the_draw(seed):
     """For any run's draw, does each FGSM mistake the hidden test names (wrong sign, no clamp,
     training mode) move more of the values than the 1% the test forgives?"""
-    from cnn_course_instructor.rebuild import rebuild
+    from cnn_course_instructor.grading.rebuild import rebuild
 
     inputs = CONTENT.grading_inputs(seed)
     model = rebuild(inputs["grader_model"]).eval()
@@ -220,18 +221,18 @@ def test_the_plan_drawn_by_concurrent_graders_is_the_one_the_judge_draws():
     import sys
     from concurrent.futures import ThreadPoolExecutor
 
-    from cnn_course_instructor import scheduler
-    from cnn_course_instructor.worker import grading_plan
+    from cnn_course_instructor.grading import local
+    from cnn_course_instructor.grading.worker import grading_plan
 
     alone = grading_plan(CONTENT, 5)
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-5)  # switch threads often, as a loaded machine may
     try:
         for _ in range(3):
-            scheduler._plan_once.cache_clear()
+            local._plan_once.cache_clear()
             courses = [Course(REPO)] * 8  # one run's course, as the scheduler shares it
             with ThreadPoolExecutor(4) as pool:
-                plans = list(pool.map(scheduler._plan, courses, ["cnn_part2"] * 8, [5] * 8))
+                plans = list(pool.map(local.probe_plan, courses, ["cnn_part2"] * 8, [5] * 8))
             assert all(plan == alone for plan in plans)
     finally:
         sys.setswitchinterval(interval)
@@ -242,7 +243,7 @@ def test_top_activations_order_and_images_are_told_apart_whatever_the_draw(seed)
     """For any run's draw (a quarter of which leave channel 3 dead), do the grader's images
     excite the chosen channel with distinct maxima, so that increasing order, or the images
     with the lowest maxima, fail?"""
-    from cnn_course_instructor.rebuild import rebuild
+    from cnn_course_instructor.grading.rebuild import rebuild
 
     inputs = CONTENT.grading_inputs(seed)
     model = rebuild(inputs["grader_model"]).eval()
@@ -252,8 +253,8 @@ def test_top_activations_order_and_images_are_told_apart_whatever_the_draw(seed)
         maxima = model[: layer["layer"] + 1](images)[:, channel].flatten(1).max(dim=1).values
     top = maxima.sort(descending=True).values[: k + 1]
     assert float((top[:-1] - top[1:]).min()) > 1e-4, top
-    assert judging.positions_verdict({"output": judging.plain(right)}, right).passed
-    assert not judging.positions_verdict({"output": judging.plain(right.flip(0))}, right).passed
+    assert verdicts.positions_verdict({"output": judging.plain(right)}, right).passed
+    assert not verdicts.positions_verdict({"output": judging.plain(right.flip(0))}, right).passed
 
 
 def test_loaded_model_is_judged_by_its_learnt_weights_not_its_running_statistics():
@@ -264,8 +265,8 @@ def test_loaded_model_is_judged_by_its_learnt_weights_not_its_running_statistics
     loaded.load_state_dict(trained.state_dict())
     trained.train()(torch.rand(4, 3, 32, 32))  # moves batch normalisation's running statistics
     record = lambda model: judging.layer_records(model, (3, 32, 32))  # noqa: E731
-    assert judging.same_weights_verdict(record(loaded), record(trained)).passed
-    verdict = judging.same_weights_verdict(record(REFERENCE.better_model()), record(trained))
+    assert verdicts.same_weights_verdict(record(loaded), record(trained)).passed
+    verdict = verdicts.same_weights_verdict(record(REFERENCE.better_model()), record(trained))
     assert not verdict.passed and "layer 0 (Conv2d): weight differs" in verdict.message
 
 
@@ -292,9 +293,9 @@ def test_receptive_field_of_two_convolutions_and_a_pooling():
     model = nn.Sequential(
         nn.Conv2d(3, 2, 3, padding=1), nn.MaxPool2d(2), nn.Conv2d(2, 2, 3, padding=1)
     )
-    rows, cols = plots.receptive_field(model, model[2], (3, 16, 16), 1, 1)
+    rows, cols = figures.receptive_field(model, model[2], (3, 16, 16), 1, 1)
     assert (rows, cols) == (slice(0, 7), slice(0, 7))  # rows -1..6, clipped by the padding
-    rows, cols = plots.receptive_field(model, model[2], (3, 16, 16), 4, 4)
+    rows, cols = figures.receptive_field(model, model[2], (3, 16, 16), 4, 4)
     assert (rows.stop - rows.start, cols.stop - cols.start) == (8, 8)
 
 
@@ -306,20 +307,22 @@ def test_part_2_figures_and_static_widgets_draw_with_the_solution_functions():
     model = REFERENCE.better_model().eval()
     images, labels = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
     names = [str(i) for i in range(10)]
-    figure = widgets.explain_maps(
+    figure = explorers.explain_maps(
         model, images, labels, names, namespace["saliency_map"], namespace["occlusion_map"],
         namespace["grad_cam"], layer=model[9], static=True,
     )  # fmt: skip
     assert len(figure.axes) == 4 and "maps for" in figure._suptitle.get_text()
-    figure = widgets.fgsm_explorer(model, images, labels, names, namespace["fgsm"], static=True)
+    figure = explorers.fgsm_explorer(model, images, labels, names, namespace["fgsm"], static=True)
     assert "predictions changed" in figure._suptitle.get_text() and len(figure.axes) == 12
     places = namespace["top_activations"](model, model[9], images, 0, 3)
-    assert len(plots.show_patches(model, model[9], images, places).axes) == 6
-    assert plots.show_curve([0, 0.1], [0.5, 0.2], xlabel="epsilon", ylabel="accuracy")._repr_png_()
+    assert len(figures.show_patches(model, model[9], images, places).axes) == 6
+    assert figures.show_curve(
+        [0, 0.1], [0.5, 0.2], xlabel="epsilon", ylabel="accuracy"
+    )._repr_png_()
     with pytest.raises(CourseError, match="one per image"):
-        plots.show_maps(images, {"saliency": torch.rand(3, 32, 32)})
+        figures.show_maps(images, {"saliency": torch.rand(3, 32, 32)})
     with pytest.raises(CourseError, match="epsilon must be between"):
-        widgets.fgsm_explorer(model, images, labels, names, namespace["fgsm"], epsilon=1.0)
+        explorers.fgsm_explorer(model, images, labels, names, namespace["fgsm"], epsilon=1.0)
 
 
 def test_map_explorer_widget_redraws_for_another_image_and_class():
@@ -329,7 +332,7 @@ def test_map_explorer_widget_redraws_for_another_image_and_class():
     model = REFERENCE.better_model().eval()
     images, labels = torch.rand(3, 3, 32, 32), torch.tensor([0, 1, 2])
     names = [str(i) for i in range(10)]
-    explorer = widgets.explain_maps(
+    explorer = explorers.explain_maps(
         model, images, labels, names, namespace["saliency_map"], namespace["occlusion_map"],
         namespace["grad_cam"], layer=model[9], static=False,
     )  # fmt: skip
@@ -339,7 +342,7 @@ def test_map_explorer_widget_redraws_for_another_image_and_class():
     predicted = int(model(images[2:]).argmax())
     explorer.target.value = (predicted + 1) % 10
     assert bytes(first) != bytes(second) != bytes(explorer.image.value)
-    slider = widgets.fgsm_explorer(model, images, labels, names, namespace["fgsm"], static=False)
+    slider = explorers.fgsm_explorer(model, images, labels, names, namespace["fgsm"], static=False)
     before = slider.image.value
     slider.slider.value = 0.04
     assert bytes(slider.image.value) != bytes(before)
@@ -355,7 +358,7 @@ def test_fast_corpus_of_part_2_grades_as_expected(graded_part2):
     the solution get full marks, the untouched notebook zero, and each CI sample its scores?"""
     from grade_corpus import compare
 
-    from cnn_course_instructor.records import Status
+    from cnn_course_instructor.grading.results import Status
 
     samples, results = graded_part2.corpus, list(graded_part2.results.values())
     by_name = {result.student: result for result in results}

@@ -16,6 +16,7 @@ from matplotlib.image import imread
 
 from cnn_course import plots
 from cnn_course.errors import CourseError
+from cnn_course.labs.cnn_lab import figures as lab1_figures
 from cnn_course.training import History
 
 NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -290,7 +291,7 @@ def test_show_convolution_writes_out_one_output_value_as_torch_computes_it(tmp_p
     """Does the figure write the products under the window and the value F.conv2d gives there?"""
     image = torch.arange(20.0).view(4, 5) % 7
     kernel = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]])
-    figure = plots.show_convolution(image, kernel, row=1, col=2, bias=0.5)
+    figure = lab1_figures.show_convolution(image, kernel, row=1, col=2, bias=0.5)
     assert_renders(figure, tmp_path)
     expected = torch.nn.functional.conv2d(
         image[None, None], kernel[None, None], torch.tensor([0.5])
@@ -308,17 +309,17 @@ def test_show_convolution_writes_out_one_output_value_as_torch_computes_it(tmp_p
 def test_show_convolution_refuses_a_kernel_larger_than_the_image_and_a_position_outside():
     """Are a kernel that does not fit and a position outside the output explained?"""
     with pytest.raises(CourseError, match="larger than the image"):
-        plots.show_convolution(torch.zeros(2, 2), torch.zeros(3, 3))
+        lab1_figures.show_convolution(torch.zeros(2, 2), torch.zeros(3, 3))
     with pytest.raises(CourseError, match=r"must lie in the output of shape \(3, 3\)"):
-        plots.show_convolution(torch.zeros(5, 5), torch.zeros(3, 3), row=3)
+        lab1_figures.show_convolution(torch.zeros(5, 5), torch.zeros(3, 3), row=3)
     with pytest.raises(CourseError, match="2-D grid"):
-        plots.show_convolution(torch.zeros(1, 5, 5), torch.zeros(3, 3))
+        lab1_figures.show_convolution(torch.zeros(1, 5, 5), torch.zeros(3, 3))
 
 
 def test_show_padding_stride_draws_the_output_size_torch_gives(tmp_path):
     """Does each row show the padded input (zeros around) and an output of the size conv2d gives?"""
     settings = [(1, 0), (1, 1), (2, 1), (3, 2)]
-    figure = plots.show_padding_stride(size=6, kernel=3, settings=settings)
+    figure = lab1_figures.show_padding_stride(size=6, kernel=3, settings=settings)
     assert_renders(figure, tmp_path)
     for (stride, padding), (left, right) in zip(
         settings, np.reshape(figure.axes, (-1, 2)), strict=True
@@ -333,25 +334,25 @@ def test_show_padding_stride_draws_the_output_size_torch_gives(tmp_path):
             ["0"] * (6 + 2 * padding) if padding else list(map(str, range(1, 7)))
         )
     with pytest.raises(CourseError, match="no window fits"):
-        plots.show_padding_stride(size=2, kernel=5, settings=[(1, 0)])
+        lab1_figures.show_padding_stride(size=2, kernel=5, settings=[(1, 0)])
 
 
 def test_show_max_pooling_keeps_the_largest_value_of_each_window(tmp_path):
     """Does the output grid hold each window's maximum, and is that maximum bold in the input?"""
     values = torch.tensor([[1, 3, 2, 0], [5, 2, 1, 4], [0, 1, 7, 2], [3, 2, 1, 0]])
-    figure = plots.show_max_pooling(values)
+    figure = lab1_figures.show_max_pooling(values)
     assert_renders(figure, tmp_path)
     assert grid_numbers(figure.axes[1]) == ["5", "4", "3", "7"]
     bold = [t.get_text() for t in figure.axes[0].texts if t.get_fontweight() == "bold"]
     assert sorted(bold) == ["3", "4", "5", "7"]
     with pytest.raises(CourseError, match="does not split into 2×2 windows"):
-        plots.show_max_pooling(torch.zeros(3, 4))
+        lab1_figures.show_max_pooling(torch.zeros(3, 4))
 
 
 def test_show_relu_sets_negative_values_to_zero(tmp_path):
     """Is the grid after ReLU the grid before with its negative values replaced by 0?"""
     values = torch.tensor([[-2.0, 1.5], [3.0, -0.5]])
-    figure = plots.show_relu(values)
+    figure = lab1_figures.show_relu(values)
     assert_renders(figure, tmp_path)
     assert grid_numbers(figure.axes[1]) == ["-2", "1.50", "3", "-0.50"]
     assert grid_numbers(figure.axes[2]) == ["0", "1.50", "3", "0"]
@@ -360,7 +361,7 @@ def test_show_relu_sets_negative_values_to_zero(tmp_path):
 def test_show_softmax_cross_entropy_gives_the_loss_torch_computes(tmp_path):
     """Do the bars hold the softmax probabilities and the title the loss F.cross_entropy gives?"""
     scores = torch.tensor([2.0, 1.0, 0.1, -1.0])
-    figure = plots.show_softmax_cross_entropy(scores, 1, ["cat", "dog", "ship", "car"])
+    figure = lab1_figures.show_softmax_cross_entropy(scores, 1, ["cat", "dog", "ship", "car"])
     assert_renders(figure, tmp_path)
     loss = torch.nn.functional.cross_entropy(scores[None], torch.tensor([1])).item()
     assert figure.get_suptitle().endswith(f"= {loss:.2f}") and "p(dog)" in figure.get_suptitle()
@@ -368,9 +369,9 @@ def test_show_softmax_cross_entropy_gives_the_loss_torch_computes(tmp_path):
     assert np.allclose(heights, torch.softmax(scores, 0).numpy())
     assert same_color(figure.axes[2].patches[1].get_facecolor(), "tab:green")
     with pytest.raises(CourseError, match="target must be a class in 0..3"):
-        plots.show_softmax_cross_entropy(scores, 4)
+        lab1_figures.show_softmax_cross_entropy(scores, 4)
     with pytest.raises(CourseError, match="4 scores but 2 class names"):
-        plots.show_softmax_cross_entropy(scores, 0, ["a", "b"])
+        lab1_figures.show_softmax_cross_entropy(scores, 0, ["a", "b"])
 
 
 def test_show_filters_draws_one_selected_channel(tmp_path):

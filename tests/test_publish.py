@@ -134,7 +134,14 @@ def test_published_package_is_the_installed_student_package(published, sample_re
     """Is modules/cnn_course/ the installed cnn_course, every file of it, even from a repository
     without a cnn_course/ folder?"""
     installed = _installed_student_package()
-    assert {"__init__.py", "checks.py", "data.py", "judging.py", "labs.py"} <= set(installed)
+    assert {
+        "__init__.py",
+        "checks.py",
+        "data.py",
+        "judging/__init__.py",
+        "labs/__init__.py",
+    } <= set(installed)
+    assert any(name.startswith("labs/cnn_lab/") for name in installed)  # each lab's package
     for tree in (published, None):
         if tree is None:
             assert not (sample_repo / "cnn_course").exists()
@@ -248,11 +255,11 @@ def test_modules_import_from_the_tree_alone(published, tmp_path):
     """Does every published module import from modules/ alone, with no instructor package there?"""
     tree = shutil.copytree(published, tmp_path / "tree")
     names = sorted(
-        name.removesuffix(".py")
+        name.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
         for name in _installed_student_package()
-        if name.endswith(".py") and name != "__init__.py" and "/" not in name
+        if name.endswith(".py") and name != "__init__.py"
     )
-    assert {"checks", "data", "judging", "labs"} <= set(names)
+    assert {"checks", "data", "judging", "labs", "labs.cnn_lab.checks"} <= set(names)
     script = (
         "import importlib, importlib.util, sys\n"
         f"for name in {names!r}:\n"
@@ -418,7 +425,7 @@ def test_the_leak_search_finds_what_it_looks_for(published, secrets, tmp_path):
         "notebooks/cnn_lab_solution.ipynb": (solution.read_bytes(), "solution lines"),
         "modules/cnn_course/hidden.py": (_disguised(hidden_tests), "autograder lines"),
         "modules/cnn_course/grading.py": (
-            _disguised(REPO / INSTRUCTOR_PACKAGE / "registry.py"),
+            _disguised(REPO / INSTRUCTOR_PACKAGE / "grading" / "registry.py"),
             "instructor lines",
         ),
         "modules/cnn_course/tools.py": (

@@ -15,17 +15,18 @@ from test_checks import FLATTENINGS, FunctionalCifar, FunctionalMnist
 from torch import nn
 
 from cnn_course import judging
-from cnn_course_instructor import rebuild as rebuild_module
+from cnn_course.labs.cnn_part2 import verdicts as lab2_verdicts
 from cnn_course_instructor.course import Course
-from cnn_course_instructor.judge import _within_budget, judged_batch_sizes
-from cnn_course_instructor.rebuild import (
+from cnn_course_instructor.grading import rebuild as rebuild_module
+from cnn_course_instructor.grading.judge import _within_budget, judged_batch_sizes
+from cnn_course_instructor.grading.rebuild import (
     REBUILT_KINDS,
     RebuildError,
     over_budget,
     rebuild,
     refused_records,
 )
-from cnn_course_instructor.registry import Context
+from cnn_course_instructor.grading.registry import Context
 
 COURSE = Course(REPO)
 PART1, PART2 = COURSE.content("cnn_lab"), COURSE.content("cnn_part2")
@@ -47,7 +48,7 @@ def appended(records: dict, layer: nn.Module) -> dict:
     crafted["layers"].append(
         {
             "kind": type(layer).__name__,
-            "config": judging._layer_config(layer),
+            "config": judging.layer_config(layer),
             "output_shape": None,
             "tensors": tensors,
         }
@@ -429,5 +430,5 @@ def test_a_refused_model_holds_no_values_and_its_loading_is_not_compared():
     assert all(weight is None or weight.device.type == "meta" for weight in weights)
     counts = [layer.parameters for layer in judging.layers_from_records(refused)]
     assert counts == [layer.parameters for layer in judging.layers_from_records(records)]
-    verdict = judging.same_weights_verdict(refused, refused)
+    verdict = lab2_verdicts.same_weights_verdict(refused, refused)
     assert not verdict.passed and verdict.message == refusal

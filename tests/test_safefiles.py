@@ -15,9 +15,9 @@ from torch import nn
 
 from cnn_course import judging
 from cnn_course_instructor import sandbox
-from cnn_course_instructor.rebuild import over_budget
+from cnn_course_instructor.grading.rebuild import over_budget
+from cnn_course_instructor.grading.submissions import find_submissions, read
 from cnn_course_instructor.safefiles import UnsafeFile, read_regular, read_under, remove_tree
-from cnn_course_instructor.submissions import find_submissions, read
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -164,9 +164,9 @@ def reserved_uid(monkeypatch, tmp_path):
     if os.geteuid() != 0:
         pytest.skip("uids are leased as root")
     with sandbox.UidLease() as held:
-        monkeypatch.setattr(sandbox, "LEASE_DIR", tmp_path / "leases")
-        monkeypatch.setattr(sandbox, "UID_BASE", held.uid)
-        monkeypatch.setattr(sandbox, "UID_COUNT", 1)
+        monkeypatch.setattr(sandbox.leases, "LEASE_DIR", tmp_path / "leases")
+        monkeypatch.setattr(sandbox.leases, "UID_BASE", held.uid)
+        monkeypatch.setattr(sandbox.leases, "UID_COUNT", 1)
         yield held.uid
 
 
@@ -200,10 +200,10 @@ def _ended(left: subprocess.Popen):
 def test_leasing_a_uid_first_ends_what_still_runs_as_it(reserved_uid):
     """Does a new lease of a uid end every process an earlier sandbox left running as it?"""
     with _ended(_leave_processes(reserved_uid, 20)) as left:
-        assert len(sandbox._running_as(reserved_uid)) == 21
+        assert len(sandbox.leases._running_as(reserved_uid)) == 21
         with sandbox.UidLease() as lease:
             assert lease.uid == reserved_uid
-            assert sandbox._running_as(reserved_uid) == []
+            assert sandbox.leases._running_as(reserved_uid) == []
         assert left.wait(timeout=10) == -signal.SIGKILL
 
 
@@ -212,7 +212,7 @@ def test_ending_a_lease_ends_what_still_runs_as_its_uid(reserved_uid):
     with sandbox.UidLease() as lease:
         left = _leave_processes(lease.uid, 5)
     with _ended(left):
-        assert sandbox._running_as(reserved_uid) == []
+        assert sandbox.leases._running_as(reserved_uid) == []
         assert left.wait(timeout=10) == -signal.SIGKILL
 
 
@@ -231,7 +231,7 @@ def test_ending_a_lease_ends_what_still_runs_as_its_uid(reserved_uid):
 )
 def test_budget_sizes_are_the_sizes_pytorch_computes(layers, shape, monkeypatch):
     """Does the budget, computed from the records alone, count the values PyTorch's layers give?"""
-    from cnn_course_instructor import rebuild
+    from cnn_course_instructor.grading import rebuild
 
     model = nn.Sequential(*layers)
     records = judging.layer_records(model, shape)

@@ -20,8 +20,8 @@ from corpus import FULL, STUDENT
 from hostile import ATTEMPTS, PROCESS_HOLDER, TOTAL
 
 from cnn_course_instructor.course import Course
-from cnn_course_instructor.sandbox import sandbox_available
-from cnn_course_instructor.scheduler import grade_class
+from cnn_course_instructor.grading.run import grade_class
+from cnn_course_instructor.sandbox import cgroups, sandbox_available
 
 pytestmark = [
     pytest.mark.slow,
@@ -112,7 +112,7 @@ _GRADER = """
 import sys
 from pathlib import Path
 import nbformat
-from cnn_course_instructor.execute import run_notebook
+from cnn_course_instructor.grading.kernel import run_notebook
 from cnn_course_instructor.sandbox import Sandbox
 notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(sys.argv[2])])
 run_notebook(notebook, cwd=Path(sys.argv[1]), sandboxed=Sandbox(), env={"HOLD_SECONDS": "300"})
@@ -230,13 +230,13 @@ def test_a_history_the_student_made_up_earns_no_points(graded_class):
 def test_a_second_run_on_the_same_output_folder_refuses(tmp_path):
     """Does a second grading run on an output folder in use stop at once, saying why?"""
     from cnn_course.errors import CourseError
-    from cnn_course_instructor.scheduler import _exclusive
+    from cnn_course_instructor.grading.run import _Exclusive
 
-    with _exclusive(tmp_path):
+    with _Exclusive(tmp_path):
         with pytest.raises(CourseError, match="Another `cnn-course grade` is using"):
-            with _exclusive(tmp_path):
+            with _Exclusive(tmp_path):
                 pass
-    with _exclusive(tmp_path):  # free again once the first run ended
+    with _Exclusive(tmp_path):  # free again once the first run ended
         pass
 
 
@@ -400,7 +400,7 @@ def _run_cells(tmp_path: Path, cells: list[str], cell_timeout: int = 3, **option
     the Execution."""
     import nbformat
 
-    from cnn_course_instructor.execute import run_notebook
+    from cnn_course_instructor.grading.kernel import run_notebook
     from cnn_course_instructor.sandbox import Sandbox
 
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
@@ -483,7 +483,7 @@ def test_code_in_a_sandbox_cannot_start_a_session_of_its_own(tmp_path):
 
 
 @pytest.mark.skipif(
-    not __import__("cnn_course_instructor.cgroups").cgroups.support().kind,
+    not cgroups.support().kind,
     reason="no cgroup per sandbox on this machine (the fallback is tested)",
 )
 def test_each_kernel_runs_in_a_cgroup_of_its_own_removed_after(tmp_path):
@@ -491,7 +491,8 @@ def test_each_kernel_runs_in_a_cgroup_of_its_own_removed_after(tmp_path):
     sandbox's memory limit), and the group gone once the kernel has ended?"""
     import threading
 
-    from cnn_course_instructor import cgroups, sandbox
+    from cnn_course_instructor import sandbox
+    from cnn_course_instructor.sandbox import cgroups
 
     seen = {}
 
@@ -591,8 +592,7 @@ def test_a_memory_hog_split_across_processes_costs_only_its_own_sandbox(tmp_path
     """Do eight processes of 150 MB each, in a sandbox allowed 600 MB in all, have the sandbox's
     own processes stopped (by its cgroup's limit, or by the grader's watch where there is no
     cgroup), the run reported as over its memory, and the grader untouched?"""
-    from cnn_course_instructor import cgroups
-    from cnn_course_instructor.sandbox import Limits, Sandbox
+    from cnn_course_instructor.sandbox import Limits, Sandbox, cgroups
 
     if cgroup and not cgroups.support().kind:
         pytest.skip(f"no cgroup per sandbox here ({cgroups.support().reason})")
@@ -658,14 +658,14 @@ def test_host_paths_under_the_private_folders_are_found_inside(real_root):
         program = (
             "import sys\n"
             "from cnn_course_instructor import sandbox\n"
-            "from cnn_course_instructor.worker import Job, data_view\n"
+            "from cnn_course_instructor.grading.job import GradingRun\n"
+            "from cnn_course_instructor.grading.worker import data_view\n"
             "from cnn_course import data\n"
             "root = data.resolve_root(sys.argv[1]).path\n"
             "data.load_mnist('test', root=root)\n"
             "entries = tuple(str(p) for p in data.cache_entries(root))\n"
-            "job = Job(course='', lab='', notebook='', result='', executed='', work='', seed=0,\n"
-            "          data_root=str(root.resolve()), cache_entries=entries)\n"
-            "binds, env = data_view(job)\n"
+            "run = GradingRun('', 0, str(root.resolve()), cache_entries=entries)\n"
+            "binds, env = data_view(run)\n"
             "inside = 'import sys; from cnn_course import data; "
             'print(sys.prefix, tuple(data.load_mnist("test").images.shape))\'\n'
             "box = sandbox.Sandbox(binds=binds, env=env)\n"

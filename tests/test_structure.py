@@ -20,7 +20,7 @@ from cnn_course.errors import CourseError
 from cnn_course.labs import Lab
 from cnn_course_instructor import build
 from cnn_course_instructor.course import Course
-from cnn_course_instructor.registry import Context
+from cnn_course_instructor.grading.registry import Context
 
 SAMPLE = Path(__file__).parent / "samples" / "build_repo"
 RUNTIME = REPO / "cnn_course"
@@ -30,7 +30,11 @@ INSTRUCTOR_ONLY = ("cnn_course_instructor", "nbgrader", "jupytext", "nbclient", 
 
 def test_student_modules_import_nothing_of_the_instructor_side():
     """Does importing every student module load no instructor module (checked on sys.modules)?"""
-    modules = sorted(p.stem for p in RUNTIME.glob("*.py") if p.stem != "__init__")
+    modules = sorted(
+        ".".join(p.relative_to(RUNTIME).with_suffix("").parts).removesuffix(".__init__")
+        for p in RUNTIME.rglob("*.py")
+        if p != RUNTIME / "__init__.py"
+    )
     code = (
         "import sys, importlib\n"
         f"for name in {modules!r}:\n"
@@ -44,6 +48,7 @@ def test_student_modules_import_nothing_of_the_instructor_side():
     )
     assert found.stdout.strip() == "[]", found.stdout
     assert {"checks", "data", "judging", "labs", "training", "widgets"} <= set(modules)
+    assert {"labs.cnn_lab.checks", "labs.cnn_part2.explorers"} <= set(modules)
 
 
 def _imports(path: Path) -> set[str]:
@@ -120,7 +125,7 @@ def test_a_grading_worker_starts_without_torch_or_torchvision():
     judge and kernel load it) nor torchvision, while the student runtime avoids torchvision?"""
     code = (
         "import sys\n"
-        "import cnn_course_instructor.worker\n"
+        "import cnn_course_instructor.grading.worker\n"
         "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))\n"
         "from cnn_course import checks, data, labs, plots, training, widgets\n"
         "print(sorted(m for m in ('torchvision',) if m in sys.modules))"
@@ -212,7 +217,7 @@ def test_hidden_tests_that_disagree_with_the_lab_are_refused_by_build_and_grade(
     tests.write_text(tests.read_text().replace(*edit))
     with pytest.raises(CourseError, match=message):
         build.build(tmp_path)
-    from cnn_course_instructor.scheduler import grade_class
+    from cnn_course_instructor.grading.run import grade_class
 
     with pytest.raises(CourseError, match=message):
         grade_class(tmp_path, tmp_path / "out", course=Course(tmp_path), sandbox=False)
@@ -221,7 +226,7 @@ def test_hidden_tests_that_disagree_with_the_lab_are_refused_by_build_and_grade(
 
 def test_a_test_that_raises_fails_alone_with_the_reason():
     """Does an exception inside one hidden test become that test's failure, not a crash?"""
-    from cnn_course_instructor.registry import Registry
+    from cnn_course_instructor.grading.registry import Registry
 
     registry = Registry()
 
@@ -243,7 +248,7 @@ def test_a_test_that_raises_fails_alone_with_the_reason():
 
 def test_results_cross_processes_as_typed_records():
     """Does a result survive its JSON form with its status enum and measurements?"""
-    from cnn_course_instructor.records import Status, SubmissionResult, TestResult
+    from cnn_course_instructor.grading.results import Status, SubmissionResult, TestResult
 
     result = SubmissionResult.from_tests(
         Status.GRADED,
@@ -263,7 +268,7 @@ def test_probe_is_a_module_that_records_plain_data(tmp_path):
     """Does the probe cell, run apart from the student's names, record plain data only?"""
     from torch import nn
 
-    from cnn_course_instructor.worker import probe_cell
+    from cnn_course_instructor.grading.worker import probe_cell
 
     plan = [
         {"key": "model", "kind": "model", "name": "net", "input_shape": (1, 4, 4)},

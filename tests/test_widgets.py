@@ -502,7 +502,9 @@ def test_grading_never_imports_matplotlib():
     """A grading kernel calls figure helpers and views without importing matplotlib (0.5 s)."""
     script = """
 import sys, torch
-from cnn_course import checks, checks_part2, data, labs, plots, training, widgets
+from cnn_course import checks, data, labs, plots, training, widgets
+from cnn_course.labs.cnn_lab import checks, figures
+from cnn_course.labs.cnn_part2 import checks, explorers, figures
 plots.show_images(torch.rand(2, 1, 5, 5), [0, 1], ["a", "b"])
 plots.show_filters(torch.rand(4, 1, 3, 3))
 widgets.TrainingMonitor(training.History(), 1, title="t")

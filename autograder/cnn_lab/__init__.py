@@ -12,9 +12,11 @@ import torch
 from torch import nn
 
 from cnn_course import judging, training
-from cnn_course.judging import CIFAR_LAYERS, MNIST_LAYERS, Verdict
-from cnn_course_instructor.rebuild import RebuildError, rebuild
-from cnn_course_instructor.registry import GRADING_IMAGES, Context, Registry, need
+from cnn_course.judging import Verdict
+from cnn_course.labs.cnn_lab import verdicts
+from cnn_course.labs.cnn_lab.specs import CIFAR_LAYERS, MNIST_LAYERS
+from cnn_course_instructor.grading.rebuild import RebuildError, rebuild
+from cnn_course_instructor.grading.registry import GRADING_IMAGES, Context, Registry, need
 
 from .reference import train_model
 
@@ -32,7 +34,7 @@ THRESHOLDS = {"mnist": 0.80, "cifar10": 0.20}
 PUBLIC_FACTS = {
     "thresholds": THRESHOLDS,
     "images": GRADING_IMAGES,
-    "mlp_tolerance": f"{judging.BUDGET_TOLERANCE:.0%}",
+    "mlp_tolerance": f"{verdicts.BUDGET_TOLERANCE:.0%}",
 }
 
 # What the probe records from the student's kernel, under which key.
@@ -263,7 +265,7 @@ for _index, (_name, *_) in enumerate(_CONVOLUTION_CASES):
     @tests.case("q1_conv2d", points=0.75, name=_name)
     def _convolution(record: dict, context: Context, index: int = _index) -> Verdict:
         output = need(record, "conv2d")[index]
-        return judging.conv2d_verdict(output, *context.inputs["convolutions"][index])
+        return verdicts.conv2d_verdict(output, *context.inputs["convolutions"][index])
 
 
 _SIZE_CASES = (
@@ -277,7 +279,7 @@ for _index, _name in enumerate(_SIZE_CASES):
     @tests.case("q2_output_size", points=0.5, name=_name)
     def _size(record: dict, context: Context, index: int = _index) -> Verdict:
         output = need(record, "conv_output_size")[index]
-        return judging.output_size_verdict(output, *context.inputs["sizes"][index])
+        return verdicts.output_size_verdict(output, *context.inputs["sizes"][index])
 
 
 for _index, _name in enumerate(("convolution with 3 input channels", "another convolution")):
@@ -286,20 +288,20 @@ for _index, _name in enumerate(("convolution with 3 input channels", "another co
     def _conv_count(record: dict, context: Context, index: int = _index) -> Verdict:
         output = need(record, "conv_parameters")[index]
         c_in, c_out, kernel = context.inputs["convs"][index]
-        return judging.parameter_count_verdict(output, nn.Conv2d(c_in, c_out, kernel))
+        return verdicts.parameter_count_verdict(output, nn.Conv2d(c_in, c_out, kernel))
 
 
 @tests.case("q3_parameter_count", points=0.5, name="linear layer")
 def _linear_count(record: dict, context: Context) -> Verdict:
     (n_in, n_out) = context.inputs["linears"][0]
     output = need(record, "linear_parameters")[0]
-    return judging.parameter_count_verdict(output, nn.Linear(n_in, n_out))
+    return verdicts.parameter_count_verdict(output, nn.Linear(n_in, n_out))
 
 
 @tests.case("q3_parameter_count", points=0.5, name="mnist_parameters: the whole MNIST model")
 def _mnist_count(record: dict, context: Context) -> Verdict:
-    layers = judging.parametrised_layers(MNIST_LAYERS)
-    return judging.parameter_count_verdict(need(record, "mnist_parameters"), layers)
+    layers = verdicts.parametrised_layers(MNIST_LAYERS)
+    return verdicts.parameter_count_verdict(need(record, "mnist_parameters"), layers)
 
 
 _register_architecture(
@@ -348,14 +350,14 @@ _register_training(
 @tests.case("q9_mlp_model", points=1, name="fully connected layers only, raw scores out")
 def _mlp_layers(record: dict, context: Context) -> Verdict:
     layers, error = _layers(record, "mlp_model")
-    return judging.mlp_verdict(layers, MNIST_LAYERS[-1].output_shape, error)
+    return verdicts.mlp_verdict(layers, MNIST_LAYERS[-1].output_shape, error)
 
 
 @tests.case("q9_mlp_model", points=1, name="about as many parameters as the CNN")
 def _mlp_budget(record: dict, context: Context) -> Verdict:
     layers, _ = _layers(record, "mlp_model")
-    budget = sum(p.numel() for p in judging.parametrised_layers(MNIST_LAYERS).parameters())
-    return judging.budget_verdict(layers, budget)
+    budget = sum(p.numel() for p in verdicts.parametrised_layers(MNIST_LAYERS).parameters())
+    return verdicts.budget_verdict(layers, budget)
 
 
 _register_architecture(

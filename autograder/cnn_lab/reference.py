@@ -8,10 +8,11 @@ import torch
 from torch import nn
 
 from cnn_course.data import ImageSet
-from cnn_course.judging import CIFAR_LAYERS, MNIST_LAYERS, LayerSpec
+from cnn_course.judging import LayerSpec
 from cnn_course.labs import Schedule
+from cnn_course.labs.cnn_lab.specs import CIFAR_LAYERS, MNIST_LAYERS
 from cnn_course.training import History, seed_everything
-from cnn_course_instructor.rebuild import rebuild
+from cnn_course_instructor.grading.rebuild import rebuild
 
 __all__ = ["cifar_model", "mnist_model", "train_model"]
 

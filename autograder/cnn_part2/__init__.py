@@ -14,9 +14,11 @@ import torch
 import torch.nn.functional as F
 
 from cnn_course import judging
-from cnn_course.judging import BETTER_LAYERS, Verdict
-from cnn_course_instructor.rebuild import RebuildError, rebuild
-from cnn_course_instructor.registry import Context, Registry, need
+from cnn_course.judging import Verdict
+from cnn_course.labs.cnn_part2 import verdicts
+from cnn_course.labs.cnn_part2.specs import BETTER_LAYERS
+from cnn_course_instructor.grading.rebuild import RebuildError, rebuild
+from cnn_course_instructor.grading.registry import Context, Registry, need
 
 from . import reference
 
@@ -143,12 +145,14 @@ def _augment_images(context: Context) -> list[torch.Tensor]:
 
 @tests.case("q2_augmentation", points=1, name="each image flipped and/or shifted, nothing else")
 def _augmented(record: dict, context: Context) -> Verdict:
-    return judging.augmentation_verdict(_calls(record, "augment"), _augment_images(context))
+    return verdicts.augmentation_verdict(_calls(record, "augment"), _augment_images(context))
 
 
 @tests.case("q2_augmentation", points=1, name="random flips and shifts")
 def _variety(record: dict, context: Context) -> Verdict:
-    return judging.augmentation_variety_verdict(_calls(record, "augment"), _augment_images(context))
+    return verdicts.augmentation_variety_verdict(
+        _calls(record, "augment"), _augment_images(context)
+    )
 
 
 # --- exercise 3: training, saving and loading -------------------------------------------------------
@@ -184,7 +188,7 @@ def _history(record: dict, context: Context) -> Verdict:
 
 @tests.case("q3_better_training", points=0.5, name="the loaded model holds the trained weights")
 def _loaded(record: dict, context: Context) -> Verdict:
-    return judging.same_weights_verdict(need(record, "loaded_model"), need(record, "better_model"))
+    return verdicts.same_weights_verdict(need(record, "loaded_model"), need(record, "better_model"))
 
 
 # --- exercises 4 to 6: maps ------------------------------------------------------------------
@@ -206,7 +210,7 @@ def _maps_verdict(record, context, key, what, mistakes, scale_free=False) -> Ver
     for entry, args in zip(_calls(record, key), context.inputs[key], strict=True):
         real = _resolved(model, args)
         variants = [(message, partial(function, model, *real, **how)) for message, how in mistakes]
-        verdict = judging.map_verdict(
+        verdict = verdicts.map_verdict(
             entry, function(model, *real), what, variants, scale_free=scale_free
         )
         if not verdict.passed:
@@ -270,7 +274,7 @@ def _top(record: dict, context: Context) -> Verdict:
     model = _grader_model(context)
     (args,) = context.inputs["top_activations"]
     expected = reference.top_activations(model, *_resolved(model, args))
-    return judging.positions_verdict(_calls(record, "top_activations")[0], expected)
+    return verdicts.positions_verdict(_calls(record, "top_activations")[0], expected)
 
 
 # --- exercise 8: FGSM ------------------------------------------------------------------------------
@@ -317,7 +321,7 @@ def _fgsm_bounds(record: dict, context: Context) -> Verdict:
     for entry, (images, _, epsilon) in zip(
         _calls(record, "fgsm"), context.inputs["fgsm"], strict=True
     ):
-        verdict = judging.adversarial_bounds_verdict(entry, images, epsilon)
+        verdict = verdicts.adversarial_bounds_verdict(entry, images, epsilon)
         if not verdict.passed:
             return verdict
     return Verdict(True)

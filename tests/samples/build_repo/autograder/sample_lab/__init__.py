@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from cnn_course.judging import Verdict
-from cnn_course_instructor.registry import Context, Registry, need
+from cnn_course_instructor.grading.registry import Context, Registry, need
 
 PROBE = [{"key": "double", "kind": "calls", "name": "double", "inputs": "numbers"}]
 

@@ -14,7 +14,7 @@ from cnn_course.judging import Verdict
 from cnn_course.labs import Lab
 
 from .rebuild import rebuild
-from .records import TestResult
+from .results import TestResult
 
 __all__ = ["GRADING_IMAGES", "Context", "NotRecorded", "Registry", "TestCase", "need"]
 

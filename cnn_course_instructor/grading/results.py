@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
 
-__all__ = ["Status", "SubmissionResult", "TestResult"]
+__all__ = ["Graded", "Status", "SubmissionResult", "TestResult"]
 
 
 class Status(str, Enum):
@@ -123,3 +123,12 @@ class SubmissionResult:
     @classmethod
     def read(cls, path: Path) -> SubmissionResult:
         return cls.from_json(Path(path).read_text(encoding="utf-8"))
+
+
+@dataclass(frozen=True)
+class Graded:
+    """One submission's result, and its executed notebook (at most the kernel's
+    ``EXECUTED_LIMIT`` bytes), as a worker hands them back to the run."""
+
+    result: SubmissionResult
+    executed: bytes | None

@@ -1,4 +1,4 @@
-"""Reports from a lab's results: grades.csv, one feedback page per student, nbgrader's gradebook."""
+"""A lab's outputs from its results: grades.csv, one feedback page per student, nbgrader's gradebook."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ import jinja2
 
 from cnn_course.labs import Lab
 
-from .records import Status, SubmissionResult
+from .results import Status, SubmissionResult
 
 __all__ = [
     "feedback_html",
     "fill_gradebook",
     "grades_csv",
     "render",
-    "write_reports",
+    "write_outputs",
     "write_text",
 ]
 
@@ -81,17 +81,13 @@ def feedback_html(result: SubmissionResult, lab: Lab) -> str:
     )
 
 
-def write_reports(folder: Path, results: list[SubmissionResult], lab: Lab, gradebook: Path) -> None:
-    """``folder/grades.csv``, ``folder/feedback/<student>.html``, the gradebook entries and the
-    class report ``folder/report/index.html``."""
-    from .class_report import write_class_report
-
+def write_outputs(folder: Path, results: list[SubmissionResult], lab: Lab, gradebook: Path) -> None:
+    """``folder/grades.csv``, ``folder/feedback/<student>.html`` and the gradebook entries."""
     write_text(folder / "grades.csv", grades_csv(results, lab))
     (folder / "feedback").mkdir(exist_ok=True)
     for result in results:
         write_text(folder / "feedback" / f"{result.student}.html", feedback_html(result, lab))
     fill_gradebook(gradebook, lab, results)
-    write_class_report(folder, lab)
 
 
 def fill_gradebook(db_path: Path, lab: Lab, results: list[SubmissionResult]) -> None:

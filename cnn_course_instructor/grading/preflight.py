@@ -11,7 +11,6 @@ import os
 import platform
 import sys
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,10 +18,20 @@ import nbformat
 
 from cnn_course.errors import CourseError
 
-from . import cgroups, sandbox
-from .course import Course
+from .. import TOOLS, sandbox
+from ..course import Course
+from ..sandbox import cgroups
+from ..sandbox.bwrap import bwrap_binds
+from .job import GradingRun, course_of
 
-__all__ = ["Check", "PreflightFailed", "environment_checks", "kernel_check", "require"]
+__all__ = [
+    "Check",
+    "PreflightFailed",
+    "environment_checks",
+    "kernel_checks",
+    "require",
+    "warm_data",
+]
 
 
 class PreflightFailed(CourseError):
@@ -130,10 +139,10 @@ def _layout_check(course: Course, data_root: Path | None) -> Check:
     try:
         root = data.resolve_root(data_root).path.resolve()
         cache = [str(p) for p in data.cache_entries(root)]
-        tools = Path(__file__).resolve().parent
+        tools = TOOLS
         mounts = [
             *sandbox.python_binds(),
-            *sandbox._bwrap_binds(sandbox.find_bwrap() or "bwrap"),
+            *bwrap_binds(sandbox.find_bwrap() or "bwrap"),
             sandbox.Mount(str(root), sandbox.DATA_VIEW),
             *(sandbox.Mount(p, f"{sandbox.CACHE_VIEW}/{Path(p).name}") for p in cache),
             sandbox.Mount(str(course.root.resolve()), sandbox.COURSE_VIEW),
@@ -199,16 +208,16 @@ def _schedstat_check() -> Check:
 
 
 def _data_checks(data_root: Path | None) -> list[Check]:
-    from cnn_course import data
+    from cnn_course import data, settings
 
     try:
         root = data.resolve_root(data_root)
     except CourseError as error:
         return [Check("data root", False, str(error))]
     checks = [Check("data root", True, root.describe())]
-    for name, loader in (("MNIST", data.load_mnist), ("CIFAR-10", data.load_cifar10)):
+    for dataset, name in settings.DATASETS.items():
         try:
-            images = loader("test", root=data_root).images
+            images = data.load(dataset, "test", root=data_root).images
             checks.append(
                 Check(name, True, f"{len(images):,} test images, {tuple(images.shape[1:])}")
             )
@@ -268,33 +277,41 @@ def preflight_notebook(course: Course, lab: str) -> nbformat.NotebookNode:
         nbformat.v4.new_code_cell(
             "from cnn_course import data as _data\n"
             f"for _name in {datasets!r}:\n"
-            "    _loader = _data.load_mnist if _name == 'mnist' else _data.load_cifar10\n"
-            "    _images = _loader('test').images[:1]\n"
+            "    _images = _data.load(_name, 'test').images[:1]\n"
             "    print('preflight:', _name, tuple(_images.shape), float(_images.float().mean()) >= 0)\n"
         )
     )
     return nbformat.v4.new_notebook(cells=cells)
 
 
-def kernel_check(lab: str, grade: Callable[[bytes], object], course: Course) -> Check:
-    """One sandboxed kernel started exactly as a submission's (``grade`` grades the notebook's
-    bytes as a submission: a ``scheduler.Graded``), running ``preflight_notebook``, its record
-    judged: passes when the judge answered and no cell failed."""
-    content = nbformat.writes(preflight_notebook(course, lab)).encode()
-    graded = grade(content)
-    result = graded.result
-    if result.status.value == "graded" and not result.reason:
-        return Check(
-            f"kernel and judge ({lab})",
-            True,
-            "a sandboxed kernel ran the setup and read the data; the judge answered",
-        )
-    reason = result.reason.removesuffix("; rerun the same command to grade it")
-    return Check(
-        f"kernel and judge ({lab})",
-        False,
-        f"{result.status.value}: {reason or 'the judge gave no test results'}",
-    )
+def kernel_checks(run: GradingRun, labs: list[str], work_parent: Path) -> list[Check]:
+    """For each lab, one sandboxed kernel started exactly as a submission's (its own worker
+    process, sandbox, probe and judge), running ``preflight_notebook``: passes when the judge
+    answered and no cell failed."""
+    from .local import Started
+
+    course, found = course_of(run.course), []
+    for lab in labs:
+        content = nbformat.writes(preflight_notebook(course, lab)).encode()
+        started = Started(run, lab, "preflight", content, work_parent, restore_locked=False)
+        result = started.finish().result
+        name = f"kernel and judge ({lab})"
+        if result.status.value == "graded" and not result.reason:
+            detail = "a sandboxed kernel ran the setup and read the data; the judge answered"
+            found.append(Check(name, True, detail))
+            continue
+        reason = result.reason.removesuffix("; rerun the same command to grade it")
+        detail = f"{result.status.value}: {reason or 'the judge gave no test results'}"
+        found.append(Check(name, False, detail))
+    return found
+
+
+def warm_data(data_root: Path) -> None:
+    """Fail early if the data is missing, and warm the cache the kernels read."""
+    from cnn_course import data, settings
+
+    for dataset in settings.DATASETS:
+        data.load(dataset, "test", root=data_root)
 
 
 def require(checks: list[Check], where: str = "this machine") -> None:

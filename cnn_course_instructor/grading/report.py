@@ -11,7 +11,8 @@ from pathlib import Path
 from cnn_course.errors import CourseError
 from cnn_course.labs import Lab, Question
 
-from .records import Status, SubmissionResult, TestResult
+from .outputs import render, write_text
+from .results import Status, SubmissionResult, TestResult
 
 __all__ = ["ClassSummary", "Fault", "summarise", "write_class_report"]
 
@@ -188,7 +189,6 @@ def _histogram(path: Path, scores: list[float], points: float, title: str) -> No
 
 def write_class_report(folder: Path, lab: Lab) -> Path:
     """Write ``folder/report/index.html`` and its histograms; return the page's path."""
-    from .reports import render, write_text
 
     if not (folder / "results").is_dir():
         raise CourseError(

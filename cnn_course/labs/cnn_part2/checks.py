@@ -1,4 +1,4 @@
-"""Visible checks of part 2 (the better network, the maps, FGSM), on small worked examples.
+"""Part 2's visible checks (the better network, the maps, FGSM), on small worked examples.
 
 The same judges as the grader's hidden tests (``judging``), on networks and images chosen so
 that the right answer is known by construction, plus properties every right answer has.
@@ -10,10 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import judging
-from .checks import CheckReport, _architecture
-from .judging import BETTER_LAYERS
-from .training import predict
+from cnn_course import judging
+from cnn_course.checks import CheckReport, architecture, is_function
+from cnn_course.training import predict
+
+from . import verdicts
+from .specs import BETTER_LAYERS
 
 __all__ = [
     "q1_better_model",
@@ -54,10 +56,6 @@ def _linear_network(weight: torch.Tensor) -> nn.Sequential:
     return model
 
 
-def _is_function(report: CheckReport, function, name: str) -> bool:
-    return report.add("is a function", callable(function), f"{name} is a {type(function).__name__}")
-
-
 def _mode_free(report: CheckReport, function, make_model, args, what: str) -> None:
     """The same result whether the caller left the model in training or evaluation mode."""
     results = []
@@ -90,22 +88,24 @@ def _output_value(entry: dict):
 def q1_better_model(model) -> CheckReport:
     """Check ``better_model`` layer by layer against part 2's table."""
     report = CheckReport("q1_better_model")
-    _architecture(report, model, BETTER_LAYERS, (3, 32, 32))
+    architecture(report, model, BETTER_LAYERS, (3, 32, 32))
     return report
 
 
 def q2_augmentation(augment) -> CheckReport:
     """Call ``augment`` 24 times on two images: flipped and shifted copies, chosen at random?"""
     report = CheckReport("q2_augmentation")
-    if not _is_function(report, augment, "augment"):
+    if not is_function(report, augment, "augment"):
         return report
     images = [image for image in _example_images(2) for _ in range(12)]
     outputs = judging.call_record(augment, [(image,) for image in images])
     report.verdict(
         "each image flipped and/or shifted, nothing else",
-        judging.augmentation_verdict(outputs, images),
+        verdicts.augmentation_verdict(outputs, images),
     )
-    report.verdict("random flips and shifts", judging.augmentation_variety_verdict(outputs, images))
+    report.verdict(
+        "random flips and shifts", verdicts.augmentation_variety_verdict(outputs, images)
+    )
     return report
 
 
@@ -129,7 +129,7 @@ def q3_better_training(model, history, n_epochs: int, loaded_model) -> CheckRepo
     else:
         report.verdict(
             "the loaded model holds the trained weights",
-            judging.same_weights_verdict(loaded, trained),
+            verdicts.same_weights_verdict(loaded, trained),
         )
     return report
 
@@ -140,7 +140,7 @@ def q3_better_training(model, history, n_epochs: int, loaded_model) -> CheckRepo
 def q4_saliency(saliency_map) -> CheckReport:
     """Check ``saliency_map`` on a linear network, whose saliency is known: its weights."""
     report = CheckReport("q4_saliency")
-    if not _is_function(report, saliency_map, "saliency_map"):
+    if not is_function(report, saliency_map, "saliency_map"):
         return report
     weight = torch.randn(10, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     images, classes = _example_images(3), torch.tensor([2, 7, 2])
@@ -151,7 +151,7 @@ def q4_saliency(saliency_map) -> CheckReport:
     expected = weight[classes].abs().amax(dim=1)
     report.verdict(
         "linear network: the largest |weight| of the class over the channels",
-        judging.map_verdict(entry, expected, "the saliency map"),
+        verdicts.map_verdict(entry, expected, "the saliency map"),
     )
     report.verdict(
         "a second call on the same images gives the same map",
@@ -164,7 +164,7 @@ def q4_saliency(saliency_map) -> CheckReport:
 def q5_occlusion(occlusion_map) -> CheckReport:
     """Check ``occlusion_map`` on a network that only looks at the top-left 8x8 corner."""
     report = CheckReport("q5_occlusion")
-    if not _is_function(report, occlusion_map, "occlusion_map"):
+    if not is_function(report, occlusion_map, "occlusion_map"):
         return report
     weight = torch.zeros(10, 3, 32, 32)
     weight[3, :, :8, :8] = 0.05  # class 3's score grows with the corner's pixels
@@ -193,7 +193,7 @@ def q5_occlusion(occlusion_map) -> CheckReport:
 def q6_grad_cam(grad_cam) -> CheckReport:
     """Check ``grad_cam`` for its shape, its sign, its graph and the model's mode."""
     report = CheckReport("q6_grad_cam")
-    if not _is_function(report, grad_cam, "grad_cam"):
+    if not is_function(report, grad_cam, "grad_cam"):
         return report
     model = _small_network()
     images, classes = _example_images(3), torch.tensor([1, 4, 9])
@@ -219,7 +219,7 @@ def q7_top_activations(top_activations) -> CheckReport:
     """Check ``top_activations`` where the layer's output is the image itself: one bright red
     pixel per image, at a place and brightness chosen here."""
     report = CheckReport("q7_top_activations")
-    if not _is_function(report, top_activations, "top_activations"):
+    if not is_function(report, top_activations, "top_activations"):
         return report
     model = nn.Sequential(nn.Identity(), nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
     images = torch.zeros(5, 3, 32, 32)
@@ -231,7 +231,7 @@ def q7_top_activations(top_activations) -> CheckReport:
     expected = torch.tensor([[1, 10, 20], [3, 16, 16], [2, 31, 0]])  # the 3 brightest, in order
     report.verdict(
         "the 3 brightest red pixels: images 1, 3, 2 with their places",
-        judging.positions_verdict(entry, expected),
+        verdicts.positions_verdict(entry, expected),
     )
     return report
 
@@ -242,14 +242,14 @@ def q7_top_activations(top_activations) -> CheckReport:
 def q8_fgsm(fgsm) -> CheckReport:
     """Check ``fgsm`` on a small network: valid images, epsilon away, a higher loss."""
     report = CheckReport("q8_fgsm")
-    if not _is_function(report, fgsm, "fgsm"):
+    if not is_function(report, fgsm, "fgsm"):
         return report
     model = _small_network()
     images, labels, epsilon = _example_images(4), torch.tensor([0, 3, 5, 8]), 0.05
     entry = judging.model_call_record(fgsm, model, [images, labels, epsilon])
     report.verdict(
         "valid images, each pixel at most epsilon away",
-        judging.adversarial_bounds_verdict(entry, images, epsilon),
+        verdicts.adversarial_bounds_verdict(entry, images, epsilon),
     )
     report.verdict("returns a detached tensor", judging.detached_verdict(entry))
     adversarial = _output_value(entry)

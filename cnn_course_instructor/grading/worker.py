@@ -1,6 +1,6 @@
 """Grade one submission in a process of its own: run it with the probe, then judge the record.
 
-    python -m cnn_course_instructor.worker JOB.json
+    python -m cnn_course_instructor.grading.worker JOB.json
 
 The student's code runs in a Jupyter kernel in a sandbox (see ``sandbox``); the probe leaves a
 plain record there, which this worker reads as a regular file of bounded size before the sandbox
@@ -20,14 +20,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 
-from . import sandbox
-from .course import Course, LabContent
-from .execute import (
+from cnn_course import settings
+
+from .. import TOOLS, sandbox
+from ..course import LabContent
+from .job import GradingRun, Job, course_of
+from .judge import JUDGE_CPU_SECONDS
+from .kernel import (
     EXECUTED_LIMIT,
     INTERRUPT_GRACE,
     OUTPUT_LIMIT,
@@ -35,18 +39,15 @@ from .execute import (
     run_notebook,
     write_bounded,
 )
-from .judge import JUDGE_CPU_SECONDS
 from .locked import restore_locked_cells
-from .records import Status, SubmissionResult, TestResult
+from .results import Status, SubmissionResult, TestResult
 
 __all__ = [
-    "CELL_TIMEOUT",
     "JUDGE_LIMITS",
     "JUDGE_TIMEOUT",
     "NOTEBOOK_BUDGET",
     "RECORD_LIMIT",
     "START_TRIES",
-    "Job",
     "JudgeFailure",
     "cell_names",
     "grading_plan",
@@ -56,7 +57,6 @@ __all__ = [
     "unix_address",
 ]
 
-CELL_TIMEOUT = 300
 # Seconds of their own time (wall time not spent waiting for a CPU: see execute.Progress) the
 # cells of one submission may use together; the cells left then do not run.
 NOTEBOOK_BUDGET = 900
@@ -69,53 +69,15 @@ START_TRIES = 2  # a kernel the grader could not start is started once more befo
 SETUP_SOURCE_LIMIT = 20_000  # characters of a first cell read for its imports (the labs': 200)
 
 
-@dataclass(frozen=True)
-class Job:
-    """Everything a worker needs to grade one submission (passed to it as JSON)."""
-
-    course: str  # the course repository: its lab sources and grading content
-    lab: str
-    notebook: str  # the grader's own copy of the submission
-    result: str
-    executed: str
-    work: str  # a folder of the grader's own for this submission
-    seed: int
-    data_root: str
-    cell_timeout: int = CELL_TIMEOUT
-    sandboxed: bool = True  # False: no sandbox (trusted code only)
-    cache_entries: tuple[str, ...] = ()  # the data cache folders the kernel reads
-    plan: str = ""  # a file holding grading_plan(content, seed); "": the worker writes one
-    restore_locked: bool = True  # False: locked cells run as written (calibrating seeded solutions)
-    # True: start the kernel and the judge, then wait for a line "go" on standard input before
-    # the first cell (a scheduler starts the next submission while the current one runs).
-    gated: bool = False
-    # A pipe (an inherited descriptor; -1: none) where the worker says "ready" when it waits at
-    # the gate and "ran" once its kernel has ended, so the next submission may run while this
-    # one is judged.
-    status_fd: int = -1
-    # A Unix socket where the run's judge server listens (``judge --serve``, started by the
-    # scheduler): the record is judged there, in a process forked for it. "": or when the
-    # server is gone or gives no answer, the worker starts a judge of its own.
-    judge_socket: str = ""
-
-    def write(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self)), encoding="utf-8")
-
-    @classmethod
-    def read(cls, path: Path) -> Job:
-        fields = json.loads(Path(path).read_text(encoding="utf-8"))
-        return cls(**{**fields, "cache_entries": tuple(fields["cache_entries"])})
-
-
-def data_view(job: Job) -> tuple[tuple[sandbox.Mount, ...], dict[str, str]]:
+def data_view(run: GradingRun) -> tuple[tuple[sandbox.Mount, ...], dict[str, str]]:
     """The data root at ``sandbox.DATA_VIEW`` and each cache entry in ``sandbox.CACHE_VIEW``,
     and the environment naming them."""
-    binds = [sandbox.Mount(job.data_root, sandbox.DATA_VIEW)]
+    binds = [sandbox.Mount(run.data_root, sandbox.DATA_VIEW)]
     binds += [
         sandbox.Mount(entry, f"{sandbox.CACHE_VIEW}/{Path(entry).name}")
-        for entry in job.cache_entries
+        for entry in run.cache_entries
     ]
-    env = {"CNN_COURSE_DATA": sandbox.DATA_VIEW, "CNN_COURSE_CACHE": sandbox.CACHE_VIEW}
+    env = {settings.DATA_ENV: sandbox.DATA_VIEW, settings.CACHE_ENV: sandbox.CACHE_VIEW}
     return tuple(binds), env
 
 
@@ -223,7 +185,7 @@ def grade_notebook(job: Job) -> SubmissionResult:
     no answer, is a ``grader error`` row (the student's code had no part in it).
     """
     clock = [time.perf_counter()]  # when the submission started: at "go" for a gated job
-    course = Course(Path(job.course))
+    course = course_of(job.run.course)
     lab = course.lab(job.lab)
     points = {qid: question.points for qid, question in lab.graded.items()}
     say = _status(job.status_fd)
@@ -262,7 +224,7 @@ def grade_notebook(job: Job) -> SubmissionResult:
         )
     if not any(cell.cell_type == "code" for cell in notebook.cells):
         return outcome(Status.INVALID, "the notebook has no code cells")
-    released_path = Path(job.course) / "notebooks" / "student" / f"{job.lab}.ipynb"
+    released_path = Path(job.run.course) / "notebooks" / "student" / f"{job.lab}.ipynb"
     released = nbformat.read(released_path, as_version=4) if released_path.is_file() else None
     if job.restore_locked and released is not None:  # grade the released setup, as nbgrader does
         restored = restore_locked_cells(notebook, released)
@@ -270,28 +232,28 @@ def grade_notebook(job: Job) -> SubmissionResult:
     work = Path(job.work)
     plan_path = Path(job.plan) if job.plan else work / "grader_plan.pt"
     if not job.plan:
-        plan_path.write_bytes(grading_plan(course.content(job.lab), job.seed))
+        plan_path.write_bytes(grading_plan(course.content(job.lab), job.run.seed))
     env = {
-        "CNN_COURSE_FAST": "1",
-        "CNN_COURSE_GRADING": "1",  # the helpers skip what no hidden test reads
+        settings.FAST_ENV: "1",
+        settings.GRADING_ENV: "1",  # the helpers skip what no hidden test reads
         "MPLBACKEND": "Agg",
         **_compute_env(),
     }
-    if job.sandboxed:
-        binds, data_env = data_view(job)
+    if job.run.sandboxed:
+        binds, data_env = data_view(job.run)
         box = sandbox.Sandbox(
             binds=binds,
             env={**env, **data_env},
-            files={f"{GRADER_RUN}/plan.pt": str(plan_path)},
+            files={settings.PLAN_VIEW: str(plan_path)},
             preload=setup_imports(released) if released is not None else (),
         )
-        plan, record, cwd = f"{GRADER_RUN}/plan.pt", f"{sandbox.KERNEL_RUN}/record.pt", work
+        plan, record, cwd = settings.PLAN_VIEW, settings.RECORD_PATH, work
     else:
         box = None
         scratch = work / "scratch"
         scratch.mkdir(exist_ok=True)
         plan, record, cwd = str(plan_path), str(scratch / "record.pt"), scratch
-        env.update({"CNN_COURSE_DATA": job.data_root, "CNN_COURSE_CACHE": _cache_dir()})
+        env.update({settings.DATA_ENV: job.run.data_root, settings.CACHE_ENV: _cache_dir()})
     notebook.cells.append(nbformat.v4.new_code_cell(probe_cell(plan, record)))
     with judges:
         for attempt in range(1, START_TRIES + 1):
@@ -300,7 +262,7 @@ def grade_notebook(job: Job) -> SubmissionResult:
                     notebook,
                     cwd=cwd,
                     env=env,
-                    cell_timeout=job.cell_timeout,
+                    cell_timeout=job.run.cell_timeout,
                     allow_errors=True,
                     sandboxed=box,
                     collect=(record,),
@@ -432,21 +394,21 @@ def _judge_for(job: Job) -> contextlib.AbstractContextManager:
 def judge_started(
     job: Job, args: list[str], pass_fds: tuple[int, ...] = (), env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen]:
-    """``python -m cnn_course_instructor.judge REQUEST.json *args`` for ``job``'s lab, in a
+    """``python -m cnn_course_instructor.grading.judge REQUEST.json *args`` for ``job``'s lab, in a
     sandbox of its own (unless ``job`` runs unsandboxed), with the descriptors ``pass_fds`` and
     the variables ``env`` too; ended on exit if it still runs. ``["-"]``: it reads one record
     from its input."""
     work = Path(job.work)
     request = {
-        "course": job.course,
+        "course": job.run.course,
         "lab": job.lab,
-        "seed": job.seed,
-        "data_root": job.data_root,
+        "seed": job.run.seed,
+        "data_root": job.run.data_root,
         "timeout": JUDGE_TIMEOUT,
     }
-    module = ["-m", "cnn_course_instructor.judge"]
+    module = ["-m", "cnn_course_instructor.grading.judge"]
     request_path = work / "judge.json"
-    if not job.sandboxed:
+    if not job.run.sandboxed:
         request_path.write_text(json.dumps(request), encoding="utf-8")
         argv = [sys.executable, *module, str(request_path), *args]
         variables = {**os.environ, **_compute_env(), **(env or {})}
@@ -455,20 +417,20 @@ def judge_started(
         ) as process:
             yield process
         return
-    binds, data_env = data_view(job)
+    binds, data_env = data_view(job.run)
     # The course in the grader's view (wherever it lies on the host); the instructor package at
     # its own path, where it imports from.
     request["data_root"], request["course"] = sandbox.DATA_VIEW, sandbox.COURSE_VIEW
     request_path.write_text(json.dumps(request), encoding="utf-8")
-    tools = Path(__file__).resolve().parent
+    tools = TOOLS
     view = [
-        sandbox.Mount(str(Path(job.course).resolve()), sandbox.COURSE_VIEW),
+        sandbox.Mount(str(Path(job.run.course).resolve()), sandbox.COURSE_VIEW),
         sandbox.Mount(str(tools), str(tools)),
     ]
     box = sandbox.Sandbox(
         binds=(*binds, *view),
         env={
-            "CNN_COURSE_FAST": "1",
+            settings.FAST_ENV: "1",
             "MPLBACKEND": "Agg",
             **data_env,
             **_compute_env(),
@@ -573,7 +535,7 @@ def _judge_limits() -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m cnn_course_instructor.worker JOB.json", file=sys.stderr)
+        print("usage: python -m cnn_course_instructor.grading.worker JOB.json", file=sys.stderr)
         return 2
     sandbox.die_with_parent()  # a killed grader takes its workers, and their sandboxes, along
     job = Job.read(Path(argv[0]))

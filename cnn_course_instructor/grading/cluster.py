@@ -26,12 +26,13 @@ from pathlib import Path
 from cnn_course import data
 from cnn_course.errors import CourseError
 
-from . import preflight as checks
-from .course import Course
-from .records import Status, SubmissionResult
-from .sandbox import sandbox_available
-from .scheduler import Graded, _Started, grade_submission, grading_settings, screen, warm_data
-from .submissions import Submission
+from ..course import Course
+from ..sandbox import sandbox_available
+from . import preflight
+from .job import GradingRun, course_of
+from .local import grade_submission
+from .results import Graded, Status, SubmissionResult
+from .submissions import Submission, screen
 
 __all__ = [
     "COURSE_ARCHIVE_LIMIT",
@@ -98,19 +99,17 @@ def connect(address: str, sandbox: bool, progress: Callable[[str], None] = print
 
 def grade_on_cluster(
     client,
+    run: GradingRun,
     todo: list[tuple[Submission, str]],
-    course: Course,
     labs: list[str],
-    seed: int,
-    sandbox: bool,
-    cell_timeout: int,
+    course: Course,
     record: Callable[[Submission, str, Graded], None],
-    progress: Callable[[str], None] = print,
 ) -> None:
     """Grade ``todo`` (submission, lab) on the cluster; ``record`` each result as it arrives.
 
     At most a few tasks per worker thread are in flight, so a large class is read and sent as
-    the workers free up, never held in memory whole.
+    the workers free up, never held in memory whole. Each worker grades with ``run``'s seed and
+    limits against its own copy of the course and its own data root.
     """
     from distributed import KilledWorker, as_completed
 
@@ -119,6 +118,7 @@ def grade_on_cluster(
     pending = iter(todo)
     owners: dict[str, tuple[Submission, str]] = {}
     running = as_completed(loop=client.loop)
+    shared = run.to_dict()
 
     def submit_next() -> bool:
         for submission, lab_id in pending:
@@ -129,12 +129,10 @@ def grade_on_cluster(
             future = client.submit(
                 grade_task,
                 archive,
-                screened,
-                submission.student,
+                shared,
                 lab_id,
-                seed,
-                sandbox,
-                cell_timeout,
+                submission.student,
+                screened,
                 key=f"cnn-course-grade-{lab_id}-{submission.student}-{uuid.uuid4().hex[:8]}",
                 pure=False,
             )
@@ -176,14 +174,22 @@ def grade_on_cluster(
         submit_next()
 
 
+def _worker_run(archive: bytes, shared: dict, base: Path) -> GradingRun:
+    """The client's run as this worker grades it: the course unpacked here, its own data root
+    and cache, the client's seed and limits (and no judge server: each worker judges alone)."""
+    client_run = GradingRun.from_dict(shared)
+    course = course_of(str(_unpack(archive, base)))
+    return GradingRun.here(
+        course,
+        client_run.seed,
+        _worker_data_root(),
+        sandboxed=client_run.sandboxed,
+        cell_timeout=client_run.cell_timeout,
+    )
+
+
 def grade_task(
-    archive: bytes,
-    content: bytes,
-    student: str,
-    lab: str,
-    seed: int,
-    sandbox: bool,
-    cell_timeout: int,
+    archive: bytes, shared: dict, lab: str, student: str, content: bytes
 ) -> tuple[str, bytes | None]:
     """On a Dask worker: grade one submission as a local run does; its result as JSON, and
     its executed notebook."""
@@ -192,60 +198,47 @@ def grade_task(
     worker = get_worker()
     base = Path(worker.local_directory) / "cnn-course"
     base.mkdir(exist_ok=True)
-    course = _course(_unpack(archive, base))
     try:
-        data_root = _worker_data_root()
+        run = _worker_run(archive, shared, base)
     except CourseError as error:
         raise CourseError(f"worker {worker.address}: {error}") from None
-    settings = grading_settings(course, seed, data_root, sandbox, cell_timeout)
     (base / "work").mkdir(exist_ok=True)
-    graded = grade_submission(content, student, lab, course, settings, base / "work")
+    graded = grade_submission(run, lab, student, content, base / "work")
     return graded.result.to_json(), graded.executed
 
 
-def preflight_workers(
-    client, course: Course, labs: list[str], seed: int, sandbox: bool, cell_timeout: int
-) -> None:
+def preflight_workers(client, course: Course, labs: list[str], run: GradingRun) -> None:
     """Run ``worker_preflight`` on every worker at once; PreflightFailed naming each worker
     that cannot grade, and why, before any submission is sent."""
     archive = course_archive(course)
-    answers = client.run(worker_preflight, archive, labs, seed, sandbox, cell_timeout)
+    answers = client.run(worker_preflight, archive, run.to_dict(), labs)
     failed = {worker: lines for worker, lines in answers.items() if lines}
     if failed:
         details = "\n".join(
             f"  - {worker}: {line}" for worker, lines in sorted(failed.items()) for line in lines
         )
-        raise checks.PreflightFailed(
+        raise preflight.PreflightFailed(
             f"{len(failed)} of the {len(answers)} Dask workers cannot grade; nothing was "
             f"graded and no row was written:\n{details}\nFix these workers (or stop them), "
             "then run the same command again (`cnn-course doctor` on a worker checks it alone)."
         )
 
 
-def worker_preflight(
-    archive: bytes, labs: list[str], seed: int, sandbox: bool, cell_timeout: int, dask_worker=None
-) -> list[str]:
+def worker_preflight(archive: bytes, shared: dict, labs: list[str], dask_worker=None) -> list[str]:
     """On a Dask worker (``client.run`` passes it as ``dask_worker``): the checks a local run
     makes before grading, its own sandbox, data root and a kernel graded as a submission for
     each lab (with a judge of its own); the failed ones, as lines (none: it can grade)."""
     base = Path(dask_worker.local_directory) / "cnn-course"
     base.mkdir(exist_ok=True)
-    course = _course(_unpack(archive, base))
     try:
-        data_root = _worker_data_root()
+        run = _worker_run(archive, shared, base)
     except CourseError as error:
         return [f"data root: {error}"]
-    found = checks.environment_checks(course, data_root, sandbox)
+    course = course_of(run.course)
+    found = preflight.environment_checks(course, Path(run.data_root), run.sandboxed)
     if not any(check.ok is False for check in found):
-        settings = grading_settings(course, seed, data_root, sandbox, cell_timeout)
         (base / "work").mkdir(exist_ok=True)
-        for lab in labs:
-
-            def grade(content: bytes, lab: str = lab) -> Graded:
-                options = {**settings, "restore_locked": False}
-                return _Started(content, "preflight", lab, course, options, base / "work").finish()
-
-            found.append(checks.kernel_check(lab, grade, course))
+        found += preflight.kernel_checks(run, labs, base / "work")
     return [f"{check.name}: {check.detail}" for check in found if check.ok is False]
 
 
@@ -269,7 +262,7 @@ def worker_problem(fingerprint: str, sandbox: bool) -> str | None:
 def _worker_data_root() -> Path:
     """The worker's data root (its ``$CNN_COURSE_DATA``), checked and its cache warmed once."""
     root = data.resolve_root(None).path
-    warm_data(root)
+    preflight.warm_data(root)
     return root
 
 
@@ -326,8 +319,3 @@ def _unpack(archive: bytes, base: Path) -> Path:
             partial.chmod(0o755)  # mkdtemp's 0o700 would hide it from the judge's sandbox user
             os.replace(partial, folder)
     return folder
-
-
-@cache
-def _course(root: Path) -> Course:
-    return Course(root)

@@ -1,6 +1,6 @@
 """Judge one grading record: the hidden tests, in a process (and sandbox) of their own.
 
-    python -m cnn_course_instructor.judge REQUEST.json RECORD.pt   (or - : the record on stdin)
+    python -m cnn_course_instructor.grading.judge REQUEST.json RECORD.pt   (or - : the record on stdin)
 
 The worker starts it with the kernel: it loads torch, the lab's tests and the grading images
 while the student's notebook runs, then reads the record. The record is the only input that
@@ -13,7 +13,7 @@ unusable, and why. The test results go to standard output as JSON. The worker ru
 the limits and, unless grading runs unsandboxed, in a sandbox that holds the Python install,
 the course's grading content and the data, read-only, and nothing else.
 
-    python -m cnn_course_instructor.judge REQUEST.json --serve FD
+    python -m cnn_course_instructor.grading.judge REQUEST.json --serve FD
 
 serves a whole run instead (the local scheduler starts one per lab): it loads torch, the tests
 and the images once, then accepts connections on the listening Unix socket ``FD`` it inherits,
@@ -91,7 +91,7 @@ def _prepared(request: dict) -> Callable[[bytes], list[dict]]:
     """Load torch, the lab's tests and their images now; judge a record when called."""
     import torch
 
-    from .course import Course
+    from ..course import Course
     from .registry import Context
 
     content = Course(Path(request["course"])).content(request["lab"])
@@ -200,9 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if len(argv) != 2:
         print(
-            "usage: python -m cnn_course_instructor.judge REQUEST.json RECORD.pt\n"
+            "usage: python -m cnn_course_instructor.grading.judge REQUEST.json RECORD.pt\n"
             "       (RECORD.pt as -: the record on standard input, read once the tests are loaded)\n"
-            "       python -m cnn_course_instructor.judge REQUEST.json --serve FD\n"
+            "       python -m cnn_course_instructor.grading.judge REQUEST.json --serve FD\n"
             "       (FD: a listening Unix socket; each connection sends a record and gets the answer)",
             file=sys.stderr,
         )

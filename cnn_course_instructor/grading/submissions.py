@@ -10,12 +10,24 @@ from pathlib import Path
 
 from cnn_course.errors import CourseError
 
-from .safefiles import UnsafeFile, read_under
+from ..safefiles import UnsafeFile, read_under
+from .results import Graded, Status, SubmissionResult
 
-__all__ = ["STUDENT_ID", "SUBMISSION_LIMIT", "Submission", "find_submissions", "lab_of", "read"]
+__all__ = [
+    "STUDENT_ID",
+    "SUBMISSION_LIMIT",
+    "UNKNOWN_LAB",
+    "Submission",
+    "find_submissions",
+    "lab_id_of",
+    "lab_of",
+    "read",
+    "screen",
+]
 
 STUDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,99}")  # always used with fullmatch
 SUBMISSION_LIMIT = 20_000_000  # bytes: a submission over it is invalid (the lab's is ~100 KB)
+UNKNOWN_LAB = "unknown-lab"  # where submissions go whose lab cannot be told
 
 
 @dataclass(frozen=True)
@@ -107,3 +119,28 @@ def lab_of(submission: Submission, labs: list[str], forced: str | None = None) -
     except (UnsafeFile, ValueError, AttributeError):
         return None
     return lab if lab in labs else None
+
+
+def lab_id_of(submission: Submission, labs: list[str], forced: str | None) -> str:
+    """The lab a submission is graded as, or ``UNKNOWN_LAB`` when it cannot be told."""
+    return lab_of(submission, labs, forced) or UNKNOWN_LAB
+
+
+def screen(submission: Submission, lab_id: str, labs: list[str]) -> bytes | Graded:
+    """The submission's bytes, read safely once, or the ``invalid`` result of a file that cannot
+    be graded (an unusable name, an unknown lab, a link, not a regular file, too large)."""
+
+    def invalid(reason: str) -> Graded:
+        return Graded(SubmissionResult.from_tests(Status.INVALID, reason, [], {}), None)
+
+    if submission.problem is not None:
+        return invalid(submission.problem)
+    if lab_id == UNKNOWN_LAB:
+        return invalid(
+            f"cannot tell which lab this notebook is for (labs: {', '.join(labs)}); "
+            "grade it with --lab, or put it in submitted/<student>/<lab>/"
+        )
+    try:
+        return read(submission, SUBMISSION_LIMIT)
+    except UnsafeFile as problem:
+        return invalid(f"{problem} (at most {SUBMISSION_LIMIT:,} bytes)")

@@ -27,7 +27,7 @@ from cnn_course import judging
 try:  # in the student's kernel, worker.probe_cell runs the rebuild module's text first
     rebuild  # noqa: B018
 except NameError:
-    from cnn_course_instructor.rebuild import rebuild
+    from cnn_course_instructor.grading.rebuild import rebuild
 
 
 def _need(namespace, name):

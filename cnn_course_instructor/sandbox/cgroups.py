@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cnn_course.settings import NO_CGROUPS_ENV
+
 __all__ = ["PREFIX", "Group", "Support", "new_group", "support"]
 
 PREFIX = "cnn-course-sandbox-"
@@ -74,8 +76,8 @@ def _writable(folder: Path) -> bool:
 @functools.cache
 def support() -> Support:
     """Where sandbox groups can be made by this process, or why they cannot (cached)."""
-    if os.environ.get("CNN_COURSE_NO_CGROUPS"):
-        return Support("", (), "turned off by CNN_COURSE_NO_CGROUPS")
+    if os.environ.get(NO_CGROUPS_ENV):
+        return Support("", (), f"turned off by {NO_CGROUPS_ENV}")
     try:
         mounts, own = _mounts(), _own_groups()
     except OSError as exc:

@@ -1,4 +1,5 @@
-"""A lab's facts (questions, training subsets, schedules), declared once in its front matter."""
+"""The labs: each one's facts (questions, training subsets, schedules), declared once in its
+front matter, and each one's own helpers, a package of its own here (``labs.<lab>``)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,19 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import CourseError
+from ..errors import CourseError
+from ..settings import DATASETS
 
-__all__ = ["DATASETS", "Lab", "Question", "Schedule", "Subset", "read_front_matter"]
+__all__ = [
+    "DATASETS",
+    "Lab",
+    "Question",
+    "Schedule",
+    "Subset",
+    "lab_packages",
+    "read_front_matter",
+]
 
-DATASETS = ("mnist", "cifar10")
 ID_PATTERN = re.compile(r"[a-z][a-z0-9_]*")
 
 
@@ -46,11 +55,10 @@ class Subset:
     def load(self, root: str | os.PathLike | None = None, *, fast: bool | None = None):
         """The subset as a ``data.ImageSet`` (see ``data.load_mnist``): in shortened mode
         (``fast``, by default ``CNN_COURSE_FAST``), only its first ``fast_size`` images."""
-        from . import data
-        from .training import fast_mode
+        from .. import data
+        from ..training import fast_mode
 
-        loader = data.load_mnist if self.dataset == "mnist" else data.load_cifar10
-        chosen = loader(self.split, root=root, n=self.size, seed=self.seed)
+        chosen = data.load(self.dataset, self.split, root=root, n=self.size, seed=self.seed)
         if self.fast_size is None or not (fast_mode() if fast is None else fast):
             return chosen
         first = slice(0, self.fast_size)
@@ -76,7 +84,7 @@ class Schedule:
     @property
     def num_epochs(self) -> int:
         """``epochs``, or ``fast_epochs`` when ``CNN_COURSE_FAST=1`` (CI and grading)."""
-        from .training import fast_mode
+        from ..training import fast_mode
 
         return self.fast_epochs if fast_mode() else self.epochs
 
@@ -271,3 +279,10 @@ def _text(spec: dict, key: str, where: str, name: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise CourseError(f"{where}: {name} needs `{key}: <text>`; found {value!r}.")
     return value.strip()
+
+
+def lab_packages() -> list[str]:
+    """The labs that have a package of their own helpers here, by id (discovered, not listed)."""
+    import pkgutil
+
+    return sorted(info.name for info in pkgutil.iter_modules(__path__) if info.ispkg)
