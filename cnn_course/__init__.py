@@ -5,6 +5,7 @@ __all__ = [
     "__version__",
     "checks",
     "data",
+    "display",
     "errors",
     "judging",
     "labs",

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import html
-import importlib.util
-import io
-import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -14,6 +11,15 @@ import torch
 from torch import nn
 
 from . import plots
+from .display import (
+    WidgetView,
+    in_kernel,
+    ipywidgets_module,
+    picture,
+    png,
+    static_wanted,
+    widget_frontend,
+)
 from .errors import CourseError
 from .plots import Skipped
 from .settings import WIDGETS_ENV
@@ -29,90 +35,14 @@ __all__ = [
     "ImageBrowser",
     "Skipped",
     "TrainingMonitor",
-    "WidgetView",
     "check_images",
     "confusion_matrix",
     "feature_maps",
     "image_browser",
     "in_kernel",
-    "ipywidgets_module",
-    "picture",
-    "png",
     "predicted_probabilities",
-    "static_wanted",
     "widget_frontend",
 ]
-
-_YES = ("1", "true", "yes", "on")
-_NO = ("0", "false", "no", "off")
-
-
-# --- where are we running? -------------------------------------------------------------------
-
-
-def in_kernel() -> bool:
-    """True inside a Jupyter kernel (IPython running under ipykernel), whatever the frontend."""
-    ipython = sys.modules.get("IPython")  # never imported here: a kernel has imported it
-    shell = ipython.get_ipython() if ipython is not None else None
-    return getattr(shell, "kernel", None) is not None
-
-
-def widget_frontend() -> bool:
-    """True when ipywidgets will be seen: a kernel started by a Jupyter server (JupyterLab,
-    Notebook 7) or Colab, with ipywidgets installed.
-
-    Kernels run by nbclient/nbconvert (CI, grading), plain Python and terminal IPython get
-    text and figures instead. ``$CNN_COURSE_WIDGETS`` set to 1 or 0 overrides the guess (for
-    another widget frontend, or to turn widgets off).
-    """
-    setting = os.environ.get(WIDGETS_ENV, "").strip().lower()
-    if setting in _NO or importlib.util.find_spec("ipywidgets") is None:
-        return False
-    if setting in _YES:
-        return True
-    started_by_server = bool(os.environ.get("JPY_SESSION_NAME"))  # set by jupyter_server
-    return in_kernel() and (started_by_server or "google.colab" in sys.modules)
-
-
-def ipywidgets_module():
-    try:
-        import ipywidgets
-    except ImportError:
-        raise CourseError(
-            "ipywidgets is not installed in this environment: install it "
-            "(`pip install ipywidgets`), or pass static=True to get a figure instead."
-        ) from None
-    return ipywidgets
-
-
-def static_wanted(static: bool | None) -> bool:
-    return (not widget_frontend()) if static is None else bool(static)
-
-
-def picture(ipw, **layout):
-    """An Image widget shown at the figure's own size (a box would stretch it to its width)."""
-    return ipw.Image(format="png", layout={"align_self": "flex-start", **layout})
-
-
-def png(figure: Figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90)
-    return buffer.getvalue()
-
-
-class WidgetView:
-    """Jupyter shows the object as its ``widget`` (an ipywidgets box)."""
-
-    widget = None
-
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
-
-    def _ipython_display_(self):
-        from IPython.display import display
-
-        display(self.widget)
-
 
 # --- training feedback -----------------------------------------------------------------------
 

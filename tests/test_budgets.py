@@ -16,11 +16,10 @@ import pytest
 from conftest import REPO
 
 from cnn_course_instructor.course import Course
-from cnn_course_instructor.grading import kernel as execute
-from cnn_course_instructor.grading import local, preflight
+from cnn_course_instructor.grading import budgets, local, preflight
 from cnn_course_instructor.grading import run as grading_run
+from cnn_course_instructor.grading.budgets import KernelStartFailed, Progress, guard_start
 from cnn_course_instructor.grading.job import GradingRun, Job
-from cnn_course_instructor.grading.kernel import KernelStartFailed, Progress, _guard_start
 from cnn_course_instructor.grading.results import Graded, Status, SubmissionResult
 from cnn_course_instructor.grading.submissions import Submission
 
@@ -39,7 +38,7 @@ def _guarded(process: subprocess.Popen, seconds: float, spec: str = "") -> str:
     async def watch() -> str:
         try:
             await asyncio.wait_for(
-                _guard_start(process.pid, lambda: process.poll() is None, spec), seconds
+                guard_start(process.pid, lambda: process.poll() is None, spec), seconds
             )
         except asyncio.TimeoutError:
             return "running"
@@ -57,7 +56,7 @@ def _guarded(process: subprocess.Popen, seconds: float, spec: str = "") -> str:
 def test_a_start_that_computes_is_never_cut_by_the_clock(monkeypatch):
     """Is a kernel start that keeps computing (4 CPU-seconds of imports, under any load) left to
     go on past the idle limit?"""
-    monkeypatch.setattr(execute, "START_IDLE", 1.0)
+    monkeypatch.setattr(budgets, "START_IDLE", 1.0)
     busy = _process("while True:\n    pass")
     assert _guarded(busy, 4.0) == "running"
 
@@ -65,7 +64,7 @@ def test_a_start_that_computes_is_never_cut_by_the_clock(monkeypatch):
 def test_a_start_that_neither_computes_nor_answers_fails_with_its_cause(monkeypatch):
     """Does a start that only waits fail once it has waited START_IDLE seconds of its own time,
     saying so?"""
-    monkeypatch.setattr(execute, "START_IDLE", 1.0)
+    monkeypatch.setattr(budgets, "START_IDLE", 1.0)
     idle = _process("import time\ntime.sleep(60)")
     said = _guarded(idle, 20.0)
     assert said.startswith("the kernel neither computed nor answered for 1 s"), said

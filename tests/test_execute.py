@@ -11,7 +11,8 @@ from contextlib import contextmanager
 import nbformat
 import pytest
 
-from cnn_course_instructor.grading.kernel import run_notebook, tree_cpu_seconds
+from cnn_course_instructor.grading.budgets import tree_cpu_seconds
+from cnn_course_instructor.grading.kernel import run_notebook
 
 BURN_TWO_SECONDS = "import time\nstart = time.process_time()\nwhile time.process_time() - start < 2:\n    pass\nprint('computed')"
 

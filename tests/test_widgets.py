@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.image import imread
 from torch import nn
 
-from cnn_course import plots, widgets
+from cnn_course import display, plots, widgets
 from cnn_course.errors import CourseError
 from cnn_course.training import History, predict
 
@@ -104,19 +104,19 @@ def test_importing_widgets_has_no_side_effects():
 
 def test_widget_frontend_is_guessed_and_can_be_overridden(monkeypatch):
     """Is there no widget frontend outside a kernel, even under a Jupyter server, unless forced?"""
-    assert not widgets.in_kernel()
-    assert not widgets.widget_frontend()
+    assert not display.in_kernel()
+    assert not display.widget_frontend()
     monkeypatch.setenv("JPY_SESSION_NAME", "/tmp/lab.ipynb")
-    assert not widgets.widget_frontend()  # set, but this process is no kernel
-    monkeypatch.setattr(widgets, "in_kernel", lambda: True)
-    assert widgets.widget_frontend()  # a kernel started by a Jupyter server
+    assert not display.widget_frontend()  # set, but this process is no kernel
+    monkeypatch.setattr(display, "in_kernel", lambda: True)
+    assert display.widget_frontend()  # a kernel started by a Jupyter server
     monkeypatch.delenv("JPY_SESSION_NAME")
-    assert not widgets.widget_frontend()  # a kernel run by nbclient (CI, grading)
+    assert not display.widget_frontend()  # a kernel run by nbclient (CI, grading)
     monkeypatch.setenv(widgets.WIDGETS_ENV, "1")
-    assert widgets.widget_frontend()
+    assert display.widget_frontend()
     monkeypatch.setenv(widgets.WIDGETS_ENV, "0")
     monkeypatch.setenv("JPY_SESSION_NAME", "/tmp/lab.ipynb")
-    assert not widgets.widget_frontend()
+    assert not display.widget_frontend()
 
 
 def test_without_ipywidgets_everything_is_static(monkeypatch, model, images, labels):
@@ -476,7 +476,7 @@ def test_feature_map_viewer_follows_layer_and_image(model, images):
 
 def test_grading_mode_skips_what_no_test_reads(monkeypatch):
     """While grading, do views and figures return at once, without predicting or drawing?"""
-    from cnn_course import plots, widgets
+    from cnn_course import display, plots, widgets
 
     class Exploding(torch.nn.Module):
         def forward(self, x):

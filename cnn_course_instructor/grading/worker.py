@@ -29,16 +29,10 @@ from cnn_course import settings
 
 from .. import TOOLS, sandbox
 from ..course import LabContent
+from .budgets import INTERRUPT_GRACE, KernelStartFailed
 from .job import GradingRun, Job, course_of
 from .judge import JUDGE_CPU_SECONDS
-from .kernel import (
-    EXECUTED_LIMIT,
-    INTERRUPT_GRACE,
-    OUTPUT_LIMIT,
-    KernelStartFailed,
-    run_notebook,
-    write_bounded,
-)
+from .kernel import EXECUTED_LIMIT, OUTPUT_LIMIT, run_notebook, write_bounded
 from .locked import restore_locked_cells
 from .results import Status, SubmissionResult, TestResult
 

@@ -18,14 +18,8 @@ from . import figures
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-from cnn_course.widgets import (
-    WidgetView,
-    check_images,
-    ipywidgets_module,
-    picture,
-    png,
-    static_wanted,
-)
+from cnn_course.display import WidgetView, ipywidgets_module, picture, png, static_wanted
+from cnn_course.widgets import check_images
 
 __all__ = [
     "FgsmExplorer",
