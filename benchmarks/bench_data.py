@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from cnn_course_instructor.course import Course
 
-    reference = Course(REPO).content("cnn_lab").module.reference
+    reference = Course(REPO).content("cnn_lab").reference
     from cnn_course import data
     from cnn_course.errors import CourseError
 

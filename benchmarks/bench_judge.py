@@ -68,7 +68,7 @@ def _functions(lab: str, plan: list[dict], inputs: dict, work: Path) -> dict:
 def _record(lab: str, course: Course, root: Path, trained: bool, work: Path) -> bytes:
     """A whole record of ``lab``: functions, models (trained or fresh), optimisers, histories."""
     content = course.content(lab)
-    reference = content.module.reference
+    reference = content.reference
     inputs = content.grading_inputs(SEED)
     record = _functions(lab, content.probe_plan, inputs, work)
     for key, (make, schedule, subset) in MODELS[lab].items():
@@ -78,7 +78,7 @@ def _record(lab: str, course: Course, root: Path, trained: bool, work: Path) -> 
         history = None
         if trained:
             train_set = content.lab.subsets[subset].load(root, fast=True)
-            train = course.content("cnn_lab").module.reference.train_model  # part 2 has none
+            train = course.content("cnn_lab").reference.train_model  # part 2 has none
             history = train(model, train_set, plan, epochs=plan.fast_epochs)
         record[key] = judging.layer_records(model, tuple(_input_shape(content, key)))
         prefix = key.removesuffix("_model")

@@ -3,6 +3,8 @@ the datasets. It imports nothing (no torch): the grader's worker reads it as the
 
 from __future__ import annotations
 
+from enum import Enum
+
 __all__ = [
     "BWRAP_ENV",
     "CACHE_ENV",
@@ -18,6 +20,7 @@ __all__ = [
     "KERNEL_RUN",
     "NO_CGROUPS_ENV",
     "PLAN_VIEW",
+    "ProbeKind",
     "RECORD_PATH",
     "SANDBOX_HOME",
     "WIDGETS_ENV",
@@ -45,3 +48,16 @@ COURSE_VIEW = f"{GRADER_VIEW}/course"  # the course's grading content (judges on
 
 # --- the datasets a lab may train on: name -> title (their loaders: cnn_course.data.load) -------
 DATASETS = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
+
+
+# --- what the probe records in the student's kernel: the kinds of its plan's steps -------------
+class ProbeKind(str, Enum):
+    """The kind of one step of the probe's plan: what it records from the student's names, and
+    how (the grader's lab contract says); the plan crosses to the kernel as plain strings."""
+
+    MODEL = "model"
+    OPTIMIZER = "optimizer"
+    CALLS = "calls"
+    HISTORY = "history"
+    VALUE = "value"
+    MODEL_CALLS = "model_calls"

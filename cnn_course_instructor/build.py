@@ -137,11 +137,13 @@ def fill_facts(
     and whose settings cell (tagged ``lab-settings``) holds them as code.
 
     ``grading`` holds the facts of the grading that the prose may quote as
-    ``{{ grading.thresholds.mnist }}`` (the ``PUBLIC_FACTS`` of the lab's grading content).
+    ``{{ grading.images }}`` (the ``public_facts`` of the lab's grading contract), beside the
+    front matter's own ``{{ grading.thresholds.mnist }}``.
     """
     filled = copy.deepcopy(notebook)
     lab = Lab.from_dict(filled.metadata["cnn_course"], source_name)
-    facts = {**lab.to_dict(), "grading": dict(grading or {})}
+    facts = lab.to_dict()
+    facts["grading"] = {**facts.get("grading", {}), **(grading or {})}
     settings = 0
     for index, cell in enumerate(filled.cells):
         where = f"{source_name}, cell {index + 1}"
@@ -402,10 +404,10 @@ def build_lab(source_path: Path, repo: Path) -> list[BuiltFile]:
     name = source_path.stem
     notebook = read_source(source_path)
     quoted = any(
-        match.startswith("grading.")
+        match.startswith("grading.") and not match.startswith("grading.thresholds.")
         for cell in notebook.cells
         for match in SUBSTITUTION.findall(cell.source)
-    )  # only a lab whose prose quotes its grading needs its grading content loaded here
+    )  # only a lab whose prose quotes its grading contract needs it loaded here
     notebook = fill_facts(notebook, source_rel, public_facts(repo, name) if quoted else None)
     marked = mark_cells(notebook, source_rel)
     assignment = str(marked.metadata["cnn_course"].get("assignment") or name)
@@ -422,16 +424,10 @@ def build_lab(source_path: Path, repo: Path) -> list[BuiltFile]:
 
 
 def public_facts(repo: Path, lab_id: str) -> dict:
-    """The grading facts a lab's prose may quote: ``PUBLIC_FACTS`` of its grading content."""
+    """The grading facts a lab's prose may quote: the ``public_facts`` of its contract."""
     from .course import Course
 
-    facts = getattr(Course(repo).content(lab_id).module, "PUBLIC_FACTS", {})
-    if not isinstance(facts, dict):
-        raise CourseError(
-            f"autograder/{lab_id}: PUBLIC_FACTS must be a dict of facts the lab's text quotes; "
-            f"found {type(facts).__name__}."
-        )
-    return facts
+    return dict(Course(repo).content(lab_id).contract.public_facts)
 
 
 def _sources(repo: Path) -> list[Path]:

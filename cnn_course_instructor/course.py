@@ -22,7 +22,8 @@ import yaml
 from cnn_course.errors import CourseError
 from cnn_course.labs import Lab
 
-if TYPE_CHECKING:  # the registry imports torch: loaded with the grading content only
+if TYPE_CHECKING:  # the contract imports torch: loaded with the grading content only
+    from .contract import LabContract
     from .grading.registry import Registry
 
 
@@ -71,17 +72,30 @@ def lab_from_metadata(metadata: dict, path: Path) -> Lab:
 
 @dataclass(frozen=True)
 class LabContent:
-    """A lab's grading content: its hidden tests, what the probe records, the inputs it draws."""
+    """A lab's facts and its grading content, loaded and checked: its contract (hidden tests,
+    probe steps, inputs, public facts, reference) and the module that declares it."""
 
     lab: Lab
-    tests: Registry
-    probe_plan: list[dict]
+    contract: LabContract
     module: ModuleType
+
+    @property
+    def tests(self) -> Registry:
+        return self.contract.tests
+
+    @property
+    def reference(self) -> ModuleType | None:
+        """The lab's reference solutions."""
+        return self.contract.reference
+
+    @property
+    def probe_plan(self) -> list[dict]:
+        """The probe's plan as the kernel receives it (plain data)."""
+        return self.contract.plan()
 
     def grading_inputs(self, seed: int) -> dict:
         """Inputs for the function questions, drawn afresh for each grading run from ``seed``."""
-        draw = getattr(self.module, "grading_inputs", None)
-        return draw(seed) if draw is not None else {}
+        return self.contract.inputs(seed)
 
 
 class Course:
@@ -123,22 +137,23 @@ class Course:
         return self.labs[lab_id]
 
     def content(self, lab_id: str) -> LabContent:
-        """The lab's grading content, loaded from ``autograder/<lab>/`` and checked against it."""
+        """The lab's grading content, loaded from ``autograder/<lab>/`` (its ``CONTRACT``) and
+        checked against the lab's front matter."""
         if lab_id not in self._content:
-            from .grading.registry import Registry
+            from .contract import LabContract
 
             lab = self.lab(lab_id)
             folder = self.root / "autograder" / lab_id
             module = _load_package(folder, self.root)
-            tests = getattr(module, "tests", None)
-            if not isinstance(tests, Registry):
+            contract = getattr(module, "CONTRACT", None)
+            if not isinstance(contract, LabContract):
                 raise CourseError(
-                    f"{folder}/__init__.py must define `tests = Registry()` holding the lab's "
-                    "hidden tests."
+                    f"{folder}/__init__.py must end with `CONTRACT = LabContract(tests=..., "
+                    "probe=..., inputs=...)` (see cnn_course_instructor.contract); found "
+                    f"{type(contract).__name__}."
                 )
-            tests.check(lab, f"{folder.relative_to(self.root)}")
-            plan = list(getattr(module, "PROBE", []))
-            self._content[lab_id] = LabContent(lab, tests, plan, module)
+            contract.check(lab, f"{folder.relative_to(self.root)}")
+            self._content[lab_id] = LabContent(lab, contract, module)
         return self._content[lab_id]
 
 

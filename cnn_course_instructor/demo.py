@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         f"   {cifar_train}\n   {cifar_test}  (CIFAR-10 loaded in {time.perf_counter() - started:.1f} s)"
     )
 
-    reference = course.content(LAB).module.reference
+    reference = course.content(LAB).reference
     schedule = lab.training["mnist"]
     print(
         f"\n== Training the lab's MNIST model: {schedule.epochs} epochs, Adam lr "

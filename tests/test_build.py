@@ -271,24 +271,31 @@ def test_a_broken_source_writes_nothing(tmp_path):
 
 
 def test_prose_quotes_the_grading_facts_its_hidden_tests_publish(tmp_path):
-    """Does {{ grading.* }} in the prose show the grading content's PUBLIC_FACTS, and is a
-    PUBLIC_FACTS that is not a table refused by name?"""
+    """Does {{ grading.* }} in the prose show the public facts of the lab's contract, and the
+    front matter's thresholds, and is public_facts that is not a table refused by name?"""
     shutil.copytree(SAMPLE, tmp_path, dirs_exist_ok=True)
     source = tmp_path / "source" / "sample_lab.md"
+    text = source.read_text().replace(
+        "# A sample lab\n",
+        "# A sample lab\n\nPass {{ grading.cases }} of the cases, reach "
+        "{{ grading.thresholds.mnist }}.\n",
+    )
     source.write_text(
-        source.read_text().replace(
-            "# A sample lab\n", "# A sample lab\n\nPass {{ grading.threshold }} of the cases.\n"
-        )
+        text.replace("  training:\n", "  grading: {thresholds: {mnist: 0.5}}\n  training:\n")
     )
     grading = tmp_path / "autograder" / "sample_lab" / "__init__.py"
-    grading.write_text(grading.read_text() + "\nPUBLIC_FACTS = {'threshold': 0.75}\n")
+    contract = "probe=(DOUBLE,), inputs=grading_inputs"
+    grading.write_text(
+        grading.read_text().replace(contract, contract + ", public_facts={'cases': 0.75}")
+    )
     build.build(tmp_path)
-    assert "Pass 0.75 of the cases." in (tmp_path / "notebooks/student/sample_lab.md").read_text()
-    grading.write_text(grading.read_text().replace("{'threshold': 0.75}", "[0.75]"))
+    built = (tmp_path / "notebooks/student/sample_lab.md").read_text()
+    assert "Pass 0.75 of the cases, reach 0.5." in built
+    grading.write_text(grading.read_text().replace("{'cases': 0.75}", "[0.75]"))
     for name, module in list(sys.modules.items()):  # the content is loaded once per process
         if str(getattr(module, "__file__", None)).startswith(str(tmp_path)):
             del sys.modules[name]
-    with pytest.raises(CourseError, match="PUBLIC_FACTS must be a dict"):
+    with pytest.raises(CourseError, match="public_facts must be a table"):
         build.build(tmp_path)
 
 

@@ -39,7 +39,7 @@ from cnn_course_instructor.sandbox import sandbox_available
 
 COURSE = Course(REPO)
 CONTENT = COURSE.content("cnn_lab")
-REFERENCE = CONTENT.module.reference
+REFERENCE = CONTENT.reference
 INPUTS = CONTENT.grading_inputs(seed=7)
 SAMPLE_COURSE = Path(__file__).parent / "samples" / "build_repo"
 OPTIM_FACTS = {

@@ -17,7 +17,7 @@ from cnn_course_instructor.grading.registry import Context
 from cnn_course_instructor.grading.worker import probe_cell
 
 CONTENT = Course(REPO).content("cnn_part2")
-REFERENCE = CONTENT.module.reference
+REFERENCE = CONTENT.reference
 SETUP = (
     "import torch\nimport torch.nn.functional as F\nfrom torch import nn\n"
     "from torchvision.transforms import v2\nfrom cnn_course.labs.cnn_part2 import checks\n"

@@ -95,7 +95,7 @@ def test_a_flatten_merging_the_batch_is_refused(start, end):
 
 
 def _mnist_records() -> dict:
-    return records_of(PART1.module.reference.mnist_model(), MNIST)
+    return records_of(PART1.reference.mnist_model(), MNIST)
 
 
 def _set(index: int, key: str, value: object):
@@ -161,7 +161,7 @@ def test_malformed_settings_are_refused_not_raised(edit, words):
 
 
 def _better_records() -> dict:
-    return records_of(PART2.module.reference.better_model(), CIFAR)
+    return records_of(PART2.reference.better_model(), CIFAR)
 
 
 @pytest.mark.parametrize(
@@ -311,15 +311,15 @@ def _solution_mlp() -> nn.Sequential:
 
 
 def _cifar_with(*extra_classifier: nn.Module) -> nn.Sequential:
-    reference = PART1.module.reference.cifar_model()
+    reference = PART1.reference.cifar_model()
     return nn.Sequential(*reference[:-2], *extra_classifier)
 
 
 RIGHT_MODELS = {
-    "part 1 MNIST (reference)": (PART1, lambda: PART1.module.reference.mnist_model(), MNIST),
-    "part 1 CIFAR-10 (reference)": (PART1, lambda: PART1.module.reference.cifar_model(), CIFAR),
+    "part 1 MNIST (reference)": (PART1, lambda: PART1.reference.mnist_model(), MNIST),
+    "part 1 CIFAR-10 (reference)": (PART1, lambda: PART1.reference.cifar_model(), CIFAR),
     "part 1 MLP (solution)": (PART1, _solution_mlp, MNIST),
-    "part 2 better network (reference)": (PART2, PART2.module.reference.better_model, CIFAR),
+    "part 2 better network (reference)": (PART2, PART2.reference.better_model, CIFAR),
     "named layers": (PART1, _NamedMnist, MNIST),
     "features and classifier": (PART1, _TwoPartCifar, CIFAR),
     "functional CIFAR-10": (PART1, FunctionalCifar, CIFAR),
@@ -373,7 +373,7 @@ def test_right_models_are_accepted_at_every_batch_size_the_judge_uses(content, m
 
 def test_the_grader_s_own_network_is_accepted():
     """Is part 2's grader network (the records its functions are called on) within budget?"""
-    records = PART2.module.reference.grader_model_records(seed=3)
+    records = PART2.reference.grader_model_records(seed=3)
     assert over_budget(records, CIFAR, judged_batch_sizes(PART2.lab)) is None
 
 
@@ -402,10 +402,10 @@ def test_a_refused_model_keeps_its_layer_table_points_and_is_never_rebuilt():
     """Does a model whose Linear does not fit its input (a usual mistake, refused by shape)
     still earn its convolution and layer-order points, with the classifier's fault named, while
     nothing rebuilds or evaluates it?"""
-    model = PART1.module.reference.mnist_model()
+    model = PART1.reference.mnist_model()
     model[-1] = nn.Linear(32 * 7 * 7, 10)
     record = {"mnist_model": records_of(model, MNIST)}
-    _within_budget(record, PART1.probe_plan, judged_batch_sizes(PART1.lab))
+    _within_budget(record, PART1.contract.probe, judged_batch_sizes(PART1.lab))
     refused = record["mnist_model"]["refused"]
     assert refused.startswith("layer 6 (Linear) got an input of shape (N, 6272)")
     results = PART1.tests.run(record, Context(PART1.lab, {}), questions={"q4_mnist_model"})

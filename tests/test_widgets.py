@@ -476,7 +476,7 @@ def test_feature_map_viewer_follows_layer_and_image(model, images):
 
 def test_grading_mode_skips_what_no_test_reads(monkeypatch):
     """While grading, do views and figures return at once, without predicting or drawing?"""
-    from cnn_course import display, plots, widgets
+    from cnn_course import plots, widgets
 
     class Exploding(torch.nn.Module):
         def forward(self, x):

@@ -11,61 +11,48 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cnn_course import judging, training
+from cnn_course import judging
 from cnn_course.judging import Verdict
 from cnn_course.labs.cnn_lab import verdicts
 from cnn_course.labs.cnn_lab.specs import CIFAR_LAYERS, MNIST_LAYERS
-from cnn_course_instructor.grading.rebuild import RebuildError, rebuild
-from cnn_course_instructor.grading.registry import GRADING_IMAGES, Context, Registry, need
+from cnn_course_instructor.contract import (
+    GRADING_IMAGES,
+    Context,
+    LabContract,
+    Registry,
+    Retraining,
+    accuracy_verdict,
+    calls,
+    history,
+    model,
+    need,
+    optimizer,
+    value,
+)
 
-from .reference import train_model
+from . import reference
 
-__all__ = ["PROBE", "PUBLIC_FACTS", "THRESHOLDS", "grading_inputs", "tests"]
+__all__ = ["CONTRACT"]
 
-# Accuracy a trained model must reach on the grading images in shortened mode
-# (CNN_COURSE_FAST: MNIST 2 epochs, CIFAR-10 2 epochs). `cnn-course calibrate cnn_lab` on the
-# solution, seeds 0-4 (2026-11-30, CIFAR-10 shortened from 4 epochs to 2):
-# MNIST 0.8865 0.8815 0.8790 0.8830 0.8790, CIFAR-10 0.3180 0.3360 0.3415 0.2720 0.3060.
-# Chance is 0.10. The thresholds sit about 0.07 below the lowest seed.
-THRESHOLDS = {"mnist": 0.80, "cifar10": 0.20}
-
-# Facts of the grading that the lab's text quotes (`{{ grading.thresholds.mnist }}`), so that
-# what students read is what the grader does.
-PUBLIC_FACTS = {
-    "thresholds": THRESHOLDS,
-    "images": GRADING_IMAGES,
-    "mlp_tolerance": f"{verdicts.BUDGET_TOLERANCE:.0%}",
-}
-
-# What the probe records from the student's kernel, under which key.
-PROBE = [
-    {"key": "conv2d", "kind": "calls", "name": "conv2d", "inputs": "convolutions"},
-    {"key": "conv_output_size", "kind": "calls", "name": "conv_output_size", "inputs": "sizes"},
-    {"key": "conv_parameters", "kind": "calls", "name": "conv_parameters", "inputs": "convs"},
-    {"key": "linear_parameters", "kind": "calls", "name": "linear_parameters", "inputs": "linears"},
-    {"key": "mnist_parameters", "kind": "value", "name": "mnist_parameters"},
-    {"key": "mnist_model", "kind": "model", "name": "mnist_model", "input_shape": (1, 28, 28)},
-    {
-        "key": "mnist_optim",
-        "kind": "optimizer",
-        "criterion": "criterion",
-        "optimizer": "optimizer",
-        "model": "mnist_model",
-    },
-    {"key": "vector_to_class", "kind": "calls", "name": "vector_to_class", "inputs": "scores"},
-    {"key": "cnn_accuracy", "kind": "calls", "name": "cnn_accuracy", "inputs": "predictions"},
-    {"key": "mnist_history", "kind": "history", "name": "mnist_history"},
-    {"key": "mlp_model", "kind": "model", "name": "mlp_model", "input_shape": (1, 28, 28)},
-    {"key": "cifar_model", "kind": "model", "name": "cifar_model", "input_shape": (3, 32, 32)},
-    {
-        "key": "cifar_optim",
-        "kind": "optimizer",
-        "criterion": "cifar_criterion",
-        "optimizer": "cifar_optimizer",
-        "model": "cifar_model",
-    },
-    {"key": "cifar_history", "kind": "history", "name": "cifar_history"},
-]
+# What the probe records from the student's kernel: the steps the tests below read.
+CONV2D = calls("conv2d", inputs="convolutions")
+OUTPUT_SIZE = calls("conv_output_size", inputs="sizes")
+CONV_PARAMETERS = calls("conv_parameters", inputs="convs")
+LINEAR_PARAMETERS = calls("linear_parameters", inputs="linears")
+MNIST_PARAMETERS = value("mnist_parameters")
+MNIST_MODEL = model("mnist_model", input_shape=(1, 28, 28))
+MNIST_OPTIM = optimizer(
+    "mnist_optim", criterion="criterion", optimizer="optimizer", model="mnist_model"
+)
+VECTOR_TO_CLASS = calls("vector_to_class", inputs="scores")
+CNN_ACCURACY = calls("cnn_accuracy", inputs="predictions")
+MNIST_HISTORY = history("mnist_history")
+MLP_MODEL = model("mlp_model", input_shape=(1, 28, 28))
+CIFAR_MODEL = model("cifar_model", input_shape=(3, 32, 32))
+CIFAR_OPTIM = optimizer(
+    "cifar_optim", criterion="cifar_criterion", optimizer="cifar_optimizer", model="cifar_model"
+)
+CIFAR_HISTORY = history("cifar_history")
 
 tests = Registry()
 
@@ -170,92 +157,33 @@ def _register_loss_optimizer(question, key, model_name, schedule, points: float)
 # --- training outcomes ------------------------------------------------------------------------
 
 
-def _scores_text(shape) -> str:
-    if shape is None:
-        return "no output (its forward pass fails)"
-    shape = tuple(shape)
-    return f"{shape[0]} scores" if len(shape) == 1 else f"an output of shape {shape}"
-
-
-def _accuracy_verdict(
-    record: dict,
-    context: Context,
-    key: str,
-    dataset: str,
-    subset: str,
-    schedule: str,
-    classes: int,
-) -> Verdict:
-    records = need(record, key)
-    threshold = THRESHOLDS[dataset]
-    try:
-        accuracy = context.trained_accuracy(records, dataset)
-    except (RebuildError, RuntimeError, ValueError) as exc:
-        return Verdict(False, f"the trained model could not be evaluated: {exc}")
-    if accuracy >= threshold:
-        return Verdict(True, f"accuracy {accuracy:.4f} on unseen images", {"accuracy": accuracy})
-    # Tell a wrong model from a wrong training loop: train the same architecture ourselves.
-    scores = records["layers"][-1].get("output_shape") if records["layers"] else None
-    if scores is None or tuple(scores) != (classes,):
-        return Verdict(
-            False,
-            f"accuracy {accuracy:.4f} on unseen images, below {threshold:.2f}; the model gives "
-            f"{_scores_text(scores)} per image where the {classes} classes need {classes} scores",
-            {"accuracy": accuracy},
-        )
-    plan = context.lab.training[schedule]
-    try:
-        fresh = rebuild(records, with_weights=False)
-        train_model(fresh, context.training_set(subset), plan, epochs=plan.fast_epochs)
-        retrained = training.evaluate(fresh, *context.grading_set(dataset))
-    except Exception as exc:  # any architecture may fail to train; say so in the student's terms
-        return Verdict(
-            False,
-            f"accuracy {accuracy:.4f} on unseen images, below {threshold:.2f}; the grader could "
-            f"not train this architecture itself ({type(exc).__name__}: {exc})",
-            {"accuracy": accuracy},
-        )
-    measured = {"accuracy": accuracy, "retrained_accuracy": retrained}
-    if retrained >= threshold:
-        return Verdict(
-            False,
-            f"accuracy {accuracy:.4f} on unseen images, below {threshold:.2f}; the same "
-            f"architecture trained by the grader reaches {retrained:.4f}, so look at the training "
-            "loop (zero_grad, forward, loss, backward, step), the optimiser it steps (its "
-            "model's parameters, its learning rate) and the data it is fed",
-            measured,
-        )
-    return Verdict(
-        False,
-        f"accuracy {accuracy:.4f} on unseen images, below {threshold:.2f}; the grader's own "
-        f"training of this architecture reaches only {retrained:.4f}, so the model itself is at fault",
-        measured,
-    )
-
-
-def _register_training(question, key, history_key, dataset, subset, schedule, spec, points) -> None:
-    accuracy_points, history_points = points
+def _register_training(question, model_step, history_step, dataset, subset, schedule, spec, points):
+    """The trained model's accuracy on unseen images (the points), and its training history,
+    which is what the student's code says about itself: feedback, never points."""
 
     @tests.case(
         question,
-        points=accuracy_points,
-        name=f"trained model reaches {THRESHOLDS[dataset]:.2f} accuracy on unseen images",
+        points=points,
+        name=f"trained model reaches {{thresholds[{dataset}]:.2f}} accuracy on unseen images",
     )
     def accuracy(record: dict, context: Context) -> Verdict:
-        classes = spec[-1].output_shape[0]
-        return _accuracy_verdict(record, context, key, dataset, subset, schedule, classes)
+        return accuracy_verdict(
+            record,
+            context,
+            model_step,
+            dataset,
+            classes=spec[-1].output_shape[0],
+            retraining=Retraining(subset, schedule, reference.train_model),
+        )
 
     @tests.case(
         question,
-        points=history_points,
-        name=(
-            "one mean loss and accuracy per epoch, loss going down"
-            + ("" if history_points else " (feedback only: no points)")
-        ),
+        points=0,
+        name="one mean loss and accuracy per epoch, loss going down (feedback only: no points)",
     )
     def history(record: dict, context: Context) -> Verdict:
         epochs = context.lab.training[schedule].fast_epochs
-        return judging.history_verdict(need(record, history_key), epochs)
+        return judging.history_verdict(need(record, history_step), epochs)
 
 
 # --- the lab's questions ----------------------------------------------------------------------
@@ -264,7 +192,7 @@ for _index, (_name, *_) in enumerate(_CONVOLUTION_CASES):
 
     @tests.case("q1_conv2d", points=0.75, name=_name)
     def _convolution(record: dict, context: Context, index: int = _index) -> Verdict:
-        output = need(record, "conv2d")[index]
+        output = need(record, CONV2D)[index]
         return verdicts.conv2d_verdict(output, *context.inputs["convolutions"][index])
 
 
@@ -278,7 +206,7 @@ for _index, _name in enumerate(_SIZE_CASES):
 
     @tests.case("q2_output_size", points=0.5, name=_name)
     def _size(record: dict, context: Context, index: int = _index) -> Verdict:
-        output = need(record, "conv_output_size")[index]
+        output = need(record, OUTPUT_SIZE)[index]
         return verdicts.output_size_verdict(output, *context.inputs["sizes"][index])
 
 
@@ -286,7 +214,7 @@ for _index, _name in enumerate(("convolution with 3 input channels", "another co
 
     @tests.case("q3_parameter_count", points=0.5, name=_name)
     def _conv_count(record: dict, context: Context, index: int = _index) -> Verdict:
-        output = need(record, "conv_parameters")[index]
+        output = need(record, CONV_PARAMETERS)[index]
         c_in, c_out, kernel = context.inputs["convs"][index]
         return verdicts.parameter_count_verdict(output, nn.Conv2d(c_in, c_out, kernel))
 
@@ -294,27 +222,27 @@ for _index, _name in enumerate(("convolution with 3 input channels", "another co
 @tests.case("q3_parameter_count", points=0.5, name="linear layer")
 def _linear_count(record: dict, context: Context) -> Verdict:
     (n_in, n_out) = context.inputs["linears"][0]
-    output = need(record, "linear_parameters")[0]
+    output = need(record, LINEAR_PARAMETERS)[0]
     return verdicts.parameter_count_verdict(output, nn.Linear(n_in, n_out))
 
 
 @tests.case("q3_parameter_count", points=0.5, name="mnist_parameters: the whole MNIST model")
 def _mnist_count(record: dict, context: Context) -> Verdict:
     layers = verdicts.parametrised_layers(MNIST_LAYERS)
-    return verdicts.parameter_count_verdict(need(record, "mnist_parameters"), layers)
+    return verdicts.parameter_count_verdict(need(record, MNIST_PARAMETERS), layers)
 
 
 _register_architecture(
-    "q4_mnist_model", "mnist_model", MNIST_LAYERS, {"convolutions": 1, "order": 1, "classifier": 1}
+    "q4_mnist_model", MNIST_MODEL, MNIST_LAYERS, {"convolutions": 1, "order": 1, "classifier": 1}
 )
-_register_loss_optimizer("q5_loss_optimizer", "mnist_optim", "mnist_model", "mnist", 1)
+_register_loss_optimizer("q5_loss_optimizer", MNIST_OPTIM, "mnist_model", "mnist", 1)
 
 _SCORE_CASES = ("random scores (64, 10)", "rows with tied maxima", "a single row (1, 10)")
 for _index, _name in enumerate((*_SCORE_CASES, "very large scores")):
 
     @tests.case("q6_vector_to_class", points=0.5, name=_name)
     def _classes(record: dict, context: Context, index: int = _index) -> Verdict:
-        outputs = need(record, "vector_to_class")
+        outputs = need(record, VECTOR_TO_CLASS)
         (scores,) = context.inputs["scores"][index]
         return judging.classes_verdict(outputs[index], scores)
 
@@ -324,56 +252,80 @@ for _index, _name in enumerate(_FRACTION_CASES):
 
     @tests.case("q7_cnn_accuracy", points=0.5, name=_name)
     def _fraction(record: dict, context: Context, index: int = _index) -> Verdict:
-        outputs = need(record, "cnn_accuracy")
+        outputs = need(record, CNN_ACCURACY)
         predict, labels = context.inputs["predictions"][index]
         return judging.fraction_verdict(outputs[index], predict, labels)
 
 
 @tests.case("q7_cnn_accuracy", points=0.5, name="returns a Python number")
 def _returns_number(record: dict, context: Context) -> Verdict:
-    return judging.number_verdict(need(record, "cnn_accuracy")[0])
+    return judging.number_verdict(need(record, CNN_ACCURACY)[0])
 
 
-# A history is what the student's code says about itself: feedback, never points (issue 11).
 _register_training(
     "q8_mnist_training",
-    "mnist_model",
-    "mnist_history",
+    MNIST_MODEL,
+    MNIST_HISTORY,
     "mnist",
     "mnist_train",
     "mnist",
     MNIST_LAYERS,
-    (3, 0),
+    3,
 )
 
 
 @tests.case("q9_mlp_model", points=1, name="fully connected layers only, raw scores out")
 def _mlp_layers(record: dict, context: Context) -> Verdict:
-    layers, error = _layers(record, "mlp_model")
+    layers, error = _layers(record, MLP_MODEL)
     return verdicts.mlp_verdict(layers, MNIST_LAYERS[-1].output_shape, error)
 
 
 @tests.case("q9_mlp_model", points=1, name="about as many parameters as the CNN")
 def _mlp_budget(record: dict, context: Context) -> Verdict:
-    layers, _ = _layers(record, "mlp_model")
+    layers, _ = _layers(record, MLP_MODEL)
     budget = sum(p.numel() for p in verdicts.parametrised_layers(MNIST_LAYERS).parameters())
     return verdicts.budget_verdict(layers, budget)
 
 
 _register_architecture(
-    "q11_cifar_model",
-    "cifar_model",
-    CIFAR_LAYERS,
-    {"convolutions": 1, "order": 1, "classifier": 0.5},
+    "q11_cifar_model", CIFAR_MODEL, CIFAR_LAYERS, {"convolutions": 1, "order": 1, "classifier": 0.5}
 )
-_register_loss_optimizer("q11_cifar_model", "cifar_optim", "cifar_model", "cifar", 0.5)
+_register_loss_optimizer("q11_cifar_model", CIFAR_OPTIM, "cifar_model", "cifar", 0.5)
 _register_training(
     "q12_cifar_training",
-    "cifar_model",
-    "cifar_history",
+    CIFAR_MODEL,
+    CIFAR_HISTORY,
     "cifar10",
     "cifar_train",
     "cifar",
     CIFAR_LAYERS,
-    (4, 0),
+    4,
+)
+
+CONTRACT = LabContract(
+    tests=tests,
+    probe=(
+        CONV2D,
+        OUTPUT_SIZE,
+        CONV_PARAMETERS,
+        LINEAR_PARAMETERS,
+        MNIST_PARAMETERS,
+        MNIST_MODEL,
+        MNIST_OPTIM,
+        VECTOR_TO_CLASS,
+        CNN_ACCURACY,
+        MNIST_HISTORY,
+        MLP_MODEL,
+        CIFAR_MODEL,
+        CIFAR_OPTIM,
+        CIFAR_HISTORY,
+    ),
+    inputs=grading_inputs,
+    # Facts of the grading that the lab's text quotes (`{{ grading.images }}`), so that what
+    # students read is what the grader does; its thresholds are the front matter's.
+    public_facts={
+        "images": GRADING_IMAGES,
+        "mlp_tolerance": f"{verdicts.BUDGET_TOLERANCE:.0%}",
+    },
+    reference=reference,
 )

@@ -13,11 +13,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnn_course.data import ImageSet
 from cnn_course.judging import layer_records
-from cnn_course.labs.cnn_part2.specs import BETTER_LAYERS
+from cnn_course.labs import Schedule
+from cnn_course.labs.cnn_part2.specs import AUGMENT_PADDING, BETTER_LAYERS
+from cnn_course.training import History, seed_everything
 from cnn_course_instructor.grading.rebuild import rebuild
 
 __all__ = [
+    "augment",
     "better_model",
     "fgsm",
     "grad_cam",
@@ -25,6 +29,7 @@ __all__ = [
     "occlusion_map",
     "saliency_map",
     "top_activations",
+    "train_model",
 ]
 
 GREY = 0.5  # the value an occluding patch gives to every pixel
@@ -38,6 +43,41 @@ def better_model() -> nn.Sequential:
         ]
     }
     return rebuild(records, with_weights=False)
+
+
+def augment():
+    """The lab's augmentation: a flip half of the time, then a shift of up to AUGMENT_PADDING
+    pixels (a 32x32 crop of the padded image). torchvision is imported here only."""
+    from torchvision.transforms import v2
+
+    return v2.Compose([v2.RandomHorizontalFlip(), v2.RandomCrop(32, padding=AUGMENT_PADDING)])
+
+
+def train_model(
+    model: nn.Module, train_set: ImageSet, schedule: Schedule, *, epochs: int, seed: int = 0
+) -> History:
+    """Train as the lab does: Adam and cross-entropy on shuffled mini-batches of the schedule,
+    every image augmented, the model in training mode (batch normalisation learns)."""
+    seed_everything(seed)
+    transform = augment()
+    optimizer = torch.optim.Adam(model.parameters(), lr=schedule.learning_rate)
+    criterion = nn.CrossEntropyLoss()
+    loader = train_set.loader(batch_size=schedule.batch_size, shuffle=True, seed=seed)
+    history = History()
+    for _ in range(epochs):
+        model.train()
+        total_loss, correct = 0.0, 0
+        for images, labels in loader:
+            images = torch.stack([transform(image) for image in images])
+            optimizer.zero_grad()
+            outputs = model(images)
+            loss = criterion(outputs, labels)
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.item() * len(labels)
+            correct += int((outputs.argmax(dim=1) == labels).sum())
+        history.add(loss=total_loss / len(train_set), accuracy=correct / len(train_set))
+    return history
 
 
 def _config(layer) -> dict:

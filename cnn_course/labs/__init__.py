@@ -98,6 +98,8 @@ class Lab:
     questions: dict[str, Question]
     subsets: dict[str, Subset] = field(default_factory=dict)
     training: dict[str, Schedule] = field(default_factory=dict)
+    # dataset -> accuracy a trained model must reach on the grader's unseen images
+    thresholds: dict[str, float] = field(default_factory=dict)
 
     @property
     def graded(self) -> dict[str, Question]:
@@ -117,13 +119,16 @@ class Lab:
                 del values["fast_size"]
             return values
 
-        return {
+        table = {
             "assignment": self.id,
             "title": self.title,
             "questions": {key: strip(value) for key, value in self.questions.items()},
             "subsets": {key: strip(value) for key, value in self.subsets.items()},
             "training": {key: strip(value) for key, value in self.training.items()},
         }
+        if self.thresholds:
+            table["grading"] = {"thresholds": dict(self.thresholds)}
+        return table
 
     @classmethod
     def from_dict(cls, config: Any, where: str = "the lab's front matter") -> Lab:
@@ -200,7 +205,7 @@ class Lab:
             if schedule.fast_epochs > schedule.epochs:
                 raise CourseError(f"{where}: training {key}: fast_epochs exceeds epochs.")
             training[key] = schedule
-        return cls(lab_id, title.strip(), questions, subsets, training)
+        return cls(lab_id, title.strip(), questions, subsets, training, _thresholds(config, where))
 
 
 def read_front_matter(path: str | os.PathLike) -> Lab:
@@ -279,6 +284,33 @@ def _text(spec: dict, key: str, where: str, name: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise CourseError(f"{where}: {name} needs `{key}: <text>`; found {value!r}.")
     return value.strip()
+
+
+def _thresholds(config: dict, where: str) -> dict[str, float]:
+    """``grading: thresholds: {dataset: accuracy}``: what a trained model must reach."""
+    grading = config.get("grading", {})
+    if not isinstance(grading, dict):
+        raise CourseError(f"{where}: `grading:` must be a table (thresholds:); found {grading!r}.")
+    thresholds = grading.get("thresholds", {})
+    if not isinstance(thresholds, dict):
+        raise CourseError(f"{where}: `grading: thresholds:` must map datasets to accuracies.")
+    found = {}
+    for dataset, accuracy in thresholds.items():
+        if dataset not in DATASETS:
+            raise CourseError(
+                f"{where}: `grading: thresholds:` names {dataset!r}; datasets: {', '.join(DATASETS)}."
+            )
+        if (
+            isinstance(accuracy, bool)
+            or not isinstance(accuracy, int | float)
+            or not 0 < accuracy < 1
+        ):
+            raise CourseError(
+                f"{where}: `grading: thresholds: {dataset}:` must be an accuracy between 0 and 1; "
+                f"found {accuracy!r}."
+            )
+        found[dataset] = float(accuracy)
+    return found
 
 
 def lab_packages() -> list[str]:

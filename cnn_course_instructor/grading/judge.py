@@ -74,17 +74,20 @@ def judged_batch_sizes(lab: Lab) -> tuple[int, ...]:
     return tuple(sorted({1, PREDICT_BATCH, *schedules}))
 
 
-def _within_budget(record: dict, plan: list[dict], batch_sizes: tuple[int, ...]) -> None:
-    """Put, in ``record``, the refusal of each model ``over_budget`` refuses in place of its
-    layers' values (``refused_records``): its layer table is judged, the model never runs."""
+def _within_budget(record: dict, steps, batch_sizes: tuple[int, ...]) -> None:
+    """Put, in ``record``, the refusal of each model (a step of the lab's contract)
+    ``over_budget`` refuses in place of its layers' values (``refused_records``): its layer
+    table is judged, the model never runs."""
+    from cnn_course.settings import ProbeKind
+
     from .rebuild import over_budget, refused_records
 
-    for step in plan:
-        entry = record.get(step["key"])
-        if step["kind"] == "model" and isinstance(entry, dict) and "layers" in entry:
-            refused = over_budget(entry, tuple(step["input_shape"]), batch_sizes)
+    for step in steps:
+        entry = record.get(step.key)
+        if step.kind is ProbeKind.MODEL and isinstance(entry, dict) and "layers" in entry:
+            refused = over_budget(entry, step.input_shape, batch_sizes)
             if refused:
-                record[step["key"]] = refused_records(entry, refused)
+                record[step.key] = refused_records(entry, refused)
 
 
 def _prepared(request: dict) -> Callable[[bytes], list[dict]]:
@@ -109,7 +112,7 @@ def _prepared(request: dict) -> Callable[[bytes], list[dict]]:
             raise ValueError(f"the grading record is unreadable: {str(exc)[:300]}") from None
         if not isinstance(record, dict):
             raise ValueError(f"the grading record is unreadable: a {type(record).__name__}")
-        _within_budget(record, content.probe_plan, batch_sizes)
+        _within_budget(record, content.contract.probe, batch_sizes)
         return [asdict(test) for test in content.tests.run(record, context)]
 
     return judge

@@ -23,6 +23,7 @@ Plan steps (plain dicts, keyed by ``kind``):
 import torch
 
 from cnn_course import judging
+from cnn_course.settings import ProbeKind
 
 try:  # in the student's kernel, worker.probe_cell runs the rebuild module's text first
     rebuild  # noqa: B018
@@ -38,21 +39,21 @@ def _need(namespace, name):
 
 def _step(namespace, step, inputs):
     kind = step["kind"]
-    if kind == "model":
+    if kind == ProbeKind.MODEL:
         return judging.layer_records(_need(namespace, step["name"]), tuple(step["input_shape"]))
-    if kind == "optimizer":
+    if kind == ProbeKind.OPTIMIZER:
         return judging.optimizer_record(
             _need(namespace, step["criterion"]),
             _need(namespace, step["optimizer"]),
             _need(namespace, step["model"]),
         )
-    if kind == "calls":
+    if kind == ProbeKind.CALLS:
         return judging.call_record(_need(namespace, step["name"]), inputs[step["inputs"]])
-    if kind == "history":
+    if kind == ProbeKind.HISTORY:
         return judging.history_record(_need(namespace, step["name"]))
-    if kind == "value":
+    if kind == ProbeKind.VALUE:
         return judging.plain(_need(namespace, step["name"]))
-    if kind == "model_calls":
+    if kind == ProbeKind.MODEL_CALLS:
         return _model_calls(_need(namespace, step["name"]), step, inputs)
     raise ValueError(f"unknown probe step {kind!r}")
 

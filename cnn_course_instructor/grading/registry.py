@@ -26,8 +26,10 @@ class NotRecorded(Exception):
     """What a test needs was not recorded (the name was undefined, or recording it failed)."""
 
 
-def need(record: dict, key: str) -> object:
-    """``record[key]``, or NotRecorded with the reason the probe gave."""
+def need(record: dict, key) -> object:
+    """``record[key]`` (``key``: a probe step, or its key), or NotRecorded with the reason the
+    probe gave."""
+    key = getattr(key, "key", key)
     entry = record.get(key)
     if entry is None:
         raise NotRecorded(f"nothing was recorded for {key}")
@@ -50,7 +52,8 @@ class Registry:
     """The hidden tests of one lab, in the order they were registered.
 
     ``@tests.case("q4_mnist_model", points=1, name="convolutions")`` registers a function
-    ``(record, context) -> Verdict``.
+    ``(record, context) -> Verdict``. A name may quote the lab's accuracy thresholds, as
+    ``"reaches {thresholds[mnist]:.2f} accuracy"``.
     """
 
     def __init__(self) -> None:
@@ -104,6 +107,8 @@ class Registry:
         for case in self.cases:
             if questions is not None and case.question not in questions:
                 continue
+            # a name may quote the lab's thresholds: "reaches {thresholds[mnist]:.2f} accuracy"
+            name = case.name.format(thresholds=context.lab.thresholds)
             try:
                 verdict = case.function(record, context)
                 if not isinstance(verdict, Verdict):
@@ -114,7 +119,7 @@ class Registry:
                 results.append(
                     TestResult(
                         case.question,
-                        case.name,
+                        name,
                         case.points,
                         0.0,
                         f"the grader could not judge this answer ({type(exc).__name__}: {exc})"[
@@ -129,7 +134,7 @@ class Registry:
             results.append(
                 TestResult(
                     case.question,
-                    case.name,
+                    name,
                     case.points,
                     score,
                     verdict.message,
@@ -185,12 +190,13 @@ class Context:
         """``(images (N, C, H, W), labels (N,))``: up to 2,000 unseen training images."""
 
         def make():
-            loader = data.load_mnist if dataset == "mnist" else data.load_cifar10
             unseen = self.unseen_indices(dataset, data.split_size(dataset, "train", self.root))
             order = torch.randperm(
                 len(unseen), generator=torch.Generator().manual_seed(GRADING_ORDER_SEED)
             )
-            chosen = loader("train", root=self.root, indices=unseen[order[:GRADING_IMAGES]])
+            chosen = data.load(
+                dataset, "train", root=self.root, indices=unseen[order[:GRADING_IMAGES]]
+            )
             return chosen.images, chosen.labels
 
         return self._once(f"grading-{dataset}", make)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 
 from cnn_course.judging import Verdict
-from cnn_course_instructor.grading.registry import Context, Registry, need
+from cnn_course_instructor.contract import Context, LabContract, Registry, calls, need
 
-PROBE = [{"key": "double", "kind": "calls", "name": "double", "inputs": "numbers"}]
+DOUBLE = calls("double", inputs="numbers")
 
 tests = Registry()
 
@@ -18,7 +18,7 @@ def grading_inputs(seed: int) -> dict:
 
 
 def _doubled(record: dict, context: Context, index: int) -> Verdict:
-    output = need(record, "double")[index]
+    output = need(record, DOUBLE)[index]
     (numbers,) = context.inputs["numbers"][index]
     if "tensor" not in output:
         return Verdict(
@@ -37,3 +37,6 @@ def random_numbers(record: dict, context: Context) -> Verdict:
 @tests.case("q1_double", points=1, name="whole numbers")
 def whole_numbers(record: dict, context: Context) -> Verdict:
     return _doubled(record, context, 1)
+
+
+CONTRACT = LabContract(tests=tests, probe=(DOUBLE,), inputs=grading_inputs)
