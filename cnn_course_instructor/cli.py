@@ -177,6 +177,22 @@ def _doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _corpus(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .corpus import grade_corpus
+    from .course import Course
+
+    course = Course(Path(args.repo))
+    labs = [args.lab] if args.lab else list(course.labs)
+    if args.lab:
+        course.lab(args.lab)  # an unknown lab is refused by name
+    failures = sum(
+        grade_corpus(course, lab, jobs=args.jobs, fast_only=args.fast_only) for lab in labs
+    )
+    return 1 if failures else 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -314,6 +330,16 @@ def _parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="only the checks that start no kernel (seconds)"
     )
     doctor.set_defaults(run=_doctor)
+
+    corpus = commands.add_parser(
+        "corpus",
+        help="grade each lab's sample corpus and compare every score with its expectation",
+    )
+    corpus.add_argument("--lab", help="only this lab (default: every lab with a corpus)")
+    corpus.add_argument("--jobs", type=int, default=1, help="submissions graded at once")
+    corpus.add_argument("--fast-only", action="store_true", help="only the samples CI grades")
+    corpus.add_argument("--repo", default=".", help="course repository (default: .)")
+    corpus.set_defaults(run=_corpus)
 
     report = commands.add_parser(
         "report", help="write the class report of a grading run: histograms, faults, who to look at"
