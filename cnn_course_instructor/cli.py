@@ -193,6 +193,27 @@ def _corpus(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _new_lab(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .newlab import new_lab
+
+    repo = Path(args.repo)
+    written = new_lab(repo, args.name, args.title)
+    print(f"Wrote the skeleton of {args.name}:")
+    for path in written:
+        print(f"  {path.relative_to(repo.absolute())}")
+    print(
+        "\nNext:\n"
+        "  cnn-course build\n"
+        f"      makes notebooks/student/{args.name}.ipynb and notebooks/solution/{args.name}.ipynb\n"
+        f"  cnn-course corpus --lab {args.name}\n"
+        "      grades its samples (the solution, the untouched stub, a mistake) for real\n"
+        f"Then edit source/{args.name}.md and the files above into your lab (docs/authoring.md)."
+    )
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -340,6 +361,15 @@ def _parser() -> argparse.ArgumentParser:
     corpus.add_argument("--fast-only", action="store_true", help="only the samples CI grades")
     corpus.add_argument("--repo", default=".", help="course repository (default: .)")
     corpus.set_defaults(run=_corpus)
+
+    new = commands.add_parser(
+        "new-lab",
+        help="write a working skeleton lab (source, checks, hidden tests, corpus) to edit",
+    )
+    new.add_argument("name", help="the lab's id, lower_snake_case, e.g. rnn_lab")
+    new.add_argument("--title", help="its title (default: from the id)")
+    new.add_argument("--repo", default=".", help="course repository (default: .)")
+    new.set_defaults(run=_new_lab)
 
     report = commands.add_parser(
         "report", help="write the class report of a grading run: histograms, faults, who to look at"

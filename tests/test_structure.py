@@ -281,6 +281,7 @@ def test_probe_is_a_module_that_records_plain_data(tmp_path):
         "net": nn.Sequential(nn.Flatten(), nn.Linear(16, 2)),
         "double": lambda x: 2 * x,
         "count": 72_298,
+        **dict.fromkeys(("exec", "compile", "globals"), None),  # a student's own names
     }
     exec(probe_cell(str(tmp_path / "plan.pt"), str(tmp_path / "out.pt")), namespace)
     record = torch.load(tmp_path / "out.pt", weights_only=True)
@@ -289,4 +290,4 @@ def test_probe_is_a_module_that_records_plain_data(tmp_path):
     assert record["sizes"] == [{"type": "int", "value": 14.0, "number": True}]
     assert record["count"] == {"type": "int", "value": 72298.0, "number": True}
     assert "`nowhere` is not defined" in record["missing"]["error"]
-    assert set(namespace) == {"net", "double", "count", "__builtins__"}
+    assert set(namespace) == {"net", "double", "count", "exec", "compile", "globals", "__builtins__"}

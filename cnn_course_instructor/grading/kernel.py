@@ -450,7 +450,7 @@ def run_notebook(
         argv = [
             sys.executable,
             "-m",
-            "cnn_course_instructor.sandbox.launch",
+            "cnn_course_instructor.sandbox",
             "kernel",
             str(spec_path),
             "{connection_file}",

@@ -60,6 +60,7 @@ RECORD_LIMIT = 64_000_000  # bytes of the grading record (the lab's is about 2 M
 JUDGE_LIMITS = sandbox.Limits(memory_mb=8192, cpu_seconds=1800, processes=256, oom_score_adj=0)
 GRADER_RUN = sandbox.VIEW  # inside a sandbox: the grader's files, read-only
 START_TRIES = 2  # a kernel the grader could not start is started once more before the row fails
+PROBE_NAME = "the grader's reading of your answers, after your last cell"
 SETUP_SOURCE_LIMIT = 20_000  # characters of a first cell read for its imports (the labs': 200)
 
 
@@ -108,12 +109,14 @@ def probe_cell(plan_path: str, output_path: str) -> str:
     here = Path(__file__).resolve().parent
     source = (here / "probe.py").read_text(encoding="utf-8")
     builder = (here / "rebuild.py").read_text(encoding="utf-8")
+    # through the builtins module: a student's own `exec`, `compile` or `globals` is not called
     return (
+        "import builtins as _cnn_course_builtins\n"
         "_cnn_course_probe = {'__name__': 'cnn_course_probe'}\n"
-        f"exec(compile({builder!r}, 'cnn_course_rebuild', 'exec'), _cnn_course_probe)\n"
-        f"exec(compile({source!r}, 'cnn_course_probe', 'exec'), _cnn_course_probe)\n"
-        f"_cnn_course_probe['record'](globals(), {str(plan_path)!r}, {str(output_path)!r})\n"
-        "del _cnn_course_probe\n"
+        f"_cnn_course_builtins.exec(_cnn_course_builtins.compile({builder!r}, 'cnn_course_rebuild', 'exec'), _cnn_course_probe)\n"
+        f"_cnn_course_builtins.exec(_cnn_course_builtins.compile({source!r}, 'cnn_course_probe', 'exec'), _cnn_course_probe)\n"
+        f"_cnn_course_probe['record'](_cnn_course_builtins.globals(), {str(plan_path)!r}, {str(output_path)!r})\n"
+        "del _cnn_course_probe, _cnn_course_builtins\n"
     )
 
 
@@ -282,7 +285,9 @@ def grade_notebook(job: Job) -> SubmissionResult:
             if p.kind == "error"
         ]
         names = cell_names(notebook, lab)
-        notes = "; ".join(dict.fromkeys(f"{names[index]}: {text}" for index, text in errors[:8]))
+        notes = "; ".join(
+            dict.fromkeys(f"{names.get(index, PROBE_NAME)}: {text}" for index, text in errors[:8])
+        )
         if execution.truncated:
             notes = f"output over {OUTPUT_LIMIT:,} bytes was dropped; {notes}"
         if not kept:
@@ -321,6 +326,12 @@ def grade_notebook(job: Job) -> SubmissionResult:
             what = execution.error_name or "no grading record was written"
             if found and "No such file" not in found:
                 what = f"the grading record was refused: {found}"
+            elif any(index not in names for index, _ in errors):  # the probe cell failed
+                return outcome(
+                    status,
+                    "the grader could not read your answers after your last cell: does a cell "
+                    f"replace a module or a built-in? {notes}".strip(),
+                )
             return outcome(status, f"the kernel stopped before grading ({what}). {notes}".strip())
         verdict = _judge(judge[0], found)  # (a record: the kernel started, and the judge)
         if verdict is None:  # the run's judge server gave no answer: a judge of this record's

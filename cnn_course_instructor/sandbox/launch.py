@@ -1,5 +1,5 @@
 """Start code in a sandbox: to its end (``run``), as a process to talk to (``started``), or as a
-Jupyter kernel (``launch_kernel``, run as ``python -m cnn_course_instructor.sandbox.launch``)."""
+Jupyter kernel (``launch_kernel``, run as ``python -m cnn_course_instructor.sandbox kernel ...``)."""
 
 from __future__ import annotations
 
@@ -319,12 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 3 or argv[0] != "kernel":
         print(
-            "usage: python -m cnn_course_instructor.sandbox.launch kernel SPEC.json CONNECTION.json",
+            "usage: python -m cnn_course_instructor.sandbox kernel SPEC.json CONNECTION.json",
             file=sys.stderr,
         )
         return 2
     return launch_kernel(argv[1], argv[2])
-
-
-if __name__ == "__main__":
-    sys.exit(main())
