@@ -81,6 +81,82 @@ def test_dependencies_point_one_way_and_no_code_edits_sys_path():
     assert not edits.search("print(sys.path)")
 
 
+def _module_name(path: Path) -> str:
+    return ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+
+
+def import_graph(files: list[Path]) -> dict[str, set[str]]:
+    """Module -> the product modules it imports, wherever the import stands (a function's too):
+    ``from package import name`` reaches the submodule ``package.name`` where there is one, and
+    importing a module runs its packages' ``__init__`` first, so those count too (but a module's
+    own packages, which Python runs before it)."""
+    modules = {_module_name(path): path for path in files}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        here = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                found = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join([*here[: len(here) - node.level + 1], *filter(None, [base])])
+                found = [
+                    f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
+                    for alias in node.names
+                ]
+            else:
+                continue
+            for target in found:
+                while target:
+                    if target in modules and target != name and not name.startswith(f"{target}."):
+                        targets.add(target)
+                    target = target.rpartition(".")[0]
+        graph[name] = targets
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles of ``graph``: its strongly connected parts of two or more modules."""
+    order, low, stack, found = {}, {}, [], []
+
+    def visit(node: str) -> None:
+        order[node] = low[node] = len(order)
+        stack.append(node)
+        for target in graph[node]:
+            if target not in order:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], order[target])
+        if low[node] == order[node]:
+            part = stack[stack.index(node) :]
+            del stack[stack.index(node) :]
+            if len(part) > 1:
+                found.append(sorted(part))
+
+    for node in graph:
+        if node not in order:
+            visit(node)
+    return found
+
+
+def test_the_product_has_no_import_circle_even_through_imports_in_functions():
+    """Is the import graph of the runtime, the instructor side and the hidden tests free of
+    circles, counting imports placed inside functions (where a circle would hide)?"""
+    files = [
+        p
+        for top in ("cnn_course", "cnn_course_instructor", "autograder")
+        for p in (REPO / top).rglob("*.py")
+    ]
+    graph = import_graph(files)
+    assert cycles(graph) == []
+    assert "cnn_course_instructor.grading.worker" in graph["cnn_course_instructor.grading.local"]
+    circle = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(circle) == [["a", "b", "c"]]  # the check sees one
+
+
 def test_package_metadata_keeps_instructor_dependencies_in_an_extra():
     """Are nbgrader, the build tools and Dask an `instructor` extra, not what students install?"""
     import tomllib
@@ -290,4 +366,12 @@ def test_probe_is_a_module_that_records_plain_data(tmp_path):
     assert record["sizes"] == [{"type": "int", "value": 14.0, "number": True}]
     assert record["count"] == {"type": "int", "value": 72298.0, "number": True}
     assert "`nowhere` is not defined" in record["missing"]["error"]
-    assert set(namespace) == {"net", "double", "count", "exec", "compile", "globals", "__builtins__"}
+    assert set(namespace) == {
+        "net",
+        "double",
+        "count",
+        "exec",
+        "compile",
+        "globals",
+        "__builtins__",
+    }
