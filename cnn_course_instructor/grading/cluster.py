@@ -3,7 +3,7 @@
 The client (``cnn-course grade --scheduler tcp://HOST:8786``) reads each submission safely, as a
 local run does, and sends its bytes to a worker with the course's grading content (a small
 archive of ``source/``, ``autograder/`` and the released notebooks). The worker grades it with
-``scheduler.grade_submission`` (the code a local run uses: its own worker process, sandbox and
+``local.grade_submission`` (the code a local run uses: its own worker process, sandbox and
 judge) against its own data root, and returns the typed result with the executed notebook. Only
 the client writes the output folder, so resuming, the lock and the reports work as in a local run.
 A worker that dies mid-task has its task run again elsewhere by Dask; each student's result is
