@@ -39,7 +39,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_data.py
-	PYTHONPATH=tests $(BIN)/python benchmarks/bench_grading.py
+	$(BIN)/python benchmarks/bench_grading.py
 
 clean-venv:
 	rm -rf $(VENV)

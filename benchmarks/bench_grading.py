@@ -1,13 +1,13 @@
 """Grading throughput: a class of N copies of real submissions, serial against parallel, in one run.
 
-    CNN_COURSE_DATA=../shared/data PYTHONPATH=tests .venv/bin/python benchmarks/bench_grading.py [--copies 6] [--jobs 2]
+    CNN_COURSE_DATA=../shared/data .venv/bin/python benchmarks/bench_grading.py [--copies 6] [--jobs 2]
 
-Both runs grade the same notebooks with the same secret inputs, in sandboxes. Every row of
-both runs must be graded with its sample's expected scores (``tests/corpus.py``, compared as
-``tests/grade_corpus.py`` compares them); then it prints the wall time of each run, the
-throughput ratio, the median seconds per submission, and whether every grade is identical.
-Otherwise it prints, instead of any figure, one line per row that was not graded as expected,
-and exits 1.
+Both runs grade the same notebooks with the same secret inputs, in sandboxes: part 1's solution
+and a few typical mistakes from its sample corpus (``autograder/cnn_lab/corpus.py``). Every row
+of both runs must be graded with its sample's expected scores (compared as ``cnn-course corpus``
+compares them); then it prints the wall time of each run, the throughput ratio, the median
+seconds per submission, and whether every grade is identical. Otherwise it prints, instead of
+any figure, one line per row that was not graded as expected, and exits 1.
 """
 
 from __future__ import annotations
@@ -24,33 +24,27 @@ from pathlib import Path
 import checks  # benchmarks/checks.py, beside this script
 import nbformat
 
+from cnn_course_instructor.corpus import Sample, compare, samples
 from cnn_course_instructor.course import Course
 from cnn_course_instructor.grading.results import Status, SubmissionResult
 from cnn_course_instructor.grading.run import grade_class
 
-try:  # the sample corpus of tests/ and its comparison
-    from corpus import SAMPLES, Sample
-    from grade_corpus import compare
-except ModuleNotFoundError as missing:
-    sys.exit(
-        f"bench_grading needs the sample corpus of tests/ ({missing}): run it from the "
-        "repository root with PYTHONPATH=tests, as its docstring shows."
-    )
-
 REPO = Path(__file__).resolve().parents[1]
+COURSE = Course(REPO)
+LAB = "cnn_lab"  # its corpus's samples named in KINDS make the class
 KINDS = ("solution", "missing_relu", "no_optimizer_step", "accuracy_as_count")
 
 
 def make_class(folder: Path, copies: int) -> dict[str, Sample]:
     """``copies`` submissions cycling through the solution and a few typical mistakes: student
     name -> the sample each one is."""
-    kinds = [s for s in SAMPLES if s.name in KINDS]
+    kinds = [s for s in samples(COURSE, LAB) if s.name in KINDS]
     folder.mkdir(parents=True)
     students = {}
     for number in range(copies):
         sample = kinds[number % len(kinds)]
         student = f"student{number:02d}_{sample.name}"
-        nbformat.write(sample.notebook(), folder / f"{student}.ipynb")
+        nbformat.write(sample.notebook(COURSE, LAB), folder / f"{student}.ipynb")
         students[student] = sample
     return students
 
@@ -58,7 +52,7 @@ def make_class(folder: Path, copies: int) -> dict[str, Sample]:
 def timed(submissions: Path, out: Path, jobs: int) -> tuple[float, list[SubmissionResult]]:
     started = time.perf_counter()
     results = grade_class(
-        submissions, out, course=Course(REPO), jobs=jobs, force=True, progress=lambda _: None
+        submissions, out, course=COURSE, jobs=jobs, force=True, progress=lambda _: None
     )
     return time.perf_counter() - started, results
 
@@ -72,12 +66,13 @@ def arm(
 ) -> checks.Arm:
     """A measured run, each submission's row held against its sample's expected scores."""
     by_student = {result.student: result for result in results}
+    lab = COURSE.lab(LAB)
     rows = []
     for student, sample in students.items():
         result = by_student.get(student)
         graded = result is not None and result.status is Status.GRADED
-        problems = tuple(compare(sample, result)) if graded else ()
-        rows.append(checks.Row(student, result, sum(sample.expected.values()), problems))
+        problems = tuple(compare(sample, lab, result)) if graded else ()
+        rows.append(checks.Row(student, result, sum(sample.expected(lab).values()), problems))
     return checks.Arm(name, jobs, wall, tuple(rows))
 
 

@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 import pickle
+import queue
+import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from cnn_course_instructor.corpus import Sample, samples, write_corpus
+from cnn_course_instructor.course import Course
+
 REPO = Path(__file__).resolve().parents[1]
+COURSE = Course(REPO)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -170,13 +178,43 @@ def write_tiny_pack(root: Path, arrays: dict[str, np.ndarray], name: str = "tiny
     return path
 
 
-# --- one class graded once per session ------------------------------------------------------
+def copy_of_the_course(folder: Path) -> tuple[Path, Path]:
+    """A copy of this course and its tools in ``folder``, and the Python of a venv beside it
+    that imports them from the copy (and everything else from this venv)."""
+    clone = folder / "cnn-course"
+    ignore = shutil.ignore_patterns(".venv", ".git", "artifacts", "__pycache__", "*.pyc")
+    shutil.copytree(REPO, clone, ignore=ignore)
+    venv = clone / ".venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next((venv / "lib").glob("python*/site-packages"))
+    here = next(p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir())
+    (site / "checkout.pth").write_text(f"{clone}\n{here}\n")
+    return clone, venv / "bin" / "python"
+
+
+# --- the classes graded once per session ------------------------------------------------------
+
+
+def full_marks(lab: str) -> dict[str, float]:
+    """Each question the lab grades automatically, with its points (the front matter's)."""
+    return {question: facts.points for question, facts in COURSE.lab(lab).graded.items()}
+
+
+def corpus(lab: str, *, fast: bool = False) -> list[Sample]:
+    """The lab's sample corpus (``autograder/<lab>/corpus.py``; ``fast``: the samples CI grades)."""
+    return [sample for sample in samples(COURSE, lab) if sample.fast or not fast]
+
+
+def corpus_labs() -> list[str]:
+    """The labs that keep a sample corpus, in the course's order."""
+    return [lab for lab in COURSE.labs if corpus(lab)]
 
 
 @dataclass
 class GradedClass:
     """A class graded once per test session, whose outputs several tests read."""
 
+    lab: str  # the lab whose corpus it holds, or (the heavy class) whose notebooks it attacks
     out: Path
     submissions: Path
     results: dict  # student -> SubmissionResult
@@ -197,15 +235,22 @@ class _ClassRun:
     """
 
     CELL_TIMEOUT = 20  # CPU seconds: twice the lab's longest shortened cell
-    # Two at once in each class, and two classes at once: with the tests that run meanwhile,
-    # the two cores stay busy (budgets in CPU time keep every grade as it is alone); three per
-    # class measured slower, the machine then spending its time switching.
+    # Two at once in each class, and two classes at once (AT_ONCE): with the tests that run
+    # meanwhile, the two cores stay busy (budgets in CPU time keep every grade as it is alone);
+    # three per class measured slower, the machine then spending its time switching.
     JOBS = 2
+    AT_ONCE = 2
 
-    def __init__(self, name: str, config: pytest.Config, root: Path):
+    def __init__(
+        self,
+        name: str,
+        make: Callable[[_ClassRun], GradedClass],
+        config: pytest.Config,
+        root: Path,
+    ):
         from cnn_course_instructor.sandbox import sandbox_available
 
-        self.name, self.root = name, root
+        self.name, self.make, self.root = name, make, root
         self.sandboxed = sandbox_available() is None  # else graded with --no-sandbox
         self.work = config._tmp_path_factory.mktemp(name)
         self.work.chmod(0o755)  # as a normal user too, its folders stay private (0700)
@@ -217,9 +262,9 @@ class _ClassRun:
         self.failure = ""
 
     def run(self) -> None:
-        """Write the class, grade it, and keep what the tests read (in the background thread)."""
+        """Write the class, grade it, and keep what the tests read (in a background thread)."""
         try:
-            self.graded = CLASSES[self.name](self)
+            self.graded = self.make(self)
         except BaseException as exc:  # noqa: BLE001 - the fixture reports it in the test
             self.failure = f"{type(exc).__name__}: {exc}"
         finally:
@@ -252,21 +297,26 @@ class _ClassRun:
             os.killpg(self.process.pid, signal.SIGKILL)
 
 
-def _corpus_class(run: _ClassRun, *, hostile: str) -> GradedClass:
-    """Part 1's corpus (its CI subset) and a broken file when ``hostile`` is "light", with the
-    hostile samples of that weight, graded as one class (sandboxed where possible)."""
-    import nbformat
-    from corpus import SAMPLES
+def _corpus_class(run: _ClassRun, lab: str) -> GradedClass:
+    """The lab's fast corpus, each notebook telling its lab by its metadata."""
+    chosen, submissions, out = corpus(lab, fast=True), run.work / "submitted", run.work / "out"
+    write_corpus(COURSE, lab, chosen, submissions)
+    results = run.grade(submissions, out)
+    return GradedClass(lab, out, submissions, results, chosen, [], None, 0, run.sandboxed)
+
+
+def _hostile_class(run: _ClassRun, *, weight: str) -> GradedClass:
+    """The hostile samples of that ``weight`` (sandboxed where possible); with the "light" ones,
+    the fast corpus of their lab and a broken file, graded as one class."""
+    from hostile import LAB
     from hostile import samples as hostile_samples
     from listener import Listener
 
     work = run.work
     submissions, out = work / "submitted", work / "out"
-    submissions.mkdir()
-    corpus = [sample for sample in SAMPLES if sample.fast] if hostile == "light" else []
-    for sample in corpus:
-        nbformat.write(sample.notebook(), submissions / f"{sample.name}.ipynb")
-    if hostile == "light":
+    chosen = corpus(LAB, fast=True) if weight == "light" else []
+    write_corpus(COURSE, LAB, chosen, submissions)
+    if weight == "light":
         (submissions / "broken.ipynb").write_text("{not json")
     canary_folder = work / "canary"
     canary_folder.mkdir(parents=True, exist_ok=True)
@@ -287,13 +337,13 @@ def _corpus_class(run: _ClassRun, *, hostile: str) -> GradedClass:
     host = {"previous": previous / "grades.csv", "linked_out": linked_out, "socket": unix_path}
     listener = Listener()
     every = hostile_samples(canary, listener.port, out, submissions, host) if run.sandboxed else []
-    chosen = [sample for sample in every if sample.heavy == (hostile == "heavy")]
-    for sample in chosen:
+    hostile = [sample for sample in every if sample.heavy == (weight == "heavy")]
+    for sample in hostile:
         sample.write(submissions)
     try:
-        # the output folder given through a link; the course has two labs, hand-made
-        # notebooks name none: all are graded as part 1
-        results = run.grade(submissions, linked_out, "--lab", "cnn_lab")
+        # the output folder given through a link; the course has several labs, hand-made
+        # notebooks name none: all are graded as the hostile samples' lab
+        results = run.grade(submissions, linked_out, "--lab", LAB)
     finally:
         listener.close()
         unix.setblocking(False)
@@ -305,61 +355,84 @@ def _corpus_class(run: _ClassRun, *, hostile: str) -> GradedClass:
         unix.close()
     connections = listener.connections + unix_connections
     return GradedClass(
-        out, submissions, results, corpus, chosen, canary, connections, run.sandboxed
+        LAB, out, submissions, results, chosen, hostile, canary, connections, run.sandboxed
     )
 
 
-def _part2_class(run: _ClassRun) -> GradedClass:
-    """Part 2's corpus (its CI subset), each notebook telling its lab by its metadata."""
-    from corpus_part2 import SAMPLES
-    from grade_corpus import write_corpus
-
-    samples = [sample for sample in SAMPLES if sample.fast]
-    write_corpus(samples, run.work / "submitted")
-    results = run.grade(run.work / "submitted", run.work / "out")
-    return GradedClass(
-        run.work / "out", run.work / "submitted", results, samples, [], None, 0, run.sandboxed
-    )
+HEAVY = "heavy"  # the class of the hostile samples that train the whole lab
 
 
-# fixture name -> how its class is made and graded
-CLASSES = {
-    "graded_part2": _part2_class,
-    "graded_class": lambda run: _corpus_class(run, hostile="light"),
-    "graded_heavy": lambda run: _corpus_class(run, hostile="heavy"),
-}
-# Classes in one group are graded one after the other; the groups at once.
-GROUPS = (("graded_part2",), ("graded_class", "graded_heavy"))
+def _class_makers() -> dict[str, Callable[[_ClassRun], GradedClass]]:
+    """Run name -> how its class is made and graded: one per lab with a corpus, the hostile
+    samples' lab's holding its light hostile samples too, then the heavy hostile samples."""
+    from hostile import LAB
+
+    makers = {lab: functools.partial(_corpus_class, lab=lab) for lab in corpus_labs()}
+    makers[LAB] = functools.partial(_hostile_class, weight="light")
+    makers[HEAVY] = functools.partial(_hostile_class, weight="heavy")
+    return makers
+
+
+def _runs_read(item: pytest.Item) -> set[str]:
+    """The names of the graded classes a test reads: the lab it parametrizes ``graded_lab``
+    with, the hostile samples' lab for ``graded_class``, the heavy class for ``graded_heavy``."""
+    fixtures = set(getattr(item, "fixturenames", ()))
+    runs = {HEAVY} if "graded_heavy" in fixtures else set()
+    if "graded_class" in fixtures:
+        from hostile import LAB
+
+        runs.add(LAB)
+    if "graded_lab" in fixtures:
+        callspec = getattr(item, "callspec", None)
+        if callspec is None or "graded_lab" not in callspec.params:
+            raise pytest.UsageError(
+                f"{item.nodeid}: parametrize graded_lab with the lab ids it reads, e.g. "
+                '@pytest.mark.parametrize("graded_lab", corpus_labs(), indirect=True)'
+            )
+        runs.add(callspec.params["graded_lab"])
+    return runs
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests that read a graded class run last (in their order): those needing none run while
     the classes are graded in the background."""
-    last = {*CLASSES, "classes_graded"}
+    last = {"graded_lab", "graded_class", "graded_heavy", "classes_graded"}
     items.sort(key=lambda item: any(name in last for name in getattr(item, "fixturenames", ())))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Start grading, in background threads, the classes the selected tests need."""
-    needed = {name for item in session.items for name in getattr(item, "fixturenames", ())}
+    """Start grading, in background threads, the classes the selected tests read: ``AT_ONCE``
+    at a time, in the course's order of labs, then the heavy class."""
+    needed = set().union(*(_runs_read(item) for item in session.items))
     root = find_real_root()
-    wanted = [name for name in CLASSES if name in needed]
-    if root is None or not wanted or session.config.option.collectonly:
+    if root is None or not needed or session.config.option.collectonly:
         return
-    runs = {name: _ClassRun(name, session.config, root) for name in wanted}
+    runs = {
+        name: _ClassRun(name, make, session.config, root)
+        for name, make in _class_makers().items()
+        if name in needed
+    }
     session.config._cnn_class_runs = runs
+    stopping = session.config._cnn_stopping = threading.Event()  # set when the session ends
+    waiting = queue.SimpleQueue()
+    for run in runs.values():
+        waiting.put(run)
 
-    def grade(group: list[_ClassRun]) -> None:
-        for run in group:
+    def grade() -> None:
+        while not stopping.is_set():
+            try:
+                run = waiting.get_nowait()
+            except queue.Empty:
+                return
             run.run()
 
-    for group in GROUPS:
-        chosen = [runs[name] for name in group if name in runs]
-        if chosen:
-            threading.Thread(target=grade, args=(chosen,), name="graded", daemon=True).start()
+    for _ in range(min(_ClassRun.AT_ONCE, len(runs))):
+        threading.Thread(target=grade, name="graded", daemon=True).start()
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    if hasattr(session.config, "_cnn_stopping"):
+        session.config._cnn_stopping.set()  # no class starts any more
     for run in getattr(session.config, "_cnn_class_runs", {}).values():
         run.stop()
 
@@ -380,7 +453,7 @@ def classes_graded(request: pytest.FixtureRequest) -> None:
 def _graded(request: pytest.FixtureRequest, name: str) -> GradedClass:
     request.getfixturevalue("real_root")  # skips (or fails, where required) without data
     run = getattr(request.config, "_cnn_class_runs", {}).get(name)
-    assert run is not None, f"{name} was not started at collection: request it as an argument"
+    assert run is not None, f"the class {name} was not started at collection: has it a corpus?"
     run.done.wait()
     if run.graded is None:
         pytest.fail(f"grading the session's class {name} failed: {run.failure}")
@@ -388,19 +461,23 @@ def _graded(request: pytest.FixtureRequest, name: str) -> GradedClass:
 
 
 @pytest.fixture(scope="session")
-def graded_class(request: pytest.FixtureRequest) -> GradedClass:
-    """Part 1's CI corpus, a broken file and, where the machine can sandbox, the hostile corpus
-    but for the samples that train the whole lab, graded together once."""
-    return _graded(request, "graded_class")
+def graded_lab(request: pytest.FixtureRequest) -> GradedClass:
+    """The fast corpus of the lab a test parametrizes this fixture with (indirect=True), graded
+    once (sandboxed where possible); the hostile samples' lab's is ``graded_class``."""
+    return _graded(request, request.param)
 
 
 @pytest.fixture(scope="session")
-def graded_part2(request: pytest.FixtureRequest) -> GradedClass:
-    """Part 2's CI corpus, graded once (sandboxed where possible)."""
-    return _graded(request, "graded_part2")
+def graded_class(request: pytest.FixtureRequest) -> GradedClass:
+    """The fast corpus of the hostile samples' lab (part 1), a broken file and, where the machine
+    can sandbox, the hostile corpus but for the samples that train the whole lab, graded
+    together once."""
+    from hostile import LAB
+
+    return _graded(request, LAB)
 
 
 @pytest.fixture(scope="session")
 def graded_heavy(request: pytest.FixtureRequest) -> GradedClass:
     """The hostile samples that train the whole lab (the stress tier's), graded once."""
-    return _graded(request, "graded_heavy")
+    return _graded(request, HEAVY)

@@ -13,11 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
-from corpus import FULL, SOLUTION, STUDENT
+from conftest import REPO, full_marks
 
-TOTAL = sum(FULL.values())  # the solution's score
-
-REPO = Path(__file__).resolve().parents[1]
+# The hostile samples are made from part 1's notebooks and name its questions: they are graded
+# with its fast corpus, as that lab.
+LAB = "cnn_lab"
+SOLUTION = REPO / "notebooks" / "solution" / f"{LAB}.ipynb"
+STUDENT = REPO / "notebooks" / "student" / f"{LAB}.ipynb"
+POINTS = full_marks(LAB)  # question -> its points
+TOTAL = sum(POINTS.values())  # the solution's score
 
 
 @dataclass(frozen=True)
@@ -75,10 +79,10 @@ def attempts(canary: Path, port: int, out: Path, submissions: Path, host: dict) 
     return f"""
 import ctypes, os, socket
 targets = {{
-    "read hidden tests": "{REPO / "autograder" / "cnn_lab" / "__init__.py"}",
-    "read the instructor tools": "{REPO / "cnn_course_instructor" / "worker.py"}",
-    "read the lab source": "{REPO / "source" / "cnn_lab.md"}",
-    "read the solution": "{REPO / "notebooks" / "solution" / "cnn_lab.ipynb"}",
+    "read hidden tests": "{REPO / "autograder" / LAB / "__init__.py"}",
+    "read the instructor tools": "{REPO / "cnn_course_instructor" / "grading" / "worker.py"}",
+    "read the lab source": "{REPO / "source" / LAB}.md",
+    "read the solution": "{SOLUTION}",
     "read another submission": "{submissions / "solution.ipynb"}",
     "read the gradebook": "{out / "gradebook.db"}",
     "read the grading seed": "{out / ".grading-seed"}",
@@ -304,7 +308,10 @@ def samples(canary: Path, port: int, out: Path, submissions: Path, host: dict) -
             "renamed_model",
             _edited_solution(_rename),
             "graded",
-            TOTAL - FULL["q4_mnist_model"] - FULL["q5_loss_optimizer"] - FULL["q8_mnist_training"],
+            TOTAL
+            - POINTS["q4_mnist_model"]
+            - POINTS["q5_loss_optimizer"]
+            - POINTS["q8_mnist_training"],
             heavy=True,
         ),
         # Deleting cnn_accuracy loses q7 and both training loops, which call it.
@@ -313,9 +320,9 @@ def samples(canary: Path, port: int, out: Path, submissions: Path, host: dict) -
             _edited_solution(_delete),
             "graded",
             TOTAL
-            - FULL["q7_cnn_accuracy"]
-            - FULL["q8_mnist_training"]
-            - FULL["q12_cifar_training"],
+            - POINTS["q7_cnn_accuracy"]
+            - POINTS["q8_mnist_training"]
+            - POINTS["q12_cifar_training"],
             heavy=True,
         ),
         # --- issue 11: one student must never stop the class or touch a neighbour ---
@@ -328,6 +335,14 @@ def samples(canary: Path, port: int, out: Path, submissions: Path, host: dict) -
         Hostile("record_link", _notebook([RECORD_LINK], STUDENT), "crashed", 0, words="refused"),
         Hostile("huge_model", _notebook([HUGE_MODEL], STUDENT), "graded", 0, words="budget"),
         Hostile("fake_history", _notebook([FAKE_HISTORY], STUDENT), "graded", 0),
+        # A last cell that breaks what the grader's probe imports: that row's fault, said so.
+        Hostile(
+            "probe_breaker",
+            _notebook(["import sys\nsys.modules['torch'] = None"], STUDENT),
+            "crashed",
+            0,
+            words="could not read your answers",
+        ),
         Hostile("eve", "solution.ipynb", "invalid", 0, kind="link", words="link"),
         Hostile("root_only_link", "/etc/shadow", "invalid", 0, kind="link", words="link"),
         Hostile("fifo", "", "invalid", 0, kind="fifo", words="not a regular file"),

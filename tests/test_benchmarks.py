@@ -14,13 +14,16 @@ from types import SimpleNamespace
 
 import nbformat
 import pytest
-from corpus import FULL, SAMPLES
+from conftest import COURSE, corpus, full_marks
 
 from cnn_course_instructor.grading.results import Status, SubmissionResult, TestResult
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SCRIPTS = ("checks", "bench_grading", "bench_nbgrader")
 RATIO = re.compile(r"\d\.\d\dx")  # how the scripts print a ratio: 1.35x
+LAB = "cnn_lab"  # the lab bench_grading grades
+POINTS = full_marks(LAB)
+TOTAL = sum(POINTS.values())  # full marks
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +44,15 @@ def result(
     tests: list[TestResult] = (),
 ) -> SubmissionResult:
     """A cnn_lab result with full marks unless ``scores`` says otherwise."""
-    scores = dict(FULL) if scores is None else scores
+    scores = dict(POINTS) if scores is None else scores
     return SubmissionResult(
-        student, "cnn_lab", f"{student}.ipynb", status, reason, scores, 27.0, list(tests)
+        student, LAB, f"{student}.ipynb", status, reason, scores, TOTAL, list(tests)
     )
 
 
 def crashed(student: str = "student00") -> SubmissionResult:
     reason = "the grading process failed: bwrap: setting up uid map: Permission denied " * 5
-    return result(student, Status.CRASHED, dict.fromkeys(FULL, 0.0), reason)
+    return result(student, Status.CRASHED, dict.fromkeys(POINTS, 0.0), reason)
 
 
 def arm(bench, name: str, *rows, wall: float = 60.0, jobs: int = 1):
@@ -58,8 +61,9 @@ def arm(bench, name: str, *rows, wall: float = 60.0, jobs: int = 1):
 
 def test_right_rows_pass(bench):
     """Do rows all graded with their expected totals, in every arm, print no refusal?"""
-    row = bench.checks.Row("student00", result(), 27.0)
-    other = bench.checks.Row("student01", result("student01", scores=dict(FULL, q1_conv2d=0.0)), 24)
+    row = bench.checks.Row("student00", result(), TOTAL)
+    lower = result("student01", scores=dict(POINTS, q1_conv2d=0.0))
+    other = bench.checks.Row("student01", lower, TOTAL - POINTS["q1_conv2d"])
     assert (
         bench.checks.refusal([arm(bench, "serial", row, other), arm(bench, "parallel", row)]) == []
     )
@@ -67,15 +71,15 @@ def test_right_rows_pass(bench):
 
 def test_crashed_row_refuses(bench):
     """Does a crashed row refuse the ratio, naming student, arm, status, totals, reason?"""
-    right = bench.checks.Row("student00", result(), 27.0)
-    bad = bench.checks.Row("student01", crashed("student01"), 27.0)
+    right = bench.checks.Row("student00", result(), TOTAL)
+    bad = bench.checks.Row("student01", crashed("student01"), TOTAL)
     lines = bench.checks.refusal(
         [arm(bench, "serial", right), arm(bench, "parallel", right, bad, jobs=2)]
     )
     assert len(lines) == 2
     assert lines[0].startswith(
-        "student01 [parallel, jobs 2]: crashed, total 0 vs expected 27: the grading process failed: "
-        "bwrap: setting up uid map: Permission denied"
+        f"student01 [parallel, jobs 2]: crashed, total 0 vs expected {TOTAL:g}: the grading "
+        "process failed: bwrap: setting up uid map: Permission denied"
     )
     assert lines[0].endswith(" ...") and len(lines[0]) < 200  # the reason shortened
     assert lines[1] == "no ratio printed: 1 of 3 rows were not graded as expected"
@@ -84,19 +88,24 @@ def test_crashed_row_refuses(bench):
 def test_crashed_row_refuses_whatever_its_total(bench):
     """Does a row that is not `graded` refuse the ratio even with the expected total?"""
     timeout = result(status=Status.TIMEOUT, reason="a cell ran past 600 s")
-    lines = bench.checks.refusal([arm(bench, "serial", bench.checks.Row("student00", timeout, 27))])
-    assert (
-        lines[0]
-        == "student00 [serial, jobs 1]: timeout, total 27 vs expected 27: a cell ran past 600 s"
+    lines = bench.checks.refusal(
+        [arm(bench, "serial", bench.checks.Row("student00", timeout, TOTAL))]
+    )
+    assert lines[0] == (
+        f"student00 [serial, jobs 1]: timeout, total {TOTAL:g} vs expected {TOTAL:g}: "
+        "a cell ran past 600 s"
     )
 
 
 def test_lower_total_refuses(bench):
     """Does a graded row that scored less than expected refuse the ratio?"""
-    lower = result(scores=dict(FULL, q12_cifar_training=0.0))
-    lines = bench.checks.refusal([arm(bench, "serial", bench.checks.Row("student00", lower, 27))])
+    lower = result(scores=dict(POINTS, q12_cifar_training=0.0))
+    lines = bench.checks.refusal(
+        [arm(bench, "serial", bench.checks.Row("student00", lower, TOTAL))]
+    )
     assert lines == [
-        "student00 [serial, jobs 1]: graded, total 23 vs expected 27",
+        f"student00 [serial, jobs 1]: graded, total {TOTAL - POINTS['q12_cifar_training']:g} "
+        f"vs expected {TOTAL:g}",
         "no ratio printed: 1 of 1 rows were not graded as expected",
     ]
 
@@ -104,12 +113,13 @@ def test_lower_total_refuses(bench):
 def test_missing_and_off_rows_refuse(bench):
     """Do a submission with no result, a row the benchmark's own comparison faulted, and an
     arm with no rows at all each refuse the ratio?"""
-    missing = bench.checks.Row("student00", None, 27.0)
-    faulted = bench.checks.Row("student01", result("student01"), 27.0, ("q1_conv2d: expected 3",))
+    missing = bench.checks.Row("student00", None, TOTAL)
+    faulted = bench.checks.Row("student01", result("student01"), TOTAL, ("q1_conv2d: expected 3",))
     lines = bench.checks.refusal([arm(bench, "serial", missing, faulted)])
     assert lines == [
-        "student00 [serial, jobs 1]: no result, expected total 27",
-        "student01 [serial, jobs 1]: graded, total 27 vs expected 27: q1_conv2d: expected 3",
+        f"student00 [serial, jobs 1]: no result, expected total {TOTAL:g}",
+        f"student01 [serial, jobs 1]: graded, total {TOTAL:g} vs expected {TOTAL:g}: "
+        "q1_conv2d: expected 3",
         "no ratio printed: 2 of 2 rows were not graded as expected",
     ]
     assert bench.checks.refusal([arm(bench, "serial", faulted), arm(bench, "parallel")]) == [
@@ -117,16 +127,16 @@ def test_missing_and_off_rows_refuse(bench):
     ]
 
 
-# --- bench_grading: the corpus samples' expectations, compared by tests/grade_corpus.py ---------
+# --- bench_grading: the corpus samples' expectations, compared as `cnn-course corpus` does ------
 
 
 def corpus_result(student: str, sample, status: Status = Status.GRADED) -> SubmissionResult:
     """What grading ``sample`` must give: its expected scores, feedback naming its fault."""
-    return result(student, status, dict(sample.expected), reason=sample.fault)
+    return result(student, status, sample.expected(COURSE.lab(LAB)), reason=sample.fault)
 
 
 def grading_class() -> dict:
-    kinds = {sample.name: sample for sample in SAMPLES}
+    kinds = {sample.name: sample for sample in corpus(LAB)}
     return {
         "student00_solution": kinds["solution"],
         "student01_missing_relu": kinds["missing_relu"],
@@ -155,30 +165,37 @@ def test_grading_report_refuses_a_crashed_row(bench, capsys):
     parallel = bench.bench_grading.arm("parallel", 2, 60.0, broken, students)
     assert bench.bench_grading.report(serial, parallel) == 1
     out = capsys.readouterr().out
-    assert "student01_missing_relu [parallel, jobs 2]: crashed, total 0 vs expected 26:" in out
+    expected = sum(students["student01_missing_relu"].expected(COURSE.lab(LAB)).values())
+    assert (
+        f"student01_missing_relu [parallel, jobs 2]: crashed, total 0 vs expected {expected:g}:"
+        in out
+    )
     assert out.rstrip().endswith("no ratio printed: 1 of 4 rows were not graded as expected")
     assert not RATIO.search(out) and "120.0" not in out and "submissions/min" not in out
 
 
 def test_grading_compares_questions_as_the_corpus_does(bench, capsys):
     """Does bench_grading refuse a row with the right total but points on the wrong questions,
-    or feedback that does not name the sample's fault (tests/grade_corpus.py's comparison)?"""
+    or feedback that does not name the sample's fault (`cnn-course corpus`'s comparison)?"""
     students = grading_class()
-    solution, mistake = students.values()
-    swapped = dict(solution.expected, q1_conv2d=0.0, q2_output_size=5.0)
+    solution, mistake = (sample.expected(COURSE.lab(LAB)) for sample in students.values())
+    q1, q2 = solution["q1_conv2d"], solution["q2_output_size"]
+    swapped = dict(solution, q1_conv2d=0.0, q2_output_size=q1 + q2)  # the same total
     results = [
         result("student00_solution", scores=swapped),
-        result("student01_missing_relu", scores=dict(mistake.expected), reason="wrong"),
+        result("student01_missing_relu", scores=mistake, reason="wrong"),
     ]
     run = bench.bench_grading.arm("serial", 1, 120.0, results, students)
     assert bench.bench_grading.report(run, run) == 1
     out = capsys.readouterr().out
     assert (
-        "student00_solution [serial, jobs 1]: graded, total 27 vs expected 27: "
-        "q1_conv2d: expected 3, got 0; q2_output_size: expected 2, got 5"
+        f"student00_solution [serial, jobs 1]: graded, total {TOTAL:g} vs expected {TOTAL:g}: "
+        f"q1_conv2d: expected {q1:g}, got 0; q2_output_size: expected {q2:g}, got {q1 + q2:g}"
     ) in out
+    total = sum(mistake.values())
     assert (
-        "student01_missing_relu [serial, jobs 1]: graded, total 26 vs expected 26: wrong; " in out
+        f"student01_missing_relu [serial, jobs 1]: graded, total {total:g} vs expected {total:g}: "
+        "wrong; " in out
     )
     assert "no feedback names the fault" in out
     assert not RATIO.search(out)
@@ -195,7 +212,7 @@ def nbgrader_arms(bench, cnn_course_results: list[SubmissionResult]) -> list:
     ]
     return [
         bench.checks.Arm("nbgrader autograde", 1, 600.0, tuple(nbgrader)),
-        bench.bench_nbgrader.cnn_course_arm(1, 60.0, cnn_course_results, students, 27.0),
+        bench.bench_nbgrader.cnn_course_arm(1, 60.0, cnn_course_results, students, TOTAL),
     ]
 
 
@@ -213,7 +230,8 @@ def test_nbgrader_report_refuses_crashed_rows(bench, capsys):
     assert bench.bench_nbgrader.report(arms) == 1
     out = capsys.readouterr().out
     assert out.splitlines()[0].startswith(
-        "student00 [cnn-course grade, jobs 1]: crashed, total 0 vs expected 27: the grading process"
+        f"student00 [cnn-course grade, jobs 1]: crashed, total 0 vs expected {TOTAL:g}: the grading "
+        "process"
     )
     assert out.splitlines()[-1] == "no ratio printed: 2 of 4 rows were not graded as expected"
     assert not RATIO.search(out) and "600.0" not in out and "vs nbgrader" not in out
@@ -224,7 +242,7 @@ def test_nbgrader_report_refuses_a_lost_submission(bench, capsys):
     arms = nbgrader_arms(bench, [result("student00")])
     assert bench.bench_nbgrader.report(arms) == 1
     assert (
-        "student01 [cnn-course grade, jobs 1]: no result, expected total 27"
+        f"student01 [cnn-course grade, jobs 1]: no result, expected total {TOTAL:g}"
         in capsys.readouterr().out
     )
 

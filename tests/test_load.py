@@ -7,12 +7,11 @@ import os
 import subprocess
 import time
 
-import nbformat
 import pytest
-from conftest import grade_command, wait_for_classes
-from corpus import SAMPLES
+from conftest import COURSE, corpus, grade_command, wait_for_classes
 from test_execute import busy_machine
 
+from cnn_course_instructor.corpus import write_corpus
 from cnn_course_instructor.sandbox import sandbox_available
 
 pytestmark = [
@@ -26,6 +25,7 @@ pytestmark = [
 ]
 
 OVERSUBSCRIBED = 20  # busy processes per core, each in a session of its own
+LAB = "cnn_lab"
 CLASS = ("solution", "no_optimizer_step")  # full marks, and a mistake that loses its points
 
 
@@ -37,11 +37,9 @@ def test_a_class_graded_twenty_times_oversubscribed_gets_its_idle_grades(
     row crashed, timed out or owed by the grader, and the run end without a wall clock deciding
     anything?"""
     wait_for_classes(request.config)  # the session's own classes are not part of the load
-    samples = {sample.name: sample for sample in SAMPLES if sample.name in CLASS}
+    samples = {sample.name: sample for sample in corpus(LAB) if sample.name in CLASS}
     submissions = tmp_path / "submitted"
-    submissions.mkdir()
-    for name, sample in samples.items():
-        nbformat.write(sample.notebook(), submissions / f"{name}.ipynb")
+    write_corpus(COURSE, LAB, list(samples.values()), submissions)
     env = {**os.environ, "CNN_COURSE_DATA": str(real_root), "CNN_COURSE_CACHE": str(real_cache)}
     out = tmp_path / "out"
     command = grade_command(submissions, out, "--jobs", "2", "--cell-timeout", "20")
@@ -51,9 +49,9 @@ def test_a_class_graded_twenty_times_oversubscribed_gets_its_idle_grades(
         wall = time.monotonic() - started
         load = os.getloadavg()[0]
     assert done.returncode == 0, done.stdout + done.stderr
-    rows = {row["student"]: row for row in csv.DictReader((out / "cnn_lab" / "grades.csv").open())}
+    rows = {row["student"]: row for row in csv.DictReader((out / LAB / "grades.csv").open())}
     for name, sample in samples.items():
         assert rows[name]["status"] == "graded", (name, rows[name], done.stdout)
-        expected = sum(sample.expected.values())
+        expected = sum(sample.expected(COURSE.lab(LAB)).values())
         assert float(rows[name]["total"]) == expected, (name, rows[name], expected)
     print(f"graded {len(rows)} submissions in {wall:.0f} s at load average {load:.1f}")

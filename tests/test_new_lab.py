@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import ast
 import os
-import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+from conftest import copy_of_the_course
 
 from cnn_course.errors import CourseError
 from cnn_course.labs import read_front_matter
@@ -113,17 +112,3 @@ def test_a_new_lab_builds_and_its_corpus_grades_as_expected_in_a_copy_of_the_cou
             assert (clone / "notebooks" / kind / "demo_lab.ipynb").is_file()
         graded = cli("corpus", "--lab", "demo_lab")
         assert "3 submissions" in graded.stdout and "all scores as expected" in graded.stdout
-
-
-def copy_of_the_course(folder: Path) -> tuple[Path, Path]:
-    """A copy of this course and its tools in ``folder``, and the Python of a venv beside it
-    that imports them from the copy (and everything else from this venv)."""
-    clone = folder / "cnn-course"
-    ignore = shutil.ignore_patterns(".venv", ".git", "artifacts", "__pycache__", "*.pyc")
-    shutil.copytree(REPO, clone, ignore=ignore)
-    venv = clone / ".venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    site = next((venv / "lib").glob("python*/site-packages"))
-    here = next(p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir())
-    (site / "checkout.pth").write_text(f"{clone}\n{here}\n")
-    return clone, venv / "bin" / "python"

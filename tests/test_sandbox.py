@@ -15,9 +15,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import REPO, grade_command, wait_for_classes
-from corpus import FULL, STUDENT
-from hostile import ATTEMPTS, PROCESS_HOLDER, TOTAL
+from conftest import REPO, copy_of_the_course, grade_command, wait_for_classes
+from hostile import ATTEMPTS, POINTS, PROCESS_HOLDER, STUDENT, TOTAL
 
 from cnn_course_instructor.course import Course
 from cnn_course_instructor.grading.run import grade_class
@@ -165,7 +164,7 @@ def _row(rows: dict, sample, results: dict) -> dict:
 def _check_rows(graded, request) -> dict:
     """Each hostile sample's row as expected, and no escape, no harm, no process left behind:
     the checks every hostile class passes. The rows by student."""
-    out = graded.out / "cnn_lab"
+    out = graded.out / graded.lab
     rows = {row["student"]: row for row in csv.DictReader((out / "grades.csv").open())}
     assert graded.hostile and len(rows) == len(graded.results)
     for sample in graded.hostile:
@@ -192,7 +191,7 @@ def test_hostile_corpus_grades_to_its_expected_outcomes(graded_class, request):
     """Does every hostile or broken submission end with its expected row, no escape, no harm to others?"""
     rows = _check_rows(graded_class, request)
     assert float(rows["solution"]["total"]) == TOTAL, "a hostile neighbour changed an honest grade"
-    out = graded_class.out / "cnn_lab"
+    out = graded_class.out / graded_class.lab
     executed = nbformat.read(out / "executed" / "escape_attempts.ipynb", as_version=4)
     printed = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
     assert "ESCAPED" not in printed and printed.count("blocked:") == ATTEMPTS, printed
@@ -385,7 +384,7 @@ def test_a_process_holder_in_one_run_never_changes_a_concurrent_runs_grades(
         _end_sandbox(namespace)
     assert second.returncode == 0, second_err
     rows = list(csv.DictReader((tmp_path / "out-honest" / "cnn_lab" / "grades.csv").open()))
-    alone = FULL["q6_vector_to_class"] + FULL["q7_cnn_accuracy"]  # what they get alone
+    alone = POINTS["q6_vector_to_class"] + POINTS["q7_cnn_accuracy"]  # what they get alone
     assert [(r["student"], r["status"], float(r["total"])) for r in rows] == [
         ("honest_a", "graded", alone),
         ("honest_b", "graded", alone),
@@ -779,14 +778,7 @@ def test_a_checkout_under_the_system_temp_folder_grades_the_solution_in_full(
 
     wait_for_classes(request.config)
     with tempfile.TemporaryDirectory(prefix="cnn-course-checkout-") as folder:
-        clone = Path(folder) / "cnn-course"
-        ignore = shutil.ignore_patterns(".venv", ".git", "artifacts", "__pycache__", "*.pyc")
-        shutil.copytree(REPO, clone, ignore=ignore)
-        venv = clone / ".venv"
-        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-        site = next((venv / "lib").glob("python*/site-packages"))
-        here = next(p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir())
-        (site / "checkout.pth").write_text(f"{clone}\n{here}\n")
+        clone, python = copy_of_the_course(Path(folder))
         submissions = clone / "submitted"
         submissions.mkdir()
         shutil.copy(clone / "notebooks" / "solution" / "cnn_lab.ipynb", submissions / "ann.ipynb")
@@ -797,7 +789,7 @@ def test_a_checkout_under_the_system_temp_folder_grades_the_solution_in_full(
             "PYTHONPATH": "",
         }
         command = [
-            str(venv / "bin" / "python"),
+            str(python),
             "-m",
             "cnn_course_instructor.cli",
             "grade",
@@ -817,7 +809,7 @@ def test_a_checkout_under_the_system_temp_folder_grades_the_solution_in_full(
         ], done.stdout
         located = subprocess.run(
             [
-                str(venv / "bin" / "python"),
+                str(python),
                 "-c",
                 "import cnn_course_instructor as t; print(t.__file__)",
             ],

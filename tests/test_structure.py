@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import torch
-from conftest import REPO
+from conftest import COURSE, REPO
 
 from cnn_course import judging
 from cnn_course.errors import CourseError
@@ -312,7 +312,7 @@ def test_a_test_that_raises_fails_alone_with_the_reason():
     def works(record, context):
         return judging.Verdict(True)
 
-    results = registry.run({}, None)
+    results = registry.run({}, Context(COURSE.lab("cnn_lab"), {}))
     assert [(r.name, r.score, r.error) for r in results] == [
         ("breaks", 0.0, True),
         ("works", 1.0, False),

@@ -1,38 +1,14 @@
 """Sample submissions of part 2 (cnn_part2): the solution, the stub, right variants and mistakes.
 
-Made like ``corpus.py``'s: the built solution notebook with exact edits, and the score each
-question must get. ``python tests/grade_corpus.py --lab cnn_part2`` grades them all through the
-real grader; ``tests/test_part2.py`` also judges each sample's functions alone, in seconds.
+Made like part 1's (``autograder/cnn_lab/corpus.py``): the built solution notebook with exact
+edits, and the points each sample must lose. ``cnn-course corpus --lab cnn_part2`` grades them
+all through the real grader; ``tests/test_part2.py`` also judges each sample's functions alone,
+in seconds.
 """
 
 from __future__ import annotations
 
-from corpus import REPO, Sample
-
-SOLUTION = REPO / "notebooks" / "solution" / "cnn_part2.ipynb"
-STUDENT = REPO / "notebooks" / "student" / "cnn_part2.ipynb"
-FULL = {
-    "q1_better_model": 3.0,
-    "q2_augmentation": 2.0,
-    "q3_better_training": 4.0,
-    "q4_saliency": 3.0,
-    "q5_occlusion": 3.0,
-    "q6_grad_cam": 3.0,
-    "q7_top_activations": 2.0,
-    "q8_fgsm": 3.0,
-}
-FUNCTION_QUESTIONS = ("q2_augmentation", "q4_saliency", "q5_occlusion", "q6_grad_cam",
-                      "q7_top_activations", "q8_fgsm")  # fmt: skip
-
-
-def scores(**lost: float) -> dict[str, float]:
-    """Full marks except the points lost per question."""
-    return {question: points - lost.get(question, 0.0) for question, points in FULL.items()}
-
-
-def sample(name, edits, expected, fault="", fast=False, base=SOLUTION) -> Sample:
-    return Sample(name, tuple(edits), expected, fault, fast, base)
-
+from cnn_course_instructor.corpus import ALL, Sample
 
 SALIENCY_BACKWARD = "    scores.gather(1, classes.view(-1, 1)).sum().backward()\n    return x.grad"
 SALIENCY_COPY = "    x = images.clone().requires_grad_()\n    scores = model(x)\n    scores.gather"
@@ -61,11 +37,11 @@ GRADCAM_TAIL = """    scores = model(images)
 """
 
 SAMPLES = [
-    sample("solution", (), scores(), fast=True),
-    sample("untouched_stub", (), dict.fromkeys(FULL, 0.0), "NotImplementedError", True, STUDENT),
-    sample(
+    Sample("solution", fast=True),
+    Sample("untouched_stub", lost=ALL, fault="NotImplementedError", fast=True, base="student"),
+    Sample(
         "right_other_spellings",
-        [
+        (
             (
                 SALIENCY_BACKWARD,
                 "    scores[torch.arange(len(classes)), classes].sum().backward()\n"
@@ -81,14 +57,13 @@ SAMPLES = [
                 "augment = v2.Compose([v2.RandomHorizontalFlip(), v2.RandomCrop(32, padding=4)])",
                 "augment = v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip(p=0.5)])",
             ),
-        ],
-        scores(),
+        ),
     ),
-    sample(
+    Sample(
         # Whole other ways to write each function, all right: one image at a time, one
         # patch at a time, gradients caught by a backward hook, torch.topk, torch.autograd.grad.
         "right_other_implementations",
-        [
+        (
             (
                 SALIENCY_COPY + "(1, classes.view(-1, 1)).sum().backward()\n"
                 "    return x.grad.abs().amax(dim=1)",
@@ -142,89 +117,93 @@ SAMPLES = [
                 "    with torch.no_grad():\n"
                 "        return torch.clamp(x + epsilon * gradient.sign(), 0.0, 1.0)",
             ),
-        ],
-        scores(),
+        ),
     ),
-    sample(
+    Sample(
         "saliency_of_the_loss",
-        [(SALIENCY_BACKWARD, "    F.cross_entropy(scores, classes).backward()\n    return x.grad")],
-        scores(q4_saliency=2),
-        "gradient of the loss",
+        (
+            (
+                SALIENCY_BACKWARD,
+                "    F.cross_entropy(scores, classes).backward()\n    return x.grad",
+            ),
+        ),
+        lost={"q4_saliency": 2},
+        fault="gradient of the loss",
     ),
-    sample(
+    Sample(
         "saliency_without_eval",
-        [("    model.eval()\n" + SALIENCY_COPY, SALIENCY_COPY)],
-        scores(q4_saliency=2),
-        "model.eval()",
+        (("    model.eval()\n" + SALIENCY_COPY, SALIENCY_COPY),),
+        lost={"q4_saliency": 2},
+        fault="model.eval()",
     ),
-    sample(
+    Sample(
         "saliency_gradients_pile_up",
-        [(SALIENCY_COPY, SALIENCY_COPY.replace("images.clone()", "images"))],
-        scores(q4_saliency=1),
-        "gradients pile up",
+        ((SALIENCY_COPY, SALIENCY_COPY.replace("images.clone()", "images")),),
+        lost={"q4_saliency": 1},
+        fault="gradients pile up",
     ),
-    sample(
+    Sample(
         "occlusion_of_scores",
-        [(OCCLUSION_SOFTMAX, "model(torch.stack([image, *copies]))[:, label]")],
-        scores(q5_occlusion=2),
-        "probabilities",
+        ((OCCLUSION_SOFTMAX, "model(torch.stack([image, *copies]))[:, label]"),),
+        lost={"q5_occlusion": 2},
+        fault="probabilities",
     ),
-    sample(
+    Sample(
         "occlusion_in_place",
-        [("            copy = image.clone()\n", "            copy = image\n")],
-        scores(q5_occlusion=3),
-        "in place",
+        (("            copy = image.clone()\n", "            copy = image\n"),),
+        lost={"q5_occlusion": 3},
+        fault="in place",
     ),
-    sample(
+    Sample(
         "grad_cam_not_detached",
-        [(GRADCAM_RETURN, GRADCAM_RETURN.replace(".detach()", ""))],
-        scores(q6_grad_cam=1),
-        "requires grad",
+        ((GRADCAM_RETURN, GRADCAM_RETURN.replace(".detach()", "")),),
+        lost={"q6_grad_cam": 1},
+        fault="requires grad",
     ),
-    sample(
+    Sample(
         "grad_cam_of_the_loss",
-        [
+        (
             (
                 "    score = scores.gather(1, classes.view(-1, 1)).sum()\n",
                 "    score = F.cross_entropy(scores, classes)\n",
-            )
-        ],
-        scores(q6_grad_cam=2),
-        "gradient of the loss",
+            ),
+        ),
+        lost={"q6_grad_cam": 2},
+        fault="gradient of the loss",
     ),
-    sample(
+    Sample(
         "top_in_increasing_order",
-        [("chosen = best.argsort(descending=True)[:k]", "chosen = best.argsort()[:k]")],
-        scores(q7_top_activations=2),
-        "expected the images",
+        (("chosen = best.argsort(descending=True)[:k]", "chosen = best.argsort()[:k]"),),
+        lost={"q7_top_activations": 2},
+        fault="expected the images",
     ),
-    sample(
+    Sample(
         "fgsm_wrong_sign",
-        [(FGSM_RETURN, FGSM_RETURN.replace("images + epsilon", "images - epsilon"))],
-        scores(q8_fgsm=2),
-        "lowers the loss",
+        ((FGSM_RETURN, FGSM_RETURN.replace("images + epsilon", "images - epsilon")),),
+        lost={"q8_fgsm": 2},
+        fault="lowers the loss",
     ),
-    sample(
+    Sample(
         "fgsm_no_clamp",
-        [(FGSM_RETURN, FGSM_RETURN.replace(".clamp(0, 1)", ""))],
-        scores(q8_fgsm=2.5),
-        "clamp",
+        ((FGSM_RETURN, FGSM_RETURN.replace(".clamp(0, 1)", "")),),
+        lost={"q8_fgsm": 2.5},
+        fault="clamp",
     ),
-    sample(
+    Sample(
         "fgsm_not_detached",
-        [(FGSM_RETURN, "    return (x + epsilon * x.grad.sign()).clamp(0, 1)")],
-        scores(q8_fgsm=0.5),
-        "requires grad",
+        ((FGSM_RETURN, "    return (x + epsilon * x.grad.sign()).clamp(0, 1)"),),
+        lost={"q8_fgsm": 0.5},
+        fault="requires grad",
     ),
-    sample(
+    Sample(
         "augment_without_flips",
-        [
+        (
             (
                 "augment = v2.Compose([v2.RandomHorizontalFlip(), v2.RandomCrop(32, padding=4)])",
                 "augment = v2.RandomCrop(32, padding=4)",
-            )
-        ],
-        scores(q2_augmentation=1),
-        "flip at random",
+            ),
+        ),
+        lost={"q2_augmentation": 1},
+        fault="flip at random",
     ),
 ]

@@ -1,61 +1,16 @@
-"""Sample submissions: the solution, the untouched stub, right variants and typical mistakes.
+"""Sample submissions of part 1 (cnn_lab): the solution, the untouched stub, right variants and
+typical mistakes.
 
 Each sample is the built solution notebook with a few exact edits, so the corpus follows the
-lab as it changes (an edit that no longer applies fails loudly). ``expected`` gives the score
-each question must get; ``python tests/grade_corpus.py`` grades the whole corpus.
+lab as it changes (an edit that no longer applies fails loudly), and the points it must lose
+(its expected scores come from the front matter's points; see ``cnn_course_instructor.corpus``).
+``cnn-course corpus --lab cnn_lab`` grades the whole corpus through the real grader; the tests
+grade its ``fast`` samples.
 """
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass, field
-from pathlib import Path
-
-import nbformat
-
-REPO = Path(__file__).resolve().parents[1]
-SOLUTION = REPO / "notebooks" / "solution" / "cnn_lab.ipynb"
-STUDENT = REPO / "notebooks" / "student" / "cnn_lab.ipynb"
-FULL = {
-    "q1_conv2d": 3.0,
-    "q2_output_size": 2.0,
-    "q3_parameter_count": 2.0,
-    "q4_mnist_model": 3.0,
-    "q5_loss_optimizer": 1.0,
-    "q6_vector_to_class": 2.0,
-    "q7_cnn_accuracy": 2.0,
-    "q8_mnist_training": 3.0,
-    "q9_mlp_model": 2.0,
-    "q11_cifar_model": 3.0,
-    "q12_cifar_training": 4.0,
-}
-
-
-@dataclass(frozen=True)
-class Sample:
-    """A submission made from the solution by exact text edits, and the scores it must get."""
-
-    name: str
-    edits: tuple[tuple[str, str], ...]
-    expected: dict[str, float]
-    fault: str = ""  # words the feedback must contain for the question(s) it loses
-    fast: bool = False  # part of the subset CI grades
-    base: Path = field(default=SOLUTION)
-
-    def notebook(self) -> nbformat.NotebookNode:
-        notebook = copy.deepcopy(nbformat.read(self.base, as_version=4))
-        for old, new in self.edits:
-            hits = [cell for cell in notebook.cells if old in cell.source]
-            if len(hits) != 1:
-                raise AssertionError(f"{self.name}: edit {old!r} matches {len(hits)} cells, not 1")
-            hits[0].source = hits[0].source.replace(old, new, 1)
-        return notebook
-
-
-def scores(**lost: float) -> dict[str, float]:
-    """Full marks except the points lost per question."""
-    return {question: points - lost.get(question, 0.0) for question, points in FULL.items()}
-
+from cnn_course_instructor.corpus import ALL, Sample
 
 CONV2D_SUM = "            out[:, i, j] = (weight * patch).sum(dim=(1, 2, 3)) + bias\n"
 CONV2D_LOOPS = (
@@ -91,10 +46,8 @@ CIFAR_SEQUENTIAL = """cifar_model = nn.Sequential(
 """
 
 SAMPLES = [
-    Sample("solution", (), scores(), fast=True),
-    Sample(
-        "untouched_stub", (), {q: 0.0 for q in FULL}, "NotImplementedError", fast=True, base=STUDENT
-    ),
+    Sample("solution", fast=True),
+    Sample("untouched_stub", lost=ALL, fault="NotImplementedError", fast=True, base="student"),
     Sample(
         "right_other_spellings",
         (
@@ -141,8 +94,7 @@ SAMPLES = [
             # n_epochs = 1 typed into the locked settings cell: the released cell runs instead
             ('n_epochs = lab.training["mnist"].num_epochs', "n_epochs = 1"),
         ),
-        scores(),
-        'learning_rate = lab.training["mnist"].learning_rate',  # the locked cell it restored
+        fault='learning_rate = lab.training["mnist"].learning_rate',  # the locked cell it restored
         fast=True,
     ),
     Sample(
@@ -161,7 +113,6 @@ SAMPLES = [
             ),
             (MLP_WIDTH, "n_hidden_mlp = 90"),
         ),
-        scores(),
     ),
     Sample(
         # Other whole forms, all right: unfold and a matrix product, named layers, a network of
@@ -242,56 +193,55 @@ SAMPLES = [
                 "first_channel = filters[:, 0, :, :]",
             ),
         ),
-        scores(),
     ),
     Sample(
         "conv2d_flipped_filter",
         ((CONV2D_SUM, CONV2D_SUM.replace("(weight * patch)", "(weight.flip(2, 3) * patch)")),),
-        scores(q1_conv2d=3.0),
-        "the filter is flipped",
+        lost={"q1_conv2d": 3.0},
+        fault="the filter is flipped",
     ),
     Sample(
         "conv2d_without_bias",
         ((CONV2D_SUM, CONV2D_SUM.replace(" + bias\n", "\n")),),
-        scores(q1_conv2d=3.0),
-        "the bias is missing",
+        lost={"q1_conv2d": 3.0},
+        fault="the bias is missing",
     ),
     Sample(
         "output_size_true_division",
         ((OUTPUT_SIZE, OUTPUT_SIZE.replace(") // stride", ") / stride")),),
         # mnist_parameters, computed from a float size, is a float too.
-        scores(q2_output_size=2.0, q3_parameter_count=0.5),
-        "use // (floor division)",
+        lost={"q2_output_size": 2.0, "q3_parameter_count": 0.5},
+        fault="use // (floor division)",
     ),
     Sample(
         "output_size_padding_once",
         ((OUTPUT_SIZE, OUTPUT_SIZE.replace("2 * padding", "padding")),),
-        scores(q2_output_size=1.0),  # the two cases without padding still pass
-        "2 × padding in all",
+        lost={"q2_output_size": 1.0},  # the two cases without padding still pass
+        fault="2 × padding in all",
     ),
     Sample(
         "parameters_without_biases",
         ((CONV_COUNT, "    count = out_channels * in_channels * kernel_size * kernel_size"),),
-        scores(q3_parameter_count=1.5),  # both convolutions, and the total
-        "the biases are missing",
+        lost={"q3_parameter_count": 1.5},  # both convolutions, and the total
+        fault="the biases are missing",
     ),
     Sample(
         "mlp_too_wide",
         ((MLP_WIDTH, "n_hidden_mlp = 512"),),
-        scores(q9_mlp_model=1.0),
-        "the comparison is fair only with about the CNN's 72,298",
+        lost={"q9_mlp_model": 1.0},
+        fault="the comparison is fair only with about the CNN's 72,298",
     ),
     Sample(
         "wrong_linear_input",
         ((MNIST_LINEAR, "    nn.Linear(n_h_2 * 7 * 7, nb_classes),\n)"),),
-        scores(q4_mnist_model=1.0, q8_mnist_training=3.0),
-        "Linear(6272, 10)",
+        lost={"q4_mnist_model": 1.0, "q8_mnist_training": 3.0},
+        fault="Linear(6272, 10)",
     ),
     Sample(
         "missing_relu",
         ((MNIST_SECOND_RELU, MNIST_SECOND_RELU.replace("    nn.ReLU(),\n", "")),),
-        scores(q4_mnist_model=1.0),
-        "expected ReLU",
+        lost={"q4_mnist_model": 1.0},
+        fault="expected ReLU",
     ),
     Sample(
         "argmax_over_batch",
@@ -301,8 +251,8 @@ SAMPLES = [
                 "    y = torch.argmax(probabilities, dim=0)",
             ),
         ),
-        scores(q6_vector_to_class=2.0, q8_mnist_training=3.0, q12_cifar_training=4.0),
-        "dim=0",
+        lost={"q6_vector_to_class": 2.0, "q8_mnist_training": 3.0, "q12_cifar_training": 4.0},
+        fault="dim=0",
     ),
     Sample(
         "accuracy_as_count",
@@ -313,35 +263,35 @@ SAMPLES = [
             ),
         ),
         # The histories' accuracies over 1 cost no points: a history is feedback only.
-        scores(q7_cnn_accuracy=1.0),
-        "divide by N",
+        lost={"q7_cnn_accuracy": 1.0},
+        fault="divide by N",
     ),
     Sample(
         "softmax_before_loss",
         ((MNIST_LINEAR, "    nn.Linear(n_h_2 * 14 * 14, nb_classes),\n    nn.Softmax(dim=1),\n)"),),
         # Softmax then CrossEntropyLoss learns too slowly: 2 epochs stay under the threshold.
-        scores(q4_mnist_model=1.0, q8_mnist_training=3.0),
-        "applies the softmax itself",
+        lost={"q4_mnist_model": 1.0, "q8_mnist_training": 3.0},
+        fault="applies the softmax itself",
     ),
     Sample(
         "bce_loss",
         (("HERE\ncriterion = nn.CrossEntropyLoss()", "HERE\ncriterion = nn.BCELoss()"),),
-        scores(q5_loss_optimizer=0.5, q8_mnist_training=3.0),
-        "BCELoss",
+        lost={"q5_loss_optimizer": 0.5, "q8_mnist_training": 3.0},
+        fault="BCELoss",
     ),
     Sample(
         "no_optimizer_step",
         (("        cifar_optimizer.step()\n", ""),),
-        scores(q12_cifar_training=4.0),
-        "training loop",
+        lost={"q12_cifar_training": 4.0},
+        fault="training loop",
         fast=True,
     ),
     Sample(
         "no_zero_grad",
         (("        cifar_optimizer.zero_grad()\n", ""),),
         # Gradients pile up over the epoch: the loss does not go down and accuracy stays low.
-        scores(q12_cifar_training=4.0),
-        "training loop",
+        lost={"q12_cifar_training": 4.0},
+        fault="training loop",
     ),
     Sample(
         "nhwc_input",
@@ -351,8 +301,8 @@ SAMPLES = [
                 "        predict = cifar_model(imgs.permute(0, 2, 3, 1))\n",
             ),
         ),
-        scores(q12_cifar_training=4.0),
-        "training loop",
+        lost={"q12_cifar_training": 4.0},
+        fault="training loop",
     ),
     Sample(
         "cifar_nine_outputs",
@@ -364,8 +314,8 @@ SAMPLES = [
         ),
         # The student's own training raises (target 9 out of bounds); the grader's tests do not.
         # The layer table loses its classifier points; the training, 10 scores needed for 10 classes.
-        scores(q11_cifar_model=0.5, q12_cifar_training=4.0),
-        "per image where the 10 classes need 10 scores",
+        lost={"q11_cifar_model": 0.5, "q12_cifar_training": 4.0},
+        fault="per image where the 10 classes need 10 scores",
     ),
     Sample(
         "accuracy_broadcast_column",
@@ -376,14 +326,14 @@ SAMPLES = [
             ),
         ),
         # A number is returned (the type check passes); every value is wrong, and said why.
-        scores(q7_cnn_accuracy=1.5),
-        "broadcasts; make both tensors (N,)",
+        lost={"q7_cnn_accuracy": 1.5},
+        fault="broadcasts; make both tensors (N,)",
     ),
     Sample(
         "loss_class_not_instance",
         (("HERE\ncriterion = nn.CrossEntropyLoss()", "HERE\ncriterion = nn.CrossEntropyLoss"),),
-        scores(q5_loss_optimizer=0.5, q8_mnist_training=3.0),
-        "nn.CrossEntropyLoss()",
+        lost={"q5_loss_optimizer": 0.5, "q8_mnist_training": 3.0},
+        fault="nn.CrossEntropyLoss()",
     ),
     Sample(
         "optimizer_over_other_parameters",
@@ -393,8 +343,8 @@ SAMPLES = [
                 "optimizer = torch.optim.Adam(nn.Linear(784, 10).parameters(), lr=learning_rate)",
             ),
         ),
-        scores(q5_loss_optimizer=0.5, q8_mnist_training=3.0),
-        "does not hold mnist_model's parameters",
+        lost={"q5_loss_optimizer": 0.5, "q8_mnist_training": 3.0},
+        fault="does not hold mnist_model's parameters",
     ),
     Sample(
         "cifar_learning_rate_one",
@@ -405,7 +355,7 @@ SAMPLES = [
             ),
         ),
         # The optimiser test names the rate; the training test sends the student to the optimiser.
-        scores(q11_cifar_model=0.25, q12_cifar_training=4.0),
-        "expected the learning rate learning_rate = 0.001, got 1",
+        lost={"q11_cifar_model": 0.25, "q12_cifar_training": 4.0},
+        fault="expected the learning rate learning_rate = 0.001, got 1",
     ),
 ]
