@@ -336,7 +336,7 @@ def _parser() -> argparse.ArgumentParser:
         "--scheduler",
         metavar="tcp://HOST:8786",
         help="grade on the workers of this Dask scheduler (default: on this machine, --jobs at "
-        "once); see README, Grading across machines",
+        "once); see docs/dask.md",
     )
     grade.set_defaults(run=_grade)
 

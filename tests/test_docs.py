@@ -114,11 +114,6 @@ def test_the_module_map_lists_every_module_and_nothing_that_is_gone():
     assert _modules() - listed == set(), "modules docs/layout.md does not list"
 
 
-def test_the_readme_labs_table_is_the_course_s_labs_with_their_titles():
-    rows = re.findall(r"^\| `([a-z0-9_]+)` \| (.+?) \|$", _section(_text(README), "The labs"), re.M)
-    assert rows == [(lab.id, lab.title) for lab in COURSE.labs.values()]
-
-
 def test_every_command_the_readme_shows_exists():
     from cnn_course_instructor.cli import _parser
 
