@@ -4,10 +4,12 @@ ORIGINAL: a torchvision-style dataset with ``transforms.ToTensor()`` applied ima
 (``torchvision.datasets.MNIST``; for CIFAR-10, a Dataset over the offline pack's HWC uint8
 images that does what ``torchvision.datasets.CIFAR10.__getitem__`` does, because the canonical
 pickle batches are not in the data root), a ``random_split`` subset and
-``DataLoader(batch_size=64, shuffle=True)``.
+``DataLoader(batch_size=B, shuffle=True)``.
 
-OURS: ``cnn_course.data.load_mnist(n=1000)`` / ``load_cifar10(n=2000)`` and
-``ImageSet.loader(batch_size=64)``.
+OURS: ``cnn_course.data.load_mnist(n=N)`` / ``load_cifar10(n=N)`` and ``ImageSet.loader(batch_size=B)``.
+
+N, B, the epochs and the learning rate are part 1's (``cnn_lab``), read from its front matter:
+its subset and training schedule of each dataset.
 
 Both pipelines are measured in one run, interleaved, on the real data (``--root``, else
 ``$CNN_COURSE_DATA``, else ``../shared/data``), and the script prints a table with the ratio
@@ -36,25 +38,44 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, random_split
 
 REPO = Path(__file__).resolve().parents[1]
-BATCH_SIZE = 64
-LEARNING_RATE = 1e-3
+PART1 = "cnn_lab"  # the lab whose data pipeline the original seed wrote, on both datasets
 SLOW_LOAD_S = 5.0  # loads slower than this are repeated at most once
 
 
 @dataclass(frozen=True)
 class Lab:
-    """One dataset as the lab uses it: how many training images, for how many epochs."""
+    """One dataset as the lab uses it: how many training images, for how many epochs, how."""
 
     name: str
     n_train: int
     epochs: int
+    batch_size: int
+    learning_rate: float
     model_name: str  # a function of autograder/cnn_lab/reference.py
 
 
-LABS = {
-    "mnist": Lab("MNIST", 1000, 10, "mnist_model"),
-    "cifar": Lab("CIFAR-10", 2000, 12, "cifar_model"),
-}
+def lab_datasets() -> dict[str, Lab]:
+    """Part 1's training schedules by name ("mnist", "cifar"), each with its subset
+    ``<name>_train`` and its reference model ``<name>_model``, as its front matter declares."""
+    from cnn_course.settings import DATASETS
+    from cnn_course_instructor.course import Course
+
+    lab = Course(REPO).lab(PART1)
+    found = {}
+    for name, schedule in lab.training.items():
+        subset = lab.subsets[f"{name}_train"]
+        found[name] = Lab(
+            DATASETS[subset.dataset],
+            subset.size,
+            schedule.epochs,
+            schedule.batch_size,
+            schedule.learning_rate,
+            f"{name}_model",
+        )
+    return found
+
+
+LABS = lab_datasets()
 
 
 # --- the original pipeline ------------------------------------------------------------------
@@ -111,7 +132,7 @@ def original_pipeline(lab: Lab, root: Path, seed: int) -> Prepared:
         test = PackCIFAR10(packs[0], train=False, transform=to_tensor)
     generator = torch.Generator().manual_seed(seed)
     subset, _ = random_split(train, [lab.n_train, len(train) - lab.n_train], generator=generator)
-    train_loader = DataLoader(subset, batch_size=BATCH_SIZE, shuffle=True)
+    train_loader = DataLoader(subset, batch_size=lab.batch_size, shuffle=True)
     # Evaluation goes through a DataLoader over the test set, as the lab did.
     batches = list(DataLoader(test, batch_size=1000, shuffle=False))
     test_images = torch.cat([images for images, _ in batches])
@@ -126,7 +147,7 @@ def our_pipeline(lab: Lab, root: Path, seed: int) -> Prepared:
     load = data.load_mnist if lab.name == "MNIST" else data.load_cifar10
     train = load("train", root=root, n=lab.n_train, seed=seed)
     test = load("test", root=root)
-    return Prepared(train.loader(batch_size=BATCH_SIZE, seed=seed), test.images, test.labels)
+    return Prepared(train.loader(batch_size=lab.batch_size, seed=seed), test.images, test.labels)
 
 
 PIPELINES = {"original": original_pipeline, "ours": our_pipeline}
@@ -210,7 +231,7 @@ def bench(lab: Lab, root: Path, args: argparse.Namespace, reference) -> dict[str
     for name in PIPELINES:
         seed_everything(args.seed)
         models[name] = getattr(reference, lab.model_name)()
-        optimizers[name] = torch.optim.Adam(models[name].parameters(), lr=LEARNING_RATE)
+        optimizers[name] = torch.optim.Adam(models[name].parameters(), lr=lab.learning_rate)
     for epoch in range(epochs):
         line = []
         for name in PIPELINES:
@@ -270,8 +291,10 @@ def print_table(all_results: dict[str, dict[str, Result]], args: argparse.Namesp
     print(
         f"\nload = train subset + test set ready (ours: first load with an empty cache); reload ="
         f" median of later loads; data s/epoch = median of {args.repeats} data-only epochs;"
-        f" train = sum of per-epoch forward/backward/step times (Adam lr {LEARNING_RATE},"
-        f" batch {BATCH_SIZE}); test acc = cnn_course.training.evaluate on the full test split."
+        " train = sum of per-epoch forward/backward/step times (Adam, each dataset's learning"
+        f" rate and batch in {PART1}'s front matter: "
+        + ", ".join(f"{lab.name} {lab.learning_rate:g}, {lab.batch_size}" for lab in LABS.values())
+        + "); test acc = cnn_course.training.evaluate on the full test split."
         f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, seed {args.seed}."
     )
 
@@ -290,7 +313,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--epochs-scale",
         type=float,
         default=1.0,
-        help="fraction of the lab's epochs to train (MNIST 10, CIFAR-10 12; at least 1)",
+        help="fraction of the lab's epochs to train ("
+        + ", ".join(f"{lab.name} {lab.epochs}" for lab in LABS.values())
+        + "; at least 1)",
     )
     parser.add_argument("--repeats", type=int, default=3, help="data-only epochs per pipeline")
     parser.add_argument(

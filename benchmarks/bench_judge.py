@@ -20,7 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("CNN_COURSE_FAST", "1")  # the grader trains and judges in shortened mode
+from cnn_course import settings  # noqa: E402 - light: no torch
+
+os.environ.setdefault(settings.FAST_ENV, "1")  # the grader trains and judges in shortened mode
 
 import nbformat  # noqa: E402
 import torch  # noqa: E402
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a local run: 1)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    root = Path(os.environ.get("CNN_COURSE_DATA", REPO.parent / "shared" / "data"))
+    root = Path(os.environ.get(settings.DATA_ENV, REPO.parent / "shared" / "data"))
     course = Course(REPO)
     rows = []
     with tempfile.TemporaryDirectory() as folder:

@@ -21,7 +21,9 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
+from cnn_course import settings
 from cnn_course_instructor.calibrate import with_seed
+from cnn_course_instructor.course import Course
 
 REPO = Path(__file__).resolve().parents[1]
 REPORT = (
@@ -38,8 +40,8 @@ def run_lab(lab: str, seed: int, threads: int) -> tuple[float, dict[str, float]]
     )
     notebook.cells.append(nbformat.v4.new_code_cell(REPORT))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    env.pop("CNN_COURSE_FAST", None)
-    env.pop("CNN_COURSE_GRADING", None)
+    env.pop(settings.FAST_ENV, None)
+    env.pop(settings.GRADING_ENV, None)
     with tempfile.TemporaryDirectory() as work:
         client = NotebookClient(
             notebook, timeout=1200, kernel_name="python3", resources={"metadata": {"path": work}}
@@ -53,7 +55,8 @@ def run_lab(lab: str, seed: int, threads: int) -> tuple[float, dict[str, float]]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--labs", nargs="+", default=["cnn_lab", "cnn_part2"])
+    labs = list(Course(REPO).labs)
+    parser.add_argument("--labs", nargs="+", choices=labs, default=labs)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()

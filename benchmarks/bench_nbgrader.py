@@ -33,6 +33,7 @@ from pathlib import Path
 import checks  # benchmarks/checks.py, beside this script
 import nbformat
 
+from cnn_course import settings
 from cnn_course_instructor.grading.results import Status, SubmissionResult
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,7 +62,7 @@ def nbgrader_course(folder: Path, lab: str, students: list[str]) -> None:
 
 def nbgrader(folder: Path, *argv: str) -> None:
     env = {
-        k: v for k, v in os.environ.items() if k not in ("CNN_COURSE_FAST", "CNN_COURSE_GRADING")
+        k: v for k, v in os.environ.items() if k not in (settings.FAST_ENV, settings.GRADING_ENV)
     }
     # nbgrader runs `alembic` (from this venv) by name, in the course folder: an absolute PATH
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])

@@ -24,8 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from autograder.cnn_lab.reference import cifar_model, mnist_model  # noqa: E402
 from autograder.cnn_part2.reference import better_model  # noqa: E402
 from cnn_course import training  # noqa: E402
+from cnn_course_instructor.grading.registry import GRADING_IMAGES  # noqa: E402
 
-IMAGES = 2000
+IMAGES = GRADING_IMAGES  # what the grader predicts on for an accuracy
 BATCHES = (50, 100, 250, 1000)
 
 
