@@ -1,9 +1,10 @@
-"""The lab in JupyterLab 4 in a real browser: images render, checks show, widgets are live.
+"""The labs in JupyterLab 4 in a real browser: images render, checks show, widgets are live.
 
-A JupyterLab server runs on a random local port with a token, in a temporary folder holding the
-built student notebook (ipynb and MyST) and the solution notebooks of both labs, in shortened
-mode. Debian's
-Chromium, driven by Playwright, runs their cells and the assertions read the page. Screenshots
+A JupyterLab server runs on a random local port with a token, in a temporary folder holding
+every lab's built student notebook (ipynb and MyST) and solution notebook, in shortened mode.
+Debian's Chromium, driven by Playwright, runs their cells and the assertions read the page:
+what every lab must do (its student notebook stops at its first stub, its solution runs clean
+with every check passed), and what each lab's own figures and widgets must show. Screenshots
 are written to ``artifacts/browser/``. Without Chromium (``$CNN_COURSE_CHROMIUM``, default
 /usr/bin/chromium) or Playwright the tests are skipped, and fail instead when
 ``CNN_COURSE_REQUIRE_BROWSER=1`` (as in CI).
@@ -38,6 +39,9 @@ from cnn_course_instructor.course import Course
 
 pytestmark = [pytest.mark.slow, pytest.mark.realdata, pytest.mark.browser]
 
+LABS = list(Course(REPO).labs)  # every lab's notebooks run in the page; some get more checks
+RUN_LIMIT = 900  # seconds a notebook's Run All may take in the page (part 2's solution: ~6 min)
+
 CHROMIUM = Path(os.environ.get("CNN_COURSE_CHROMIUM") or "/usr/bin/chromium")
 REQUIRE_ENV = "CNN_COURSE_REQUIRE_BROWSER"
 ARTIFACTS = REPO / "artifacts" / "browser"
@@ -69,11 +73,11 @@ NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden)"
 MNIST_IMAGES = "plots.show_images(X_train[:10], Y_train[:10], mnist_classes)"
 # The figures that explain the layers: the code that draws each, and its screenshot's name.
 EXPLAINED = (
-    ("lab1_figures.show_convolution(", "explain_convolution"),
-    ("lab1_figures.show_padding_stride(", "explain_padding_stride"),
-    ("lab1_figures.show_max_pooling(", "explain_max_pooling"),
-    ("lab1_figures.show_relu(", "explain_relu"),
-    ("lab1_figures.show_softmax_cross_entropy(", "explain_softmax_cross_entropy"),
+    ("figures.show_convolution(", "explain_convolution"),
+    ("figures.show_padding_stride(", "explain_padding_stride"),
+    ("figures.show_max_pooling(", "explain_max_pooling"),
+    ("figures.show_relu(", "explain_relu"),
+    ("figures.show_softmax_cross_entropy(", "explain_softmax_cross_entropy"),
     ("edges = conv2d(", "your_conv2d_edges"),
 )
 
@@ -163,12 +167,9 @@ def _stop(server: subprocess.Popen) -> None:
 def lab(browser, real_root, real_cache, tmp_path_factory) -> Iterator[Lab]:
     """JupyterLab 4 on 127.0.0.1, a random port and a token, in shortened mode on the real data."""
     root = tmp_path_factory.mktemp("lab-root")
-    for form, names in (
-        ("student", ("cnn_lab.ipynb", "cnn_lab.md")),
-        ("solution", ("cnn_lab.ipynb", "cnn_part2.ipynb")),
-    ):
+    for form, suffixes in (("student", (".ipynb", ".md")), ("solution", (".ipynb",))):
         (root / form).mkdir()
-        for name in names:
+        for name in (f"{lab}{suffix}" for lab in LABS for suffix in suffixes):
             shutil.copy(REPO / "notebooks" / form / name, root / form / name)
     home = tmp_path_factory.mktemp("lab-home")
     for plugin, values in LAB_SETTINGS.items():
@@ -405,12 +406,17 @@ def wait_for_new_image(page, cell, old_source: str) -> str:
 
 
 def check_student_run(notebook) -> None:
-    """Setup and data cells ran, the MNIST grid and the convolution figures rendered, and the
-    first use of the first exercise (conv2d) stopped the run."""
-    assert (
-        code_cell(notebook, "from cnn_course import").locator(".jp-InputPrompt").inner_text()
-        == "[1]:"
-    )
+    """The first code cell ran, and the run stopped at the first exercise's stub: exactly one
+    error output, a NotImplementedError."""
+    prompts = notebook.locator(".jp-CodeCell .jp-InputPrompt").all_inner_texts()
+    assert prompts and prompts[0] == "[1]:", prompts
+    problems = errors(notebook)
+    assert len(problems) == 1 and "NotImplementedError" in problems[0], problems
+
+
+def part_1_student_page(notebook) -> None:
+    """Part 1's data cells and its MNIST grid and first figures rendered, and its first check
+    said the first exercise is not done; screenshots of them."""
     printed = (
         code_cell(notebook, "mnist_train = lab.subsets").locator(".jp-OutputArea").inner_text()
     )
@@ -421,18 +427,8 @@ def check_student_run(notebook) -> None:
         assert len(rendered_pngs(code_cell(notebook, code))) == 1, code
     check = code_cell(notebook, "checks.q1_conv2d(conv2d)").locator(".cnn-course-check")
     assert "not implemented yet" in check.inner_text()
-    problems = errors(notebook)
-    assert len(problems) == 1 and "NotImplementedError" in problems[0], problems
     first_use = code_cell(notebook, "edges = conv2d(")
     assert "NotImplementedError" in first_use.locator(".jp-OutputArea").inner_text()
-
-
-def test_student_notebook_runs_its_setup_and_shows_the_images(page, lab):
-    """Does the student notebook run up to its first exercise, with the images on the page?"""
-    notebook = open_notebook(page, lab, "student/cnn_lab.ipynb")
-    start_running_all_cells(page, lab)
-    wait_until_run_ends(page, lab, timeout_s=400)  # a cold machine starts its first kernel slowly
-    check_student_run(notebook)
     shot(code_cell(notebook, MNIST_IMAGES), "student_mnist_images")
     shot(notebook.locator(".jp-CodeCell", has_text="Replace this line").first, "student_first_stub")
     shot(code_cell(notebook, "checks.q1_conv2d(conv2d)"), "student_first_check")
@@ -440,32 +436,53 @@ def test_student_notebook_runs_its_setup_and_shows_the_images(page, lab):
         shot(code_cell(notebook, code), f"student_{name}")
 
 
+STUDENT_PAGES = {"cnn_lab": part_1_student_page}  # lab -> what more its student page shows
+
+
+@pytest.mark.parametrize("name", LABS)
+def test_each_student_notebook_runs_up_to_its_first_exercise(page, lab, name):
+    """Does each lab's student notebook run in the page until its first stub stops it?"""
+    notebook = open_notebook(page, lab, f"student/{name}.ipynb")
+    start_running_all_cells(page, lab)
+    wait_until_run_ends(page, lab, timeout_s=400)  # a cold machine starts its first kernel slowly
+    check_student_run(notebook)
+    STUDENT_PAGES.get(name, lambda notebook: None)(notebook)
+    shot(page.locator(".jp-LabShell"), f"student_{name}")
+
+
 def test_myst_student_notebook_opens_and_runs_as_a_notebook(page, lab):
     """Does jupytext serve the MyST file as a notebook, and does JupyterLab open and run it?"""
-    model = lab.api("contents/student/cnn_lab.md?type=notebook&content=1")
+    name = LABS[0]
+    model = lab.api(f"contents/student/{name}.md?type=notebook&content=1")
     assert model["type"] == "notebook"
-    expected = nbformat.read(lab.root / "student" / "cnn_lab.ipynb", as_version=4)
+    expected = nbformat.read(lab.root / "student" / f"{name}.ipynb", as_version=4)
     assert [cell["source"] for cell in model["content"]["cells"]] == [
         cell.source for cell in expected.cells
     ]
-    notebook = open_notebook(page, lab, "student/cnn_lab.md")
+    notebook = open_notebook(page, lab, f"student/{name}.md")
     tab = page.locator("#jp-main-dock-panel .lm-TabBar-tab.lm-mod-current .lm-TabBar-tabLabel")
-    assert tab.inner_text() == "cnn_lab.md"
+    assert tab.inner_text() == f"{name}.md"
     assert notebook.locator(".jp-Cell").count() == len(expected.cells)
     start_running_all_cells(page, lab)
     wait_until_run_ends(page, lab, timeout_s=400)  # a cold machine starts its first kernel slowly
     check_student_run(notebook)
-    code_cell(notebook, MNIST_IMAGES).scroll_into_view_if_needed()
     shot(page.locator(".jp-LabShell"), "myst_notebook")
 
 
-def test_solution_runs_clean_and_its_widgets_are_live(page, lab):
-    """Does the solution run without error in JupyterLab, with live bars, plots and widgets?"""
+def check_calls(name: str) -> int:
+    """How many visible checks the lab's solution notebook runs (cells calling ``checks.``)."""
+    notebook = nbformat.read(REPO / "notebooks" / "solution" / f"{name}.ipynb", as_version=4)
+    return sum(
+        1
+        for cell in notebook.cells
+        if cell.cell_type == "code" and re.search(r"^checks\.\w+\(", cell.source, re.MULTILINE)
+    )
+
+
+def part_1_while_training(page, notebook) -> None:
+    """While CIFAR-10 trains: its bars and, once an epoch is done, its curves so far."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    notebook = open_notebook(page, lab, "solution/cnn_lab.ipynb")
-    start_running_all_cells(page, lab)
-    # While CIFAR-10 trains: its bars and, once an epoch is done, its curves so far.
     cifar_loop = code_cell(notebook, "widgets.TrainingMonitor(cifar_history")
     cifar_loop.locator(".widget-hprogress").first.wait_for(timeout=300_000)
     with contextlib.suppress(PlaywrightTimeout):  # for the picture only: epochs may be quick
@@ -477,19 +494,10 @@ def test_solution_runs_clean_and_its_widgets_are_live(page, lab):
             polling=100,
         )
     shot(cifar_loop, "training_live")
-    wait_until_run_ends(page, lab, timeout_s=600)
 
-    assert errors(notebook) == []
-    assert "Error displaying widget" not in notebook.inner_text()
-    prompts = notebook.locator(".jp-CodeCell .jp-InputPrompt").all_inner_texts()
-    assert all(re.fullmatch(r"\[\d+\]:", prompt) for prompt in prompts), prompts
 
-    # Checks: an HTML table each, all passed.
-    reports = notebook.locator(".cnn-course-check")
-    assert reports.count() == 11
-    for report in reports.all():
-        assert report.locator("table tbody tr").count() >= 1
-        assert report.inner_text().strip().endswith("All tests passed!")
+def part_1_solution_page(page, notebook) -> None:
+    """Part 1: its figures, its training bars and curves, and its three explorers answer."""
     shot(code_cell(notebook, "checks.q4_mnist_model(mnist_model)"), "check_report")
 
     # The figures that explain each layer, drawn in the page.
@@ -554,30 +562,21 @@ def test_solution_runs_clean_and_its_widgets_are_live(page, lab):
     shot(viewer, "feature_maps_relu")
 
 
-def test_part_2_runs_clean_with_its_maps_fooled_images_and_live_widgets(page, lab):
-    """Does part 2's solution run without error in JupyterLab, its 8 checks passed, its maps,
-    patches and fooled images drawn, and do its map explorer and epsilon slider answer?"""
-    notebook = open_notebook(page, lab, "solution/cnn_part2.ipynb")
-    start_running_all_cells(page, lab)
-    wait_until_run_ends(page, lab, timeout_s=900)
-    assert errors(notebook) == []
-    assert "Error displaying widget" not in notebook.inner_text()
-    reports = notebook.locator(".cnn-course-check")
-    assert reports.count() == 8
-    for report in reports.all():
-        assert report.inner_text().strip().endswith("All tests passed!")
+def part_2_solution_page(page, notebook) -> None:
+    """Part 2: its maps, patches and fooled images drawn, and its map explorer and epsilon
+    slider answer."""
     for code, name in (
         ("augmented = torch.stack", "part2_augmented"),
         ('maps = {"saliency": saliencies', "part2_maps"),
-        ("lab2_figures.show_patches(better_model", "part2_patches"),
-        ("lab2_figures.show_curve(epsilons", "part2_fgsm_curve"),
-        ("lab2_figures.show_adversarial(X_test[shown]", "part2_fooled"),
+        ("figures.show_patches(better_model", "part2_patches"),
+        ("figures.show_curve(epsilons", "part2_fgsm_curve"),
+        ("figures.show_adversarial(X_test[shown]", "part2_fooled"),
     ):
         cell = code_cell(notebook, code)
         widths = rendered_pngs(cell)
         assert widths and all(width > 200 for width in widths), (code, widths)
         shot(cell, name)
-    explorer = code_cell(notebook, "lab2_explorers.explain_maps(better_model")
+    explorer = code_cell(notebook, "explorers.explain_maps(better_model")
     shot(explorer, "part2_map_explorer")
     source = image_source(explorer)
     explorer.locator(".noUi-handle").first.press("ArrowRight")
@@ -585,8 +584,39 @@ def test_part_2_runs_clean_with_its_maps_fooled_images_and_live_widgets(page, la
     explorer.locator("select").select_option(index=4)  # the maps for another class
     wait_for_new_image(page, explorer, source)
     shot(explorer, "part2_map_explorer_class")
-    slider = code_cell(notebook, "lab2_explorers.fgsm_explorer(better_model")
+    slider = code_cell(notebook, "explorers.fgsm_explorer(better_model")
     source = image_source(slider)
     slider.locator(".noUi-handle").first.press("ArrowRight")
     wait_for_new_image(page, slider, source)
     shot(slider, "part2_fgsm_slider")
+
+
+# lab -> (what to look at while it runs, what more its solution page must show)
+SOLUTION_PAGES = {
+    "cnn_lab": (part_1_while_training, part_1_solution_page),
+    "cnn_part2": (None, part_2_solution_page),
+}
+
+
+@pytest.mark.parametrize("name", LABS)
+def test_each_solution_runs_clean_with_every_check_passed(page, lab, name):
+    """Does each lab's solution run without an error output in JupyterLab, each of its checks
+    an HTML table ending "All tests passed!", and do its lab's widgets answer?"""
+    while_running, then = SOLUTION_PAGES.get(name, (None, None))
+    notebook = open_notebook(page, lab, f"solution/{name}.ipynb")
+    start_running_all_cells(page, lab)
+    if while_running:
+        while_running(page, notebook)
+    wait_until_run_ends(page, lab, timeout_s=RUN_LIMIT)
+    assert errors(notebook) == []
+    assert "Error displaying widget" not in notebook.inner_text()
+    prompts = notebook.locator(".jp-CodeCell .jp-InputPrompt").all_inner_texts()
+    assert all(re.fullmatch(r"\[\d+\]:", prompt) for prompt in prompts), prompts
+    reports = notebook.locator(".cnn-course-check")
+    assert reports.count() == check_calls(name) > 0
+    for report in reports.all():
+        assert report.locator("table tbody tr").count() >= 1
+        assert report.inner_text().strip().endswith("All tests passed!")
+    if then:
+        then(page, notebook)
+    shot(page.locator(".jp-LabShell"), f"solution_{name}")
