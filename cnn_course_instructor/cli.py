@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from cnn_course.errors import CourseError
 
 from .grading.job import CELL_TIMEOUT
+from .grading.submissions import UNKNOWN_LAB
 
 __all__ = ["main"]
 
@@ -113,10 +114,13 @@ def _grade(args: argparse.Namespace) -> int:
             "Dask workers grade, each with its own data root: set CNN_COURSE_DATA in each "
             "worker's environment instead, and drop --data-root."
         )
+    deadline = _deadline(args.deadline) if args.deadline else None
     results = grade_class(
         Path(args.submissions),
         Path(args.out),
         course=Course(Path(args.repo)),
+        students=args.student,
+        deadline=deadline,
         lab=args.lab,
         jobs=args.jobs,
         force=args.force,
@@ -130,8 +134,18 @@ def _grade(args: argparse.Namespace) -> int:
         statuses[result.status.value] = statuses.get(result.status.value, 0) + 1
     summary = ", ".join(f"{count} {status}" for status, count in sorted(statuses.items()))
     labs = sorted({result.lab for result in results})
-    where = ", ".join(f"{args.out}/{lab}/grades.csv" for lab in labs)
-    print(f"{len(results)} submissions: {summary}. Grades in {where}")
+    where = ", ".join(f"{args.out}/{lab}/grades.csv" for lab in labs if lab != UNKNOWN_LAB)
+    print(
+        f"{len(results)} submissions: {summary}."
+        + (f" Grades of the class in {where}" if where else "")
+    )
+    unknown = [result.student for result in results if result.lab == UNKNOWN_LAB]
+    if unknown:
+        print(
+            f"{len(unknown)} notebook(s) name no lab of this course and are in no grades.csv: "
+            f"{', '.join(unknown[:10])}{', ...' if len(unknown) > 10 else ''} (their reasons: "
+            f"{args.out}/{UNKNOWN_LAB}/results/). Grade them with --lab if they are for one."
+        )
     owed = sum(result.status.needs_rerun for result in results)
     if owed:
         print(
@@ -141,6 +155,19 @@ def _grade(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _deadline(text: str):
+    """``--deadline`` as a naive UTC datetime, as nbgrader keeps due dates."""
+    from nbgrader.utils import parse_utc
+
+    try:
+        return parse_utc(text)
+    except (ValueError, OverflowError, TypeError):
+        raise CourseError(
+            f"--deadline {text!r} is not a date and time: expected ISO 8601, e.g. "
+            '"2026-12-01 23:59" (UTC), "2026-12-01T23:59+01:00" or "2026-12-01 23:59 Europe/Paris".'
+        ) from None
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -317,6 +344,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     grade.add_argument(
         "--force", action="store_true", help="regrade submissions already graded in --out"
+    )
+    grade.add_argument(
+        "--student",
+        action="append",
+        metavar="ID",
+        help="grade only this student's submission (repeat for several; with --force: regrade "
+        "them); grades.csv still holds the whole class",
+    )
+    grade.add_argument(
+        "--deadline",
+        metavar="WHEN",
+        help="mark rows submitted after it as late (ISO 8601, UTC unless a zone is given, e.g. "
+        '"2026-12-01 23:59"; default: the lab\'s due date in the nbgrader course, if any); '
+        "no penalty is applied",
     )
     grade.add_argument("--data-root", help="data root (default: $CNN_COURSE_DATA, else ./data)")
     grade.add_argument("--repo", default=".", help="course repository (default: .)")

@@ -292,6 +292,6 @@ def test_a_result_that_cannot_be_read_is_graded_again(tmp_path):
     out = tmp_path / "out"
     (out / "cnn_lab" / "results").mkdir(parents=True)
     submission = Submission("ann", tmp_path / "ann.ipynb", None)
-    assert grading_run._owed(out, "cnn_lab", submission)
+    assert grading_run._owed(out, "cnn_lab", submission, "")
     (out / "cnn_lab" / "results" / "ann.json").write_text("{not json")
-    assert grading_run._owed(out, "cnn_lab", submission)
+    assert grading_run._owed(out, "cnn_lab", submission, "")

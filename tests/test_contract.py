@@ -148,8 +148,11 @@ def test_the_plan_the_kernel_receives_is_plain_data():
     }
 
 
+# The stress tier: a minute of training each. `make test` sees the same shared verdict send
+# part 1's no_optimizer_step sample to its training loop (test_corpus.py).
 @pytest.mark.slow
 @pytest.mark.realdata
+@pytest.mark.stress
 @pytest.mark.parametrize(
     ("lab", "question", "key", "build", "shape"),
     [

@@ -646,7 +646,9 @@ def test_a_second_lab_is_graded_end_to_end_with_its_own_tests(tiny_root, tmp_pat
     assert by_student["bo"].total == 0 and "not implemented" in by_student["bo"].tests[0].message
     rows = list(csv.DictReader((tmp_path / "out/sample_lab/grades.csv").open()))
     assert [row["student"] for row in rows] == ["ann", "bo"]
-    assert list(rows[0]) == ["student", "q1_double", "total", "max", "status"]
+    assert list(rows[0]) == [
+        "student", "q1_double", "total", "max", "status", "submitted", "hours_late"
+    ]  # fmt: skip
     # The preflight ran while ann's kernel loaded, and ended before ann's first cell ran.
     assert events.index(("start", "preflight")) < events.index(("start", "ann"))
     assert [event for event in events if event[1] != "preflight"] == [

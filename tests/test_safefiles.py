@@ -16,7 +16,8 @@ from torch import nn
 from cnn_course import judging
 from cnn_course_instructor import sandbox
 from cnn_course_instructor.grading.rebuild import over_budget
-from cnn_course_instructor.grading.submissions import find_submissions, read
+from cnn_course_instructor.grading.results import Status
+from cnn_course_instructor.grading.submissions import find_submissions, lab_id_of, read, screen
 from cnn_course_instructor.safefiles import UnsafeFile, read_regular, read_under, remove_tree
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,6 +87,27 @@ def test_unusable_names_get_rows_of_their_own(tmp_path):
     assert all(s.student.startswith("unusable-name-") for s in unusable)
     assert any("'trailing\\n'" in s.problem for s in unusable)
     assert read(found["alice"]) == b"{}"
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b"{not json", "not a valid notebook: the file is not JSON"),
+        (b"\xff\xfe garbage", "not a valid notebook: the file is not JSON"),
+        (b'{"metadata": {}, "cells": []}', "cannot tell which lab this notebook is for"),
+    ],
+)
+def test_a_notebook_of_no_known_lab_is_told_apart_from_a_file_that_is_no_notebook(
+    tmp_path, content, words
+):
+    """In a course of two labs, is a file that is not JSON invalid as no notebook (not as "which
+    lab?"), and a notebook naming no lab invalid with what to do?"""
+    (tmp_path / "ann.ipynb").write_bytes(content)
+    (submission,) = find_submissions(tmp_path, ["cnn_lab", "cnn_part2"])
+    graded = screen(
+        submission, lab_id_of(submission, ["cnn_lab", "cnn_part2"], None), ["cnn_lab", "cnn_part2"]
+    )
+    assert graded.result.status is Status.INVALID and words in graded.result.reason
 
 
 def test_a_model_over_the_budget_is_refused_before_it_is_evaluated():

@@ -6,6 +6,7 @@ import csv
 import io
 import os
 import warnings
+from datetime import datetime
 from pathlib import Path
 
 import jinja2
@@ -15,9 +16,11 @@ from cnn_course.labs import Lab
 from .results import Status, SubmissionResult
 
 __all__ = [
+    "duration",
     "feedback_html",
     "fill_gradebook",
     "grades_csv",
+    "late_by",
     "render",
     "write_outputs",
     "write_text",
@@ -49,21 +52,56 @@ def render(template: str, **values) -> str:
     return _TEMPLATES.get_template(template).render(**values)
 
 
-def grades_csv(results: list[SubmissionResult], lab: Lab) -> str:
-    """One row per student, sorted by student: a column per question id, then total, max and
-    status."""
+def _submitted(result: SubmissionResult) -> datetime | None:
+    """When the student submitted (UTC, naive), or None when unknown."""
+    try:
+        return datetime.fromisoformat(result.submitted_at) if result.submitted_at else None
+    except (TypeError, ValueError):
+        return None
+
+
+def late_by(result: SubmissionResult, deadline: datetime | None) -> float | None:
+    """Seconds after ``deadline`` (UTC) the student submitted, 0 when on time; None when the
+    deadline or the submission time is unknown."""
+    submitted = _submitted(result)
+    if deadline is None or submitted is None:
+        return None
+    return max((submitted - deadline).total_seconds(), 0.0)
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` as a person says it: "3 d 4 h", "2 h 5 min", "40 s"."""
+    minutes, hours, days = int(seconds // 60), int(seconds // 3600), int(seconds // 86400)
+    if days:
+        return f"{days} d {hours - 24 * days} h"
+    if hours:
+        return f"{hours} h {minutes - 60 * hours} min"
+    return f"{minutes} min" if minutes else f"{seconds:.0f} s"
+
+
+def grades_csv(results: list[SubmissionResult], lab: Lab, deadline: datetime | None = None) -> str:
+    """One row per student, sorted by student: a column per question id, then total, max,
+    status, when the student submitted (UTC, "" when unknown) and how many hours after the
+    deadline (0 on time, "" when the deadline or the time is unknown). No penalty is applied."""
     buffer = io.StringIO()
-    columns = ["student", *lab.graded, "total", "max", "status"]
+    columns = ["student", *lab.graded, "total", "max", "status", "submitted", "hours_late"]
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for result in sorted(results, key=lambda result: result.student):
         row = {"student": result.student, **{q: result.scores.get(q, 0.0) for q in lab.graded}}
-        row.update(total=result.total, max=result.max, status=result.status.value)
+        late = late_by(result, deadline)
+        row.update(
+            total=result.total,
+            max=result.max,
+            status=result.status.value,
+            submitted=result.submitted_at,
+            hours_late="" if late is None else round(late / 3600, 2),
+        )
         writer.writerow(row)
     return buffer.getvalue()
 
 
-def feedback_html(result: SubmissionResult, lab: Lab) -> str:
+def feedback_html(result: SubmissionResult, lab: Lab, deadline: datetime | None = None) -> str:
     """A student's page: what to fix first, then each exercise's tests and messages (no test code)."""
     ordered = sorted(lab.graded.values(), key=lambda q: (q.exercise is None, q.exercise or 0))
     sections, to_fix = [], []
@@ -71,27 +109,41 @@ def feedback_html(result: SubmissionResult, lab: Lab) -> str:
         tests = [test for test in result.tests if test.question == question.id]
         sections.append((question, tests, result.scores.get(question.id, 0.0)))
         to_fix += [(question, test) for test in tests if not test.passed]
+    late = late_by(result, deadline)
     return render(
         "feedback.html.j2",
         result=result,
         lab=lab,
+        late=duration(late) if late else "",
+        deadline=f"{deadline:%Y-%m-%d %H:%M} UTC" if deadline else "",
         sections=sections,
         to_fix=to_fix,
         status_help=STATUS_HELP.get(result.status, ""),
     )
 
 
-def write_outputs(folder: Path, results: list[SubmissionResult], lab: Lab, gradebook: Path) -> None:
-    """``folder/grades.csv``, ``folder/feedback/<student>.html`` and the gradebook entries."""
-    write_text(folder / "grades.csv", grades_csv(results, lab))
+def write_outputs(
+    folder: Path,
+    results: list[SubmissionResult],
+    lab: Lab,
+    gradebook: Path,
+    deadline: datetime | None = None,
+) -> None:
+    """``folder/grades.csv``, ``folder/feedback/<student>.html`` and the gradebook entries, late
+    rows marked against ``deadline`` (UTC)."""
+    write_text(folder / "grades.csv", grades_csv(results, lab, deadline))
     (folder / "feedback").mkdir(exist_ok=True)
     for result in results:
-        write_text(folder / "feedback" / f"{result.student}.html", feedback_html(result, lab))
-    fill_gradebook(gradebook, lab, results)
+        page = feedback_html(result, lab, deadline)
+        write_text(folder / "feedback" / f"{result.student}.html", page)
+    fill_gradebook(gradebook, lab, results, deadline)
 
 
-def fill_gradebook(db_path: Path, lab: Lab, results: list[SubmissionResult]) -> None:
-    """Record every score in nbgrader's gradebook, so formgrader lists them."""
+def fill_gradebook(
+    db_path: Path, lab: Lab, results: list[SubmissionResult], deadline: datetime | None = None
+) -> None:
+    """Record every score in nbgrader's gradebook, so formgrader lists them, with each
+    submission's time and the lab's due date where known (nbgrader then tells late ones)."""
     from nbgrader.api import Gradebook
     from sqlalchemy.exc import SAWarning
 
@@ -99,7 +151,10 @@ def fill_gradebook(db_path: Path, lab: Lab, results: list[SubmissionResult]) -> 
     _stamp_new_gradebook(url)
     with warnings.catch_warnings(), Gradebook(url, course_id="cnn-course") as gradebook:
         warnings.simplefilter("ignore", SAWarning)  # nbgrader's own autoflush noise
-        gradebook.update_or_create_assignment(lab.id)
+        if deadline is not None:
+            gradebook.update_or_create_assignment(lab.id, duedate=deadline)
+        else:
+            gradebook.update_or_create_assignment(lab.id)
         if lab.id not in [nb.name for nb in gradebook.find_assignment(lab.id).notebooks]:
             gradebook.add_notebook(lab.id, lab.id)
         for question in lab.graded.values():
@@ -108,7 +163,8 @@ def fill_gradebook(db_path: Path, lab: Lab, results: list[SubmissionResult]) -> 
             )
         for result in results:
             gradebook.update_or_create_student(result.student)
-            gradebook.update_or_create_submission(lab.id, result.student)
+            submission = gradebook.update_or_create_submission(lab.id, result.student)
+            submission.timestamp = _submitted(result)
             for question in lab.graded:
                 grade = gradebook.find_grade(question, lab.id, lab.id, result.student)
                 grade.auto_score = result.scores.get(question, 0.0)

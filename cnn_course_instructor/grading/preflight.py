@@ -222,7 +222,8 @@ def _data_checks(data_root: Path | None) -> list[Check]:
                 Check(name, True, f"{len(images):,} test images, {tuple(images.shape[1:])}")
             )
         except CourseError as error:
-            checks.append(Check(name, False, str(error)))
+            hint = f"To grade: give cnn-course --data-root DIR, or set {data.DATA_ENV}."
+            checks.append(Check(name, False, f"{error}\n{hint}"))
     cache = data.cache_dir()
     try:
         cache.mkdir(parents=True, exist_ok=True)

@@ -12,15 +12,13 @@ from cnn_course.errors import CourseError
 from cnn_course.labs import Lab, Question
 
 from .outputs import render, write_text
-from .results import Status, SubmissionResult, TestResult
+from .results import Status, SubmissionResult, TestResult, read_results
 
 __all__ = ["ClassSummary", "Fault", "summarise", "write_class_report"]
 
 # How many students a fault lists by name, and how many faults a question shows.
 EXAMPLES = 3
 TOP_FAULTS = 6
-# A results file larger than this was not written by the grader; it is skipped with a note.
-MAX_RESULT_BYTES = 4 * 1024 * 1024
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 
@@ -133,23 +131,9 @@ def _locked_summary(changed: list[str]) -> str:
     )
 
 
-def _read_results(folder: Path) -> tuple[list[SubmissionResult], list[str]]:
-    results, skipped = [], []
-    for path in sorted((folder / "results").glob("*.json")):
-        try:
-            if not path.is_file() or path.is_symlink():
-                raise ValueError("not a regular file")
-            if path.stat().st_size > MAX_RESULT_BYTES:
-                raise ValueError(f"larger than {MAX_RESULT_BYTES:,} bytes")
-            results.append(SubmissionResult.read(path))
-        except (OSError, ValueError, TypeError, KeyError) as exc:
-            skipped.append(f"{path.name}: {exc}")
-    return results, skipped
-
-
 def summarise(folder: Path, lab: Lab) -> ClassSummary:
     """What ``folder/results/*.json`` (one graded lab) says, question by question."""
-    results, skipped = _read_results(folder)
+    results, skipped = read_results(folder)
     results = [result for result in results if result.lab in ("", lab.id)]
     questions = [
         QuestionSummary(

@@ -7,7 +7,10 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
 
-__all__ = ["Graded", "Status", "SubmissionResult", "TestResult"]
+__all__ = ["MAX_RESULT_BYTES", "Graded", "Status", "SubmissionResult", "TestResult", "read_results"]
+
+# A results file larger than this was not written by the grader; it is skipped with a note.
+MAX_RESULT_BYTES = 4 * 1024 * 1024
 
 
 class Status(str, Enum):
@@ -70,6 +73,11 @@ class SubmissionResult:
     seconds: float = 0.0
     # locked code cells the student had changed or deleted (the released ones ran instead)
     changed_locked_cells: list[str] = field(default_factory=list)
+    # the sha256 of the file graded ("" when it could not be read; None in a result written
+    # before digests were kept): a resume regrades a submission whose file no longer has it
+    digest: str | None = None
+    # when the student submitted, in UTC, ISO 8601 (nbgrader's timestamp.txt; "" when unknown)
+    submitted_at: str = ""
 
     @property
     def total(self) -> float:
@@ -132,3 +140,19 @@ class Graded:
 
     result: SubmissionResult
     executed: bytes | None
+
+
+def read_results(folder: Path) -> tuple[list[SubmissionResult], list[str]]:
+    """Every result in ``folder/results/*.json``, by file name, and a note for each file skipped
+    (not a regular file, too large, not a result)."""
+    results, skipped = [], []
+    for path in sorted((folder / "results").glob("*.json")):
+        try:
+            if not path.is_file() or path.is_symlink():
+                raise ValueError("not a regular file")
+            if path.stat().st_size > MAX_RESULT_BYTES:
+                raise ValueError(f"larger than {MAX_RESULT_BYTES:,} bytes")
+            results.append(SubmissionResult.read(path))
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            skipped.append(f"{path.name}: {exc}")
+    return results, skipped

@@ -11,25 +11,43 @@ import contextlib
 import fcntl
 import os
 import secrets
+import sqlite3
 import threading
+import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from datetime import datetime
 from pathlib import Path
 
 from cnn_course import data
 from cnn_course.errors import CourseError
+from cnn_course.labs import Lab
 
 from ..course import Course
 from ..safefiles import remove_tree
 from ..sandbox import sandbox_available
 from . import cluster, local, preflight
 from .job import CELL_TIMEOUT, GradingRun
-from .outputs import fill_gradebook, write_outputs, write_text
+from .outputs import duration, fill_gradebook, write_outputs, write_text
 from .report import write_class_report
-from .results import Graded, SubmissionResult
-from .submissions import Submission, find_submissions, lab_id_of
+from .results import Graded, Status, SubmissionResult, read_results
+from .submissions import (
+    Submission,
+    digest,
+    find_submissions,
+    lab_id_of,
+    other_assignments,
+    submitted_at,
+)
 
-__all__ = ["WORK", "UnsandboxedWarning", "grade_class"]
+__all__ = [
+    "WORK",
+    "UnsandboxedWarning",
+    "due_date",
+    "grade_class",
+    "nbgrader_duedate",
+    "write_lab_outputs",
+]
 
 WORK = ".work"  # OUT/.work: the grader's own folders, one per submission in progress
 
@@ -50,6 +68,8 @@ def grade_class(
     sandbox: bool = True,
     cell_timeout: int = CELL_TIMEOUT,
     scheduler: str | None = None,
+    students: Collection[str] | None = None,
+    deadline: datetime | None = None,
     progress: Callable[[str], None] = print,
 ) -> list[SubmissionResult]:
     """Grade every submission into ``out/<lab>/``; resume where a previous run stopped.
@@ -58,8 +78,12 @@ def grade_class(
     notebook's metadata names. Up to ``jobs`` submissions run at once, each in its own worker
     process and sandboxed kernel (one torch thread each). Each result is written to
     ``out/<lab>/results/<student>.json`` as soon as it is known, so an interrupted run, even by
-    ``kill -9``, loses at most the submissions in progress. Then each lab's ``grades.csv``,
-    feedback pages, gradebook entries and class report are rewritten from all results. A file
+    ``kill -9``, loses at most the submissions in progress. A resume grades what has no usable
+    result, and what changed since its result was graded (the file's sha256 is in the result).
+    ``students`` (ids) grades those only. Then each lab's ``grades.csv``, feedback pages,
+    gradebook entries and class report are rewritten from all of ``out``'s results, those of
+    earlier runs included: no run drops another student's row. Late rows are marked against
+    ``deadline`` (UTC), else nbgrader's due date of the lab in the course's gradebook. A file
     that cannot be graded (an unusable name, a link, not a regular file, too large) gets its own
     ``invalid`` row. One run at a time may use ``out``: a second one refuses to start.
     ``sandbox=False`` runs student code unsandboxed, with a warning: trusted code only. With
@@ -78,12 +102,74 @@ def grade_class(
             f"--out {out} is a file; expected a folder for the grades (new, or one a previous "
             "run wrote). Give another --out."
         )
-    labs = list(course.labs)
-    if lab is not None:
-        course.lab(lab)  # refuse an unknown --lab at once
-    for lab_id in labs:
-        course.content(lab_id)  # every lab's hidden tests load and agree with its front matter
-    submissions = find_submissions(Path(submissions_folder).absolute(), labs)
+    submissions_folder = Path(submissions_folder).absolute()
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with _Exclusive(out):  # before anything loads: a second run is refused at once
+            labs = list(course.labs)
+            if lab is not None:
+                course.lab(lab)  # refuse an unknown --lab at once
+            for lab_id in labs:
+                course.content(
+                    lab_id
+                )  # every lab's hidden tests load and agree with its front matter
+            submissions = _chosen(
+                find_submissions(submissions_folder, labs), students, submissions_folder
+            )
+            dues = {i: deadline or due_date(submissions_folder, out, i) for i in labs}
+            others = other_assignments(submissions_folder, labs)
+            if others:
+                listed = ", ".join(
+                    f"{name} ({count} student{'s' if count > 1 else ''})"
+                    for name, count in others.items()
+                )
+                progress(f"not graded, no lab of this course: {listed}")
+            assigned = [(s, lab_id_of(s, labs, lab)) for s in submissions]
+            digests = {s: digest(s) for s, _ in assigned}
+            todo = [(s, i) for s, i in assigned if force or _owed(out, i, s, digests[s])]
+            changed = 0 if force else sum(_kept(_result_path(out, i, s)) for s, i in todo)
+            progress(
+                f"{len(assigned)} submissions, {len(assigned) - len(todo)} already graded, "
+                f"{len(todo)} to grade" + (f" ({changed} changed since graded)" if changed else "")
+            )
+            if todo:  # a resume with nothing owed only rewrites the outputs
+                root = _ground(course, data_root, sandbox, scheduler, progress)
+                with _client(scheduler, sandbox, progress) as client:
+                    remove_tree(
+                        out / WORK
+                    )  # what a killed run left: the lock says none uses it now
+                    (out / WORK).mkdir()
+                    run = GradingRun.here(
+                        course,
+                        _grading_seed(out),
+                        root,
+                        sandboxed=sandbox,
+                        cell_timeout=cell_timeout,
+                    )
+                    _grade(
+                        run, course, todo, digests, out, jobs=jobs, client=client, progress=progress
+                    )
+            results = [SubmissionResult.read(_result_path(out, i, s)) for s, i in assigned]
+            for lab_id in sorted({result.lab for result in results} & set(labs)):
+                progress(f"writing {lab_id}'s grades.csv, feedback pages, gradebook and report")
+                write_lab_outputs(out, course.lab(lab_id), dues[lab_id], progress)
+            return results
+    except BaseException:
+        if created and _holds_nothing(out):
+            remove_tree(out)  # refused before any result: nothing half-written left behind
+        raise
+
+
+def _ground(
+    course: Course,
+    data_root: Path | None,
+    sandbox: bool,
+    scheduler: str | None,
+    progress: Callable[[str], None],
+) -> Path:
+    """Check the ground before any student code runs (here; on a cluster each worker checks
+    its own): the sandbox, the data, the tools. The data root's path."""
     if scheduler is None and sandbox and (reason := sandbox_available()):
         raise CourseError(
             f"Cannot sandbox student code: {reason}. Grading runs every kernel under bubblewrap; "
@@ -94,28 +180,84 @@ def grade_class(
             "grading WITHOUT a sandbox (--no-sandbox): student code runs as you, with your "
             "files and network. Use it for trusted notebooks only."
         )
-        warnings.warn(message, UnsandboxedWarning, stacklevel=2)
+        warnings.warn(message, UnsandboxedWarning, stacklevel=3)
         progress(f"WARNING: {message}")
     root = data.resolve_root(data_root).path
-    if scheduler is None:  # on a cluster, each worker checks its own ground
-        preflight.require(preflight.environment_checks(course, root, sandbox))
+    if scheduler is None:
+        # the option as given: a data root the instructor did not name is not "argument"
+        preflight.require(preflight.environment_checks(course, data_root, sandbox))
         preflight.warm_data(root)
-    out.mkdir(parents=True, exist_ok=True)
-    with _Exclusive(out), _client(scheduler, sandbox, progress) as client:
-        remove_tree(out / WORK)  # what a killed run left: the lock says no run uses it now
-        (out / WORK).mkdir()
-        run = GradingRun.here(
-            course, _grading_seed(out), root, sandboxed=sandbox, cell_timeout=cell_timeout
+    return root
+
+
+def write_lab_outputs(
+    out: Path, lab: Lab, deadline: datetime | None, progress: Callable[[str], None] = print
+) -> list[SubmissionResult]:
+    """Rewrite the lab's grades.csv, feedback pages, gradebook entries and class report from
+    every result in ``out/<lab>/results`` (whichever run wrote it): the whole class, always.
+    The results written from."""
+    everyone, skipped = read_results(out / lab.id)
+    for note in skipped:
+        progress(f"  {lab.id}: skipped {note}")
+    mine = [result for result in everyone if result.lab in ("", lab.id)]
+    write_outputs(out / lab.id, mine, lab, out / "gradebook.db", deadline)
+    write_class_report(out / lab.id, lab)
+    return mine
+
+
+def _chosen(
+    submissions: list[Submission], students: Collection[str] | None, folder: Path
+) -> list[Submission]:
+    """The submissions of ``students`` (all when None); an id with no submission is refused,
+    with the ids that were found."""
+    if students is None:
+        return submissions
+    found = {submission.student for submission in submissions}
+    missing = sorted(set(students) - found)
+    if missing:
+        shown = ", ".join(sorted(found)[:10]) + (", ..." if len(found) > 10 else "")
+        raise CourseError(
+            f"--student {', '.join(missing)}: no such submission in {folder}; found "
+            f"{len(found)} students ({shown}). Give the id as the submission names it (nbgrader's "
+            "submitted/<id>/ folder, or <id>.ipynb)."
         )
-        assigned = [(s, lab_id_of(s, labs, lab)) for s in submissions]
-        _grade(run, course, assigned, out, jobs=jobs, force=force, client=client, progress=progress)
-        results = [SubmissionResult.read(_result_path(out, i, s)) for s, i in assigned]
-    for lab_id in labs:
-        mine = [r for r in results if r.lab == lab_id]
-        if mine:
-            write_outputs(out / lab_id, mine, course.lab(lab_id), out / "gradebook.db")
-            write_class_report(out / lab_id, course.lab(lab_id))
-    return results
+    return [submission for submission in submissions if submission.student in set(students)]
+
+
+def due_date(submissions_folder: Path, out: Path, lab: str) -> datetime | None:
+    """The lab's due date (UTC): nbgrader's, in the course that holds ``submissions_folder``
+    (its ``gradebook.db``, beside ``submitted/``), else the one an earlier run with
+    ``--deadline`` left in ``out``'s gradebook; None when neither has one."""
+    course = (
+        submissions_folder.parent if submissions_folder.name == "submitted" else submissions_folder
+    )
+    for database in (course / "gradebook.db", out / "gradebook.db"):
+        found = nbgrader_duedate(database, lab)
+        if found is not None:
+            return found
+    return None
+
+
+def nbgrader_duedate(database: Path, lab: str) -> datetime | None:
+    """The lab's due date (UTC) in the nbgrader gradebook ``database``, or None: no such file,
+    no such lab, no due date."""
+    if not database.is_file() or database.is_symlink():
+        return None
+    try:
+        # read-only, with plain SQL: nbgrader's Gradebook writes to a database as it opens it
+        connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+        try:
+            rows = connection.execute(
+                "SELECT duedate FROM assignment WHERE name = ?", (lab,)
+            ).fetchall()
+        finally:
+            connection.close()
+        return datetime.fromisoformat(rows[0][0]) if rows and rows[0][0] else None
+    except (sqlite3.Error, ValueError, TypeError) as error:
+        raise CourseError(
+            f"{database} (an nbgrader gradebook) cannot be read for the "
+            f"due date of {lab} ({type(error).__name__}: {error}). Give --deadline instead."
+        ) from None
 
 
 def _client(scheduler: str | None, sandbox: bool, progress):
@@ -128,25 +270,20 @@ def _client(scheduler: str | None, sandbox: bool, progress):
 def _grade(
     run: GradingRun,
     course: Course,
-    assigned: list[tuple[Submission, str]],
+    todo: list[tuple[Submission, str]],
+    digests: dict[Submission, str],
     out: Path,
     *,
     jobs: int,
-    force: bool,
     client,
     progress: Callable[[str], None],
 ) -> None:
-    """Grade the submissions that have no usable result (all of them with ``force``), here or
-    on the cluster, recording each result once the preflight has passed."""
+    """Grade ``todo`` (submission, lab id), here or on the cluster, recording each result once
+    the preflight has passed."""
     labs = list(course.labs)
-    todo = [(s, lab_id) for s, lab_id in assigned if force or _owed(out, lab_id, s)]
-    progress(
-        f"{len(assigned)} submissions, {len(assigned) - len(todo)} already graded, "
-        f"{len(todo)} to grade"
-    )
     graded_labs = sorted({lab_id for _, lab_id in todo if lab_id in labs})
-    reported = sorted({lab_id for _, lab_id in assigned} & set(labs))
     gate = _Gate()
+    tally = _Tally(len(todo))
 
     def record(submission: Submission, lab_id: str, graded: Graded) -> None:
         """Keep one submission's result: the only place results and executed notebooks are
@@ -160,7 +297,7 @@ def _grade(
         if result.status.needs_rerun and _kept(path):
             progress(
                 f"  {submission.student} ({lab_id}): {result.status} ({result.reason[:200]}); "
-                "the earlier result is kept"
+                f"the earlier result is kept {tally.add(result.status)}"
             )
             return
         if graded.executed is not None:
@@ -172,16 +309,19 @@ def _grade(
             lab_id,
             str(submission.path),
         )
+        result.digest = digests[submission]
+        when = submitted_at(submission)
+        result.submitted_at = when.isoformat() if when else ""
         write_text(path, result.to_json())
         progress(
             f"  {submission.student} ({lab_id}): {result.status}, {result.total:g}/{result.max:g} "
-            f"({result.seconds:.0f} s)"
+            f"({result.seconds:.0f} s) {tally.add(result.status)}"
         )
 
     if client is not None:
         gate.run(lambda: todo and cluster.preflight_workers(client, course, graded_labs, run))
         gate.wait()
-        early = _prepare_reports_early(out, course, reported, gate)
+        early = _prepare_reports_early(out, course, graded_labs, gate)
         cluster.grade_on_cluster(client, run, todo, labs, course, record)
         early.join()
         return
@@ -193,9 +333,29 @@ def _grade(
         gate.run(
             lambda: todo and preflight.require(preflight.kernel_checks(run, graded_labs, work))
         )
-        early = _prepare_reports_early(out, course, reported, gate)
+        early = _prepare_reports_early(out, course, graded_labs, gate)
         local.grade_here(run, todo, labs, jobs, work, record, progress, ready=gate.wait)
     early.join()
+
+
+class _Tally:
+    """How far a run is, for the instructor's eyes only (no grade reads a clock): the
+    submissions done of the run's, by status, and when the rest should be done at this pace."""
+
+    def __init__(self, total: int):
+        self.total, self.started = total, time.monotonic()
+        self.statuses: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def add(self, status: Status) -> str:
+        """Count one more finished submission; the line's tail: "[3/40: 3 graded; ~12 min left]"."""
+        with self.lock:
+            self.statuses[status.value] = self.statuses.get(status.value, 0) + 1
+            done = sum(self.statuses.values())
+            counts = ", ".join(f"{n} {name}" for name, n in sorted(self.statuses.items()))
+            left = (time.monotonic() - self.started) / done * (self.total - done)
+        eta = f"; ~{duration(left)} left" if done < self.total else ""
+        return f"[{done}/{self.total}: {counts}{eta}]"
 
 
 class _Gate:
@@ -224,9 +384,20 @@ class _Gate:
             raise self.error
 
 
-def _owed(out: Path, lab: str, submission: Submission) -> bool:
-    """True when a submission has no usable result yet: none, unreadable, or a grader error."""
-    return not _kept(_result_path(out, lab, submission))
+def _holds_nothing(out: Path) -> bool:
+    """True when ``out`` holds no result yet, only what a run makes before one."""
+    return {path.name for path in out.iterdir()} <= {".lock", WORK, ".grading-seed"}
+
+
+def _owed(out: Path, lab: str, submission: Submission, current: str) -> bool:
+    """True when a submission has no usable result yet (none, unreadable, a grader error), or
+    its file changed since (its sha256 ``current`` is not the one graded; a result from before
+    digests were kept counts as unchanged)."""
+    path = _result_path(out, lab, submission)
+    if not _kept(path):
+        return True
+    graded = SubmissionResult.read(path).digest
+    return graded is not None and graded != current
 
 
 def _kept(path: Path) -> bool:

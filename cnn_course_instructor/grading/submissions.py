@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from cnn_course.errors import CourseError
@@ -20,14 +21,19 @@ __all__ = [
     "Submission",
     "find_submissions",
     "lab_id_of",
+    "digest",
     "lab_of",
+    "other_assignments",
     "read",
     "screen",
+    "submitted_at",
 ]
 
 STUDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,99}")  # always used with fullmatch
 SUBMISSION_LIMIT = 20_000_000  # bytes: a submission over it is invalid (the lab's is ~100 KB)
 UNKNOWN_LAB = "unknown-lab"  # where submissions go whose lab cannot be told
+TIMESTAMP = "timestamp.txt"  # nbgrader's submission time, beside the notebook
+TIMESTAMP_LIMIT = 200  # bytes: nbgrader writes about 30
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,34 @@ def read(submission: Submission, limit: int = SUBMISSION_LIMIT) -> bytes:
     UnsafeFile when it is a link, not a regular file, or over ``limit`` bytes."""
     root = submission.root or submission.path.parent
     return read_under(root, submission.relative(), limit, "the submitted file")
+
+
+def digest(submission: Submission) -> str:
+    """The sha256 of the submitted file, or "" when it cannot be read safely (its row is
+    invalid): a result keeps the digest of what it graded."""
+    if submission.problem is not None:
+        return ""
+    try:
+        return hashlib.sha256(read(submission)).hexdigest()
+    except UnsafeFile:
+        return ""
+
+
+def submitted_at(submission: Submission) -> datetime | None:
+    """When the student submitted, in UTC (naive, as nbgrader keeps times): nbgrader's
+    ``timestamp.txt`` beside the notebook, read safely. None outside nbgrader's layout, or when
+    the file is missing or unreadable (the student's side writes it: it is read with limits)."""
+    if submission.folder_lab is None or submission.problem is not None:
+        return None
+    from nbgrader.utils import parse_utc
+
+    root = submission.root or submission.path.parent
+    relative = submission.relative().parent / TIMESTAMP
+    try:
+        text = read_under(root, relative, TIMESTAMP_LIMIT, "the timestamp").decode("utf-8")
+        return parse_utc(text.strip())
+    except (UnsafeFile, UnicodeDecodeError, ValueError, OverflowError, TypeError):
+        return None
 
 
 def _unusable(name: str, path: Path, root: Path, lab: str | None) -> Submission:
@@ -100,6 +134,21 @@ def find_submissions(folder: Path, labs: list[str]) -> list[Submission]:
     return submissions
 
 
+def other_assignments(folder: Path, labs: list[str]) -> dict[str, int]:
+    """In nbgrader's layout, the assignments under ``submitted/<student>/`` that are none of
+    ``labs``, with how many students submitted each: what a run does not grade, said once."""
+    folder = Path(folder)
+    if (folder / "submitted").is_dir():
+        folder = folder / "submitted"
+    others: dict[str, int] = {}
+    if not any(path.is_dir() for lab in labs for path in folder.glob(f"*/{lab}")):
+        return others  # a flat folder of notebooks: its subfolders are no assignments
+    for path in folder.glob("*/*"):
+        if path.is_dir() and not path.is_symlink() and path.name not in labs:
+            others[path.name] = others.get(path.name, 0) + 1
+    return dict(sorted(others.items()))
+
+
 def lab_of(submission: Submission, labs: list[str], forced: str | None = None) -> str | None:
     """The lab a submission is for: ``forced``, else its folder, else its notebook's metadata.
 
@@ -135,12 +184,21 @@ def screen(submission: Submission, lab_id: str, labs: list[str]) -> bytes | Grad
 
     if submission.problem is not None:
         return invalid(submission.problem)
-    if lab_id == UNKNOWN_LAB:
-        return invalid(
-            f"cannot tell which lab this notebook is for (labs: {', '.join(labs)}); "
-            "grade it with --lab, or put it in submitted/<student>/<lab>/"
-        )
     try:
-        return read(submission, SUBMISSION_LIMIT)
+        content = read(submission, SUBMISSION_LIMIT)
     except UnsafeFile as problem:
         return invalid(f"{problem} (at most {SUBMISSION_LIMIT:,} bytes)")
+    if lab_id == UNKNOWN_LAB:
+        try:
+            json.loads(content)
+        except ValueError as problem:  # not JSON (UnicodeDecodeError included)
+            return invalid(
+                f"not a valid notebook: the file is not JSON ({str(problem)[:200]}); ask the "
+                "student for their .ipynb file"
+            )
+        return invalid(
+            f"cannot tell which lab this notebook is for (its metadata names none of the "
+            f"labs: {', '.join(labs)}); grade it with --lab, or put it in "
+            "submitted/<student>/<lab>/"
+        )
+    return content
