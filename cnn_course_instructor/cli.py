@@ -245,24 +245,52 @@ def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .course import Course
-    from .grading.report import write_class_report
+    from .grading.run import nbgrader_duedate, write_lab_outputs
 
     out = Path(args.out)
     course = Course(Path(args.repo))
-    labs = (
-        [args.lab]
-        if args.lab
-        else [p.parent.name for p in sorted(out.glob("*/results")) if p.is_dir()]
-    )
-    labs = [lab for lab in labs if args.lab or lab in course.labs]
+    for lab in _graded_labs(out, course, args.lab):
+        deadline = nbgrader_duedate(out / "gradebook.db", lab)  # what the last run was given
+        written = write_lab_outputs(out, course.lab(lab), deadline)
+        print(
+            f"wrote {out / lab}/grades.csv, feedback/, report/index.html and the gradebook "
+            f"({len(written)} students)"
+        )
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .course import Course
+    from .grading.export import export_lab
+
+    out = Path(args.out)
+    course = Course(Path(args.repo))
+    labs = _graded_labs(out, course, args.lab)
+    if args.to and len(labs) > 1:
+        raise CourseError(
+            f"--to {args.to} names one file, but {out} holds {len(labs)} graded labs "
+            f"({', '.join(labs)}): add --lab, or leave --to out for one file per lab."
+        )
+    for lab in labs:
+        to = Path(args.to) if args.to else None
+        print(f"wrote {export_lab(out, course.lab(lab), args.format, to, progress=print)}")
+    return 0
+
+
+def _graded_labs(out, course, lab: str | None) -> list[str]:
+    """``lab``, else every lab of the course graded in ``out``; refused when there is none."""
+    labs = [lab] if lab else [p.parent.name for p in sorted(out.glob("*/results")) if p.is_dir()]
+    labs = [one for one in labs if lab or one in course.labs]
+    if lab:
+        course.lab(lab)  # an unknown lab is refused by name
     if not labs:
         raise CourseError(
             f"no graded lab in {out}: expected {out}/<lab>/results/*.json, written by "
             "`cnn-course grade --out OUT`. Give the OUT folder of a grading run."
         )
-    for lab in labs:
-        print(f"wrote {write_class_report(out / lab, course.lab(lab))}")
-    return 0
+    return labs
 
 
 def _calibrate(args: argparse.Namespace) -> int:
@@ -413,12 +441,29 @@ def _parser() -> argparse.ArgumentParser:
     new.set_defaults(run=_new_lab)
 
     report = commands.add_parser(
-        "report", help="write the class report of a grading run: histograms, faults, who to look at"
+        "report",
+        help="write a grading run's grades.csv, feedback, gradebook and class report again from "
+        "its results and the points given by hand (after hand grading)",
     )
     report.add_argument("out", help="the --out folder of `cnn-course grade`")
     report.add_argument("--lab", help="only this lab (default: every lab graded in OUT)")
     report.add_argument("--repo", default=".", help="course repository (default: .)")
     report.set_defaults(run=_report)
+
+    export = commands.add_parser(
+        "export", help="write a graded lab's marks for nbgrader, Canvas or Moodle to import"
+    )
+    export.add_argument("out", help="the --out folder of `cnn-course grade`")
+    export.add_argument(
+        "--format",
+        required=True,
+        choices=("nbgrader", "canvas", "moodle"),
+        help="nbgrader's CSV export, a Canvas gradebook import, or a Moodle grade import",
+    )
+    export.add_argument("--lab", help="only this lab (default: every lab graded in OUT)")
+    export.add_argument("--to", help="the file to write (default: OUT/<lab>/export-FORMAT.csv)")
+    export.add_argument("--repo", default=".", help="course repository (default: .)")
+    export.set_defaults(run=_export)
 
     calibrate = commands.add_parser(
         "calibrate", help="measure the solution's trained accuracies over seeds (instructors)"

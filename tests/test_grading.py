@@ -647,7 +647,8 @@ def test_a_second_lab_is_graded_end_to_end_with_its_own_tests(tiny_root, tmp_pat
     rows = list(csv.DictReader((tmp_path / "out/sample_lab/grades.csv").open()))
     assert [row["student"] for row in rows] == ["ann", "bo"]
     assert list(rows[0]) == [
-        "student", "q1_double", "total", "max", "status", "submitted", "hours_late"
+        "student", "q1_double", "q2_explain", "total", "max", "status", "by_hand", "submitted",
+        "hours_late",
     ]  # fmt: skip
     # The preflight ran while ann's kernel loaded, and ended before ann's first cell ran.
     assert events.index(("start", "preflight")) < events.index(("start", "ann"))
@@ -1189,7 +1190,7 @@ def test_the_gradebook_is_made_while_the_class_runs_and_a_failure_is_left_to_the
     _prepare_reports(tmp_path / "gradebook.db", [lab])
     with Gradebook(f"sqlite:///{tmp_path / 'gradebook.db'}", course_id="cnn-course") as book:
         cells = book.find_notebook(lab.id, lab.id).grade_cells
-        assert sorted(cell.name for cell in cells) == sorted(lab.graded)
+        assert sorted(cell.name for cell in cells) == sorted(lab.questions)  # hand-graded ones too
         stamp = book.db.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
     # Stamped, as nbgrader stamps a new gradebook, with its newest migration: the one that no
     # other migration revises.

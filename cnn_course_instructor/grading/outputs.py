@@ -13,6 +13,7 @@ import jinja2
 
 from cnn_course.labs import Lab
 
+from .hand import HAND_FILE, HandGrades, hand_grades, manual_questions
 from .results import Status, SubmissionResult
 
 __all__ = [
@@ -20,8 +21,10 @@ __all__ = [
     "feedback_html",
     "fill_gradebook",
     "grades_csv",
+    "totals",
     "late_by",
     "render",
+    "write_hand_template",
     "write_outputs",
     "write_text",
 ]
@@ -79,41 +82,80 @@ def duration(seconds: float) -> str:
     return f"{minutes} min" if minutes else f"{seconds:.0f} s"
 
 
-def grades_csv(results: list[SubmissionResult], lab: Lab, deadline: datetime | None = None) -> str:
-    """One row per student, sorted by student: a column per question id, then total, max,
-    status, when the student submitted (UTC, "" when unknown) and how many hours after the
-    deadline (0 on time, "" when the deadline or the time is unknown). No penalty is applied."""
+def totals(result: SubmissionResult, lab: Lab, hand: HandGrades) -> tuple[float, float, list]:
+    """The student's total and maximum with the points given by hand, and the hand-graded
+    questions no one graded yet."""
+    given = hand.get(result.student, {})
+    manual = manual_questions(lab)
+    pending = [question for key, question in manual.items() if key not in given]
+    total = round(result.total + sum(given.get(key, 0.0) for key in manual), 3)
+    return total, result.max + sum(q.points for q in manual.values()), pending
+
+
+def grades_csv(
+    results: list[SubmissionResult],
+    lab: Lab,
+    deadline: datetime | None = None,
+    hand: HandGrades | None = None,
+) -> str:
+    """One row per student, sorted by student: a column per question id (those graded by hand
+    empty until they are), then total and max (hand-graded points included), status, what is
+    still to be graded by hand (where the lab has such questions), when the student submitted
+    (UTC, "" when unknown) and how many hours after the deadline (0 on time, "" when the
+    deadline or the time is unknown). No penalty is applied."""
+    hand = hand or {}
+    manual = manual_questions(lab)
     buffer = io.StringIO()
-    columns = ["student", *lab.graded, "total", "max", "status", "submitted", "hours_late"]
+    columns = ["student", *lab.graded, *manual, "total", "max", "status"]
+    columns += ["by_hand"] * bool(manual) + ["submitted", "hours_late"]
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for result in sorted(results, key=lambda result: result.student):
         row = {"student": result.student, **{q: result.scores.get(q, 0.0) for q in lab.graded}}
+        given = hand.get(result.student, {})
+        row.update({key: given.get(key, "") for key in manual})
+        total, most, pending = totals(result, lab, hand)
         late = late_by(result, deadline)
         row.update(
-            total=result.total,
-            max=result.max,
+            total=total,
+            max=most,
             status=result.status.value,
             submitted=result.submitted_at,
             hours_late="" if late is None else round(late / 3600, 2),
         )
+        if manual:
+            row["by_hand"] = "to be graded" if pending else "graded"
         writer.writerow(row)
     return buffer.getvalue()
 
 
-def feedback_html(result: SubmissionResult, lab: Lab, deadline: datetime | None = None) -> str:
+def feedback_html(
+    result: SubmissionResult,
+    lab: Lab,
+    deadline: datetime | None = None,
+    hand: HandGrades | None = None,
+) -> str:
     """A student's page: what to fix first, then each exercise's tests and messages (no test code)."""
-    ordered = sorted(lab.graded.values(), key=lambda q: (q.exercise is None, q.exercise or 0))
-    sections, to_fix = [], []
+    hand = hand or {}
+    given = hand.get(result.student, {})
+    ordered = sorted(lab.questions.values(), key=lambda q: (q.exercise is None, q.exercise or 0))
+    sections, to_fix = [], []  # (question, its tests, its score; None: not graded by hand yet)
     for question in ordered:
+        if question.manual:
+            sections.append((question, None, given.get(question.id)))
+            continue
         tests = [test for test in result.tests if test.question == question.id]
         sections.append((question, tests, result.scores.get(question.id, 0.0)))
         to_fix += [(question, test) for test in tests if not test.passed]
     late = late_by(result, deadline)
+    total, most, pending = totals(result, lab, hand)
     return render(
         "feedback.html.j2",
         result=result,
         lab=lab,
+        total=total,
+        most=most,
+        pending=sum(q.points for q in pending),
         late=duration(late) if late else "",
         deadline=f"{deadline:%Y-%m-%d %H:%M} UTC" if deadline else "",
         sections=sections,
@@ -122,28 +164,52 @@ def feedback_html(result: SubmissionResult, lab: Lab, deadline: datetime | None 
     )
 
 
+def write_hand_template(path: Path, lab: Lab, students: list[str]) -> bool:
+    """Write ``path`` with a row per student and empty cells, when the lab has questions graded
+    by hand and the file does not exist yet (an instructor's file is never touched). True when
+    written."""
+    manual = manual_questions(lab)
+    if not manual or path.exists() or path.is_symlink():
+        return False
+    lines = [",".join(["student", *manual])]
+    lines += [student + "," * len(manual) for student in sorted(students)]
+    write_text(path, "\n".join(lines) + "\n")
+    return True
+
+
 def write_outputs(
     folder: Path,
     results: list[SubmissionResult],
     lab: Lab,
     gradebook: Path,
     deadline: datetime | None = None,
-) -> None:
+) -> HandGrades:
     """``folder/grades.csv``, ``folder/feedback/<student>.html`` and the gradebook entries, late
-    rows marked against ``deadline`` (UTC)."""
-    write_text(folder / "grades.csv", grades_csv(results, lab, deadline))
+    rows marked against ``deadline`` (UTC), with the points given by hand (``hand``: the
+    gradebook's and ``folder/hand_grades.csv``'s, which the first run writes empty), returned."""
+    hand = hand_grades(folder, lab, gradebook)
+    write_hand_template(folder / HAND_FILE, lab, [result.student for result in results])
+    write_text(folder / "grades.csv", grades_csv(results, lab, deadline, hand))
     (folder / "feedback").mkdir(exist_ok=True)
     for result in results:
-        page = feedback_html(result, lab, deadline)
+        page = feedback_html(result, lab, deadline, hand)
         write_text(folder / "feedback" / f"{result.student}.html", page)
-    fill_gradebook(gradebook, lab, results, deadline)
+    fill_gradebook(gradebook, lab, results, deadline, hand)
+    return hand
 
 
 def fill_gradebook(
-    db_path: Path, lab: Lab, results: list[SubmissionResult], deadline: datetime | None = None
+    db_path: Path,
+    lab: Lab,
+    results: list[SubmissionResult],
+    deadline: datetime | None = None,
+    hand: HandGrades | None = None,
 ) -> None:
     """Record every score in nbgrader's gradebook, so formgrader lists them, with each
-    submission's time and the lab's due date where known (nbgrader then tells late ones)."""
+    submission's time and the lab's due date where known (nbgrader then tells late ones): the
+    hidden tests' scores as automatic ones (no manual grade needed), each hand-graded question
+    as a cell a TA grades (its points from ``hand`` where given)."""
+    hand = hand or {}
     from nbgrader.api import Gradebook
     from sqlalchemy.exc import SAWarning
 
@@ -161,6 +227,10 @@ def fill_gradebook(
             gradebook.update_or_create_grade_cell(
                 question.id, lab.id, lab.id, max_score=question.points, cell_type="code"
             )
+        for question in manual_questions(lab).values():
+            gradebook.update_or_create_grade_cell(
+                question.id, lab.id, lab.id, max_score=question.points, cell_type="markdown"
+            )
         for result in results:
             gradebook.update_or_create_student(result.student)
             submission = gradebook.update_or_create_submission(lab.id, result.student)
@@ -168,7 +238,29 @@ def fill_gradebook(
             for question in lab.graded:
                 grade = gradebook.find_grade(question, lab.id, lab.id, result.student)
                 grade.auto_score = result.scores.get(question, 0.0)
+                grade.needs_manual_grade = False
+            given = hand.get(result.student, {})
+            for question in manual_questions(lab):
+                grade = _grade(gradebook, question, lab.id, result.student)
+                if question in given:
+                    grade.manual_score = given[question]
+                grade.needs_manual_grade = grade.manual_score is None
             gradebook.db.commit()
+
+
+def _grade(gradebook, question: str, lab: str, student: str):
+    """The student's grade of ``question``, made where the submission predates its cell (a
+    gradebook written before the lab's hand-graded questions were recorded)."""
+    from nbgrader.api import Grade, MissingEntry
+
+    try:
+        return gradebook.find_grade(question, lab, lab, student)
+    except MissingEntry:
+        cell = gradebook.find_grade_cell(question, lab, lab)
+        notebook = gradebook.find_submission_notebook(lab, lab, student)
+        grade = Grade(cell=cell, notebook=notebook)
+        gradebook.db.add(grade)
+        return grade
 
 
 def _stamp_new_gradebook(url: str) -> None:

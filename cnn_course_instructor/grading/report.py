@@ -11,6 +11,7 @@ from pathlib import Path
 from cnn_course.errors import CourseError
 from cnn_course.labs import Lab, Question
 
+from .hand import HandGrades, manual_questions
 from .outputs import render, write_text
 from .results import Status, SubmissionResult, TestResult, read_results
 
@@ -171,8 +172,9 @@ def _histogram(path: Path, scores: list[float], points: float, title: str) -> No
     figure.savefig(path)
 
 
-def write_class_report(folder: Path, lab: Lab) -> Path:
-    """Write ``folder/report/index.html`` and its histograms; return the page's path."""
+def write_class_report(folder: Path, lab: Lab, hand: HandGrades | None = None) -> Path:
+    """Write ``folder/report/index.html`` and its histograms, with how many students each
+    hand-graded question has been graded for (``hand``); return the page's path."""
 
     if not (folder / "results").is_dir():
         raise CourseError(
@@ -199,6 +201,13 @@ def write_class_report(folder: Path, lab: Lab) -> Path:
             images=images,
             statistics=statistics,
             maximum=sum(q.points for q in lab.graded.values()),
+            by_hand=[
+                (
+                    question,
+                    sum(question.id in (hand or {}).get(r.student, {}) for r in summary.results),
+                )
+                for question in manual_questions(lab).values()
+            ],
         ),
     )
     return page

@@ -200,8 +200,8 @@ def write_lab_outputs(
     for note in skipped:
         progress(f"  {lab.id}: skipped {note}")
     mine = [result for result in everyone if result.lab in ("", lab.id)]
-    write_outputs(out / lab.id, mine, lab, out / "gradebook.db", deadline)
-    write_class_report(out / lab.id, lab)
+    hand = write_outputs(out / lab.id, mine, lab, out / "gradebook.db", deadline)
+    write_class_report(out / lab.id, lab, hand)
     return mine
 
 
