@@ -869,10 +869,11 @@ def test_a_class_graded_under_cpu_load_gets_the_grades_it_gets_idle(tiny_root, t
 
 
 def test_notes_name_each_cell_by_its_exercise():
-    """Does the feedback name a failing cell by the exercise it answers or follows?"""
+    """Does the feedback name a failing cell by the exercise it answers or follows and its
+    first line of code (comments skipped), never by an index?"""
     from cnn_course_instructor.grading.worker import cell_names
 
-    student = nbformat.read(REPO / "notebooks/student/cnn_lab.ipynb", as_version=4)
+    student = nbformat.read(REPO / "notebooks/solution/cnn_lab.ipynb", as_version=4)
     names = cell_names(student, CONTENT.lab)
     answer = next(
         i
@@ -880,9 +881,11 @@ def test_notes_name_each_cell_by_its_exercise():
         if c.metadata.get("nbgrader", {}).get("grade_id") == "q4_mnist_model"
     )
     label = CONTENT.lab.graded["q4_mnist_model"].label
-    assert names[answer] == f"cell {answer + 1} (your answer to {label})"
-    assert names[answer + 1] == f"cell {answer + 2} (after {label})"
-    assert names[0] == "cell 1"
+    assert names[answer] == f'your answer to {label} ("mnist_model = nn.Sequential(")'
+    following = student.cells[answer + 1].source.strip().splitlines()[0][:37]
+    assert names[answer + 1].startswith(f'the cell "{following}')
+    assert names[answer + 1].endswith(f" after {label}")
+    assert names[0].startswith('the cell "') and "after" not in names[0]
 
 
 # --- starting the next submission while one runs ------------------------------------------------

@@ -194,7 +194,8 @@ def test_hostile_corpus_grades_to_its_expected_outcomes(graded_class, request):
     out = graded_class.out / graded_class.lab
     executed = nbformat.read(out / "executed" / "escape_attempts.ipynb", as_version=4)
     printed = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
-    assert "ESCAPED" not in printed and printed.count("blocked:") == ATTEMPTS, printed
+    written = printed.count("written, to be checked on the host:")  # and not found there
+    assert "ESCAPED" not in printed and printed.count("blocked:") + written == ATTEMPTS, printed
     visible = eval(printed.split("processes visible: ")[1].splitlines()[0])
     assert visible[0] == 1 and len(visible) <= 4, visible  # bwrap's init, the kernel: no host's
     assert "uid 1000" in printed

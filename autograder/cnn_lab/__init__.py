@@ -183,7 +183,7 @@ def _register_training(question, model_step, history_step, dataset, subset, sche
     )
     def history(record: dict, context: Context) -> Verdict:
         epochs = context.lab.training[schedule].fast_epochs
-        return judging.history_verdict(need(record, history_step), epochs)
+        return judging.history_verdict(need(record, history_step), epochs, shortened=True)
 
 
 # --- the lab's questions ----------------------------------------------------------------------

@@ -179,7 +179,7 @@ def _accuracy(record: dict, context: Context) -> Verdict:
 )
 def _history(record: dict, context: Context) -> Verdict:
     epochs = context.lab.training["better"].fast_epochs
-    return judging.history_verdict(need(record, BETTER_HISTORY), epochs)
+    return judging.history_verdict(need(record, BETTER_HISTORY), epochs, shortened=True)
 
 
 @tests.case("q3_better_training", points=0.5, name="the loaded model holds the trained weights")

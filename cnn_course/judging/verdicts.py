@@ -254,13 +254,20 @@ def number_verdict(output: dict) -> Verdict:
     return fault(output_value(output, "a number")[1])
 
 
-def history_verdict(history: dict, epochs: int) -> Verdict:
-    """One mean loss and accuracy per epoch, fractions for accuracies, the loss going down."""
+def history_verdict(history: dict, epochs: int, shortened: bool = False) -> Verdict:
+    """One mean loss and accuracy per epoch, fractions for accuracies, the loss going down.
+    ``shortened``: the grader's own run of the training, told as such (the student never saw
+    its number of epochs)."""
     losses, accuracies = history.get("loss", []), history.get("accuracy", [])
     if len(losses) != epochs or len(accuracies) != epochs:
+        ran = (
+            f"the grader ran your training for {epochs} epochs (a shortened run)"
+            if shortened
+            else f"the training ran {epochs} epochs"
+        )
         return fault(
-            f"expected {epochs} epochs recorded, got {len(losses)} losses and "
-            f"{len(accuracies)} accuracies"
+            f"{ran} and the history holds {len(losses)} losses and {len(accuracies)} "
+            "accuracies: expected 1 mean loss and 1 accuracy per epoch"
         )
     if not all(math.isfinite(v) for v in [*losses, *accuracies]):
         return fault("the history holds NaN or infinite values: the training diverged")

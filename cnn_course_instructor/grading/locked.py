@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import nbformat
 
-__all__ = ["Restored", "restore_locked_cells"]
+__all__ = ["Restored", "answers_untouched", "first_line", "restore_locked_cells"]
 
 
 @dataclass
@@ -40,10 +40,36 @@ def _source(cell) -> str:
     return "".join(source) if isinstance(source, list) else str(source)
 
 
+def first_line(cell, width: int = 60, skip_comments: bool = False) -> str:
+    """The cell's first line (of code, with ``skip_comments``), cut to ``width`` characters."""
+    lines = (line.strip() for line in _source(cell).splitlines())
+    first = next((x for x in lines if x and not (skip_comments and x.startswith("#"))), "")
+    return first if len(first) <= width else first[: width - 3] + "..."
+
+
 def _label(index: int, cell) -> str:
-    first = next((line.strip() for line in _source(cell).splitlines() if line.strip()), "")
-    first = first if len(first) <= 60 else first[:57] + "..."
-    return f'cell {index + 1} ("{first}")'
+    return f'cell {index + 1} ("{first_line(cell)}")'
+
+
+def answers_untouched(submitted: nbformat.NotebookNode, released: nbformat.NotebookNode) -> bool:
+    """True when every answer cell of the release (an nbgrader solution cell) is in the
+    submission as released, whitespace aside: nothing was attempted. A missing answer cell
+    counts as touched (the student did something)."""
+    found = {}
+    for cell in submitted.cells:
+        found.setdefault(_grade_id(cell), cell)
+    answers = [
+        cell
+        for cell in released.cells
+        if (cell.get("metadata", {}).get("nbgrader") or {}).get("solution") and _grade_id(cell)
+    ]
+
+    def same(a, b) -> bool:
+        return "".join(_source(a).split()) == "".join(_source(b).split())
+
+    return bool(answers) and all(
+        _grade_id(cell) in found and same(found[_grade_id(cell)], cell) for cell in answers
+    )
 
 
 def restore_locked_cells(

@@ -146,7 +146,12 @@ def feedback_html(
             continue
         tests = [test for test in result.tests if test.question == question.id]
         sections.append((question, tests, result.scores.get(question.id, 0.0)))
-        to_fix += [(question, test) for test in tests if not test.passed]
+        faults: dict[str, list[str]] = {}  # one entry per fault, naming the tests it failed
+        for test in tests:
+            if not test.passed:
+                faults.setdefault(test.message, []).append(test.name)
+        to_fix += [(question, ", ".join(names), message) for message, names in faults.items()]
+    nothing = result.attempted is False  # every answer cell as released: one line says it all
     late = late_by(result, deadline)
     total, most, pending = totals(result, lab, hand)
     return render(
@@ -159,7 +164,8 @@ def feedback_html(
         late=duration(late) if late else "",
         deadline=f"{deadline:%Y-%m-%d %H:%M} UTC" if deadline else "",
         sections=sections,
-        to_fix=to_fix,
+        to_fix=[] if nothing else to_fix,
+        nothing_attempted=nothing,
         status_help=STATUS_HELP.get(result.status, ""),
     )
 

@@ -20,6 +20,7 @@ __all__ = ["ClassSummary", "Fault", "summarise", "write_class_report"]
 # How many students a fault lists by name, and how many faults a question shows.
 EXAMPLES = 3
 TOP_FAULTS = 6
+MAX_TICKS = 10  # a histogram labels each score reached up to this many, else evenly spaced ones
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 
@@ -107,6 +108,8 @@ def _attention(result: SubmissionResult) -> Attention | None:
         reasons.append(f"{count} raised inside the grader ({names})")
     if result.changed_locked_cells:
         reasons.append(_locked_summary(result.changed_locked_cells))
+    if result.attempted is False:
+        reasons.append("nothing attempted: every answer cell is as released (a wrong file?)")
     if not reasons:
         return None
     return Attention(result.student, str(result.status), "; ".join(reasons))
@@ -156,6 +159,7 @@ def _histogram(path: Path, scores: list[float], points: float, title: str) -> No
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     counts = Counter(round(score, 3) for score in scores)
     values = sorted(set(counts) | {0.0, round(points, 3)})
@@ -163,7 +167,11 @@ def _histogram(path: Path, scores: list[float], points: float, title: str) -> No
     axes = figure.subplots()
     width = min(0.8 * min((b - a for a, b in zip(values, values[1:], strict=False)), default=1), 1)
     axes.bar(values, [counts.get(v, 0) for v in values], width=width, color="#4c72b0")
-    axes.set_xticks(values, [f"{v:g}" for v in values], fontsize=8)
+    if len(values) <= MAX_TICKS:  # a label per score reached
+        axes.set_xticks(values, [f"{v:g}" for v in values], fontsize=8)
+    else:  # so many that the labels would overlap: evenly spaced ones
+        axes.xaxis.set_major_locator(MaxNLocator(nbins=MAX_TICKS, steps=[1, 2, 2.5, 5, 10]))
+        axes.tick_params(axis="x", labelsize=8)
     axes.set_xlabel("score", fontsize=8)
     axes.set_ylabel("students", fontsize=8)
     axes.yaxis.get_major_locator().set_params(integer=True)

@@ -78,6 +78,8 @@ class SubmissionResult:
     digest: str | None = None
     # when the student submitted, in UTC, ISO 8601 (nbgrader's timestamp.txt; "" when unknown)
     submitted_at: str = ""
+    # False: every answer cell as released, nothing attempted; None: not known
+    attempted: bool | None = None
 
     @property
     def total(self) -> float:

@@ -33,7 +33,7 @@ from .budgets import INTERRUPT_GRACE, KernelStartFailed
 from .job import GradingRun, Job, course_of
 from .judge import JUDGE_CPU_SECONDS
 from .kernel import EXECUTED_LIMIT, OUTPUT_LIMIT, run_notebook, write_bounded
-from .locked import restore_locked_cells
+from .locked import answers_untouched, first_line, restore_locked_cells
 from .results import Status, SubmissionResult, TestResult
 
 __all__ = [
@@ -200,9 +200,10 @@ def grade_notebook(job: Job) -> SubmissionResult:
             clock[0] = time.perf_counter()
 
     changed: list[str] = []
+    untouched: list[bool] = []  # [True]: every answer cell as released (nothing attempted)
 
     def outcome(status: Status, reason: str, tests=()) -> SubmissionResult:
-        return SubmissionResult.from_tests(
+        result = SubmissionResult.from_tests(
             status,
             reason,
             list(tests),
@@ -211,6 +212,8 @@ def grade_notebook(job: Job) -> SubmissionResult:
             seconds=time.perf_counter() - clock[0],
             changed_locked_cells=changed,
         )
+        result.attempted = not untouched[0] if untouched else None
+        return result
 
     try:
         notebook = nbformat.read(job.notebook, as_version=4)
@@ -223,6 +226,8 @@ def grade_notebook(job: Job) -> SubmissionResult:
         return outcome(Status.INVALID, "the notebook has no code cells")
     released_path = Path(job.run.course) / "notebooks" / "student" / f"{job.lab}.ipynb"
     released = nbformat.read(released_path, as_version=4) if released_path.is_file() else None
+    if released is not None:
+        untouched.append(answers_untouched(notebook, released))
     if job.restore_locked and released is not None:  # grade the released setup, as nbgrader does
         restored = restore_locked_cells(notebook, released)
         notebook, changed[:] = restored.notebook, restored.changed
@@ -350,18 +355,21 @@ def _cache_dir() -> str:
 
 
 def cell_names(notebook: nbformat.NotebookNode, lab) -> dict[int, str]:
-    """How the feedback names each cell: ``cell 14 (your answer to Exercise 1: ...)``, or
-    ``cell 15 (after Exercise 1: ...)``, by the exercise answer cells (nbgrader ids)."""
+    """How the feedback names each cell, as a student finds it: by the exercise it answers or
+    follows (nbgrader ids) and its first line of code, ``your answer to Exercise 1: conv2d
+    ("def conv2d(image, weight, bias, ...")``, ``the cell "history = train(..." after Exercise
+    8: ...``; never by an index the student cannot see."""
     names, section = {}, ""
     for index, cell in enumerate(notebook.cells):
         meta = cell.get("metadata", {}).get("nbgrader")
         grade_id = meta.get("grade_id") if isinstance(meta, dict) else None
         question = lab.graded.get(grade_id) if isinstance(grade_id, str) else None
+        first = first_line(cell, 40, skip_comments=True)
         if question is not None:
             section = question.label
-            names[index] = f"cell {index + 1} (your answer to {section})"
+            names[index] = f'your answer to {section} ("{first}")'
         else:
-            names[index] = f"cell {index + 1}" + (f" (after {section})" if section else "")
+            names[index] = f'the cell "{first}"' + (f" after {section}" if section else "")
     return names
 
 
