@@ -345,6 +345,15 @@ def samples(canary: Path, port: int, out: Path, submissions: Path, host: dict) -
             0,
             words="could not read your answers",
         ),
+        # Another lab's notebook graded as this one (a wrong file, or a wrong --lab): no crash,
+        # no blame on the grader, and the page says whose notebook it is.
+        Hostile(
+            "other_lab",
+            _notebook([], REPO / "notebooks" / "solution" / "cnn_part2.ipynb"),
+            "graded",
+            0,
+            words="this notebook is for the lab 'cnn_part2', but was graded as cnn_lab",
+        ),
         Hostile("eve", "solution.ipynb", "invalid", 0, kind="link", words="link"),
         Hostile("root_only_link", "/etc/shadow", "invalid", 0, kind="link", words="link"),
         Hostile("fifo", "", "invalid", 0, kind="fifo", words="not a regular file"),

@@ -319,6 +319,12 @@ def grade_notebook(job: Job) -> SubmissionResult:
                 cell.describe(names.get(cell.index, "")) for cell in execution.timed_out
             )
             notes = f"{limits}. {notes}".strip()
+        named = _named_lab(notebook)
+        if named is not None and named != job.lab:  # a notebook of another lab, under --lab
+            notes = (
+                f"this notebook is for the lab {named[:60]!r}, but was graded as {job.lab} "
+                f"(a wrong file, or a wrong --lab?); {notes}"
+            )
         notes = notes.strip().rstrip(";")
         found = execution.collected.get(record)
         if not isinstance(found, bytes):
@@ -352,6 +358,13 @@ def _cache_dir() -> str:
     from cnn_course import data  # torch: only for trusted, unsandboxed runs
 
     return str(data.cache_dir())
+
+
+def _named_lab(notebook: nbformat.NotebookNode) -> str | None:
+    """The lab the notebook's own metadata names (the build writes it), or None."""
+    named = notebook.get("metadata", {}).get("cnn_course", {})
+    named = named.get("assignment") if isinstance(named, dict) else None
+    return named if isinstance(named, str) else None
 
 
 def cell_names(notebook: nbformat.NotebookNode, lab) -> dict[int, str]:
