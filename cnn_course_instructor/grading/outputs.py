@@ -83,13 +83,13 @@ def duration(seconds: float) -> str:
 
 
 def totals(result: SubmissionResult, lab: Lab, hand: HandGrades) -> tuple[float, float, list]:
-    """The student's total and maximum with the points given by hand, and the hand-graded
-    questions no one graded yet."""
+    """The student's total with the points given by hand, the lab's maximum (every question's
+    points, whatever the row's status), and the hand-graded questions no one graded yet."""
     given = hand.get(result.student, {})
     manual = manual_questions(lab)
     pending = [question for key, question in manual.items() if key not in given]
     total = round(result.total + sum(given.get(key, 0.0) for key in manual), 3)
-    return total, result.max + sum(q.points for q in manual.values()), pending
+    return total, sum(question.points for question in lab.questions.values()), pending
 
 
 def grades_csv(

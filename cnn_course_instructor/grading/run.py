@@ -83,7 +83,8 @@ def grade_class(
     ``students`` (ids) grades those only. Then each lab's ``grades.csv``, feedback pages,
     gradebook entries and class report are rewritten from all of ``out``'s results, those of
     earlier runs included: no run drops another student's row. Late rows are marked against
-    ``deadline`` (UTC), else nbgrader's due date of the lab in the course's gradebook. A file
+    ``deadline`` (UTC), else the lab's due date in the nbgrader course's gradebook, else the one
+    an earlier run left in ``out``'s. A file
     that cannot be graded (an unusable name, a link, not a regular file, too large) gets its own
     ``invalid`` row. One run at a time may use ``out``: a second one refuses to start.
     ``sandbox=False`` runs student code unsandboxed, with a warning: trusted code only. With
@@ -110,10 +111,8 @@ def grade_class(
             labs = list(course.labs)
             if lab is not None:
                 course.lab(lab)  # refuse an unknown --lab at once
-            for lab_id in labs:
-                course.content(
-                    lab_id
-                )  # every lab's hidden tests load and agree with its front matter
+            for lab_id in labs:  # every lab's hidden tests load and agree with its front matter
+                course.content(lab_id)
             submissions = _chosen(
                 find_submissions(submissions_folder, labs), students, submissions_folder
             )
@@ -136,9 +135,8 @@ def grade_class(
             if todo:  # a resume with nothing owed only rewrites the outputs
                 root = _ground(course, data_root, sandbox, scheduler, progress)
                 with _client(scheduler, sandbox, progress) as client:
-                    remove_tree(
-                        out / WORK
-                    )  # what a killed run left: the lock says none uses it now
+                    # what a killed run left: the lock says no run uses it now
+                    remove_tree(out / WORK)
                     (out / WORK).mkdir()
                     run = GradingRun.here(
                         course,
