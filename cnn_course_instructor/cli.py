@@ -245,13 +245,12 @@ def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .course import Course
-    from .grading.run import nbgrader_duedate, write_lab_outputs
+    from .grading.run import rewrite_lab_outputs
 
     out = Path(args.out)
     course = Course(Path(args.repo))
     for lab in _graded_labs(out, course, args.lab):
-        deadline = nbgrader_duedate(out / "gradebook.db", lab)  # what the last run was given
-        written = write_lab_outputs(out, course.lab(lab), deadline)
+        written = rewrite_lab_outputs(out, course.lab(lab))
         print(
             f"wrote {out / lab}/grades.csv, feedback/, report/index.html and the gradebook "
             f"({len(written)} students)"

@@ -14,7 +14,7 @@ from cnn_course.labs import Lab
 from .hand import hand_grades
 from .outputs import totals, write_text
 from .results import SubmissionResult
-from .run import nbgrader_duedate, write_lab_outputs
+from .run import rewrite_lab_outputs
 
 __all__ = ["CANVAS_COLUMNS", "MOODLE_ID", "export_lab"]
 
@@ -29,8 +29,7 @@ def export_lab(
 ) -> Path:
     """Write ``lab``'s marks in ``form`` ("nbgrader", "canvas" or "moodle") to ``to`` (default
     ``OUT/<lab>/export-<form>.csv``); the path written."""
-    deadline = nbgrader_duedate(out / "gradebook.db", lab.id)  # what the last run was given
-    results = write_lab_outputs(out, lab, deadline, progress)
+    results = rewrite_lab_outputs(out, lab, progress)
     to = to or out / lab.id / f"export-{form}.csv"
     if form == "nbgrader":
         _nbgrader_csv(out / "gradebook.db", lab, to)

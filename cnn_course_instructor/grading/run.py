@@ -46,6 +46,7 @@ __all__ = [
     "due_date",
     "grade_class",
     "nbgrader_duedate",
+    "rewrite_lab_outputs",
     "write_lab_outputs",
 ]
 
@@ -186,6 +187,14 @@ def _ground(
         preflight.require(preflight.environment_checks(course, data_root, sandbox))
         preflight.warm_data(root)
     return root
+
+
+def rewrite_lab_outputs(
+    out: Path, lab: Lab, progress: Callable[[str], None] = print
+) -> list[SubmissionResult]:
+    """``write_lab_outputs`` after a run, with the due date that run left in OUT's gradebook
+    (``cnn-course report`` and ``export``, after hand grading)."""
+    return write_lab_outputs(out, lab, nbgrader_duedate(out / "gradebook.db", lab.id), progress)
 
 
 def write_lab_outputs(
@@ -391,19 +400,23 @@ def _owed(out: Path, lab: str, submission: Submission, current: str) -> bool:
     """True when a submission has no usable result yet (none, unreadable, a grader error), or
     its file changed since (its sha256 ``current`` is not the one graded; a result from before
     digests were kept counts as unchanged)."""
-    path = _result_path(out, lab, submission)
-    if not _kept(path):
-        return True
-    graded = SubmissionResult.read(path).digest
-    return graded is not None and graded != current
+    stored = _usable(_result_path(out, lab, submission))
+    return stored is None or (stored.digest is not None and stored.digest != current)
 
 
 def _kept(path: Path) -> bool:
     """True when ``path`` holds a usable result (one a grader error must not replace)."""
+    return _usable(path) is not None
+
+
+def _usable(path: Path) -> SubmissionResult | None:
+    """The result ``path`` holds, read once; None when there is none, it cannot be read, or it
+    is a grader error (owed again)."""
     try:
-        return not SubmissionResult.read(path).status.needs_rerun
+        stored = SubmissionResult.read(path)
     except (OSError, ValueError, TypeError, KeyError):
-        return False
+        return None
+    return None if stored.status.needs_rerun else stored
 
 
 def _prepare_reports_early(
