@@ -245,12 +245,14 @@ def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .course import Course
+    from .grading.nbgrader_course import released_notebook
     from .grading.run import rewrite_lab_outputs
 
     out = Path(args.out)
     course = Course(Path(args.repo))
     for lab in _graded_labs(out, course, args.lab):
-        written = rewrite_lab_outputs(out, course.lab(lab))
+        released = released_notebook(course.root, lab)
+        written = rewrite_lab_outputs(out, course.lab(lab), released=released)
         print(
             f"wrote {out / lab}/grades.csv, feedback/, report/index.html and the gradebook "
             f"({len(written)} students)"
@@ -263,6 +265,7 @@ def _export(args: argparse.Namespace) -> int:
 
     from .course import Course
     from .grading.export import export_lab
+    from .grading.nbgrader_course import released_notebook
 
     out = Path(args.out)
     course = Course(Path(args.repo))
@@ -274,7 +277,8 @@ def _export(args: argparse.Namespace) -> int:
         )
     for lab in labs:
         to = Path(args.to) if args.to else None
-        print(f"wrote {export_lab(out, course.lab(lab), args.format, to, progress=print)}")
+        released = released_notebook(course.root, lab)
+        print(f"wrote {export_lab(out, course.lab(lab), args.format, to, print, released)}")
     return 0
 
 

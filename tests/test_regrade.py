@@ -14,6 +14,7 @@ from conftest import COURSE, full_marks
 
 from cnn_course.errors import CourseError
 from cnn_course_instructor.grading import run
+from cnn_course_instructor.grading.nbgrader_course import out_book
 from cnn_course_instructor.grading.outputs import fill_gradebook
 from cnn_course_instructor.grading.report import summarise
 from cnn_course_instructor.grading.results import Status, SubmissionResult
@@ -214,11 +215,11 @@ def test_the_due_date_is_nbgrader_s_else_the_one_an_earlier_run_was_given(tmp_pa
     out, submitted = tmp_path / "out", tmp_path / "submitted"
     out.mkdir()
     assert run.due_date(submitted, out, LAB.id) is None
-    fill_gradebook(out / "gradebook.db", LAB, [], DEADLINE)  # an earlier run's --deadline
+    fill_gradebook(out_book(out / "gradebook.db"), LAB, [], DEADLINE)  # an earlier run's --deadline
     assert run.due_date(submitted, out, LAB.id) == DEADLINE
     later = datetime(2026, 12, 8, 12, 0)
-    fill_gradebook(tmp_path / "gradebook.db", LAB, [], later)  # the nbgrader course's
-    fill_gradebook(tmp_path / "gradebook.db", COURSE.lab("cnn_part2"), [])
+    fill_gradebook(out_book(tmp_path / "gradebook.db"), LAB, [], later)  # the nbgrader course's
+    fill_gradebook(out_book(tmp_path / "gradebook.db"), COURSE.lab("cnn_part2"), [])
     assert run.due_date(submitted, out, LAB.id) == later
     assert run.due_date(tmp_path, out, LAB.id) == later
     assert run.due_date(submitted, out, "cnn_part2") is None  # no due date

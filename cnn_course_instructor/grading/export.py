@@ -9,9 +9,12 @@ import io
 from collections.abc import Callable
 from pathlib import Path
 
+import nbformat
+
 from cnn_course.labs import Lab
 
 from .hand import hand_grades
+from .nbgrader_course import Book, courses_of, gradebooks, open_course
 from .outputs import totals, write_text
 from .results import SubmissionResult
 from .run import rewrite_lab_outputs
@@ -25,17 +28,25 @@ MOODLE_ID = "Username"  # Moodle's CSV grade import maps this column to the user
 
 
 def export_lab(
-    out: Path, lab: Lab, form: str, to: Path | None = None, progress: Callable = print
+    out: Path,
+    lab: Lab,
+    form: str,
+    to: Path | None = None,
+    progress: Callable = print,
+    released: nbformat.NotebookNode | None = None,
 ) -> Path:
     """Write ``lab``'s marks in ``form`` ("nbgrader", "canvas" or "moodle") to ``to`` (default
-    ``OUT/<lab>/export-<form>.csv``); the path written."""
-    results = rewrite_lab_outputs(out, lab, progress)
+    ``OUT/<lab>/export-<form>.csv``); the path written. ``released``: the lab's released
+    notebook (see ``rewrite_lab_outputs``)."""
+    results = rewrite_lab_outputs(out, lab, progress, released)
     to = to or out / lab.id / f"export-{form}.csv"
     if form == "nbgrader":
         _nbgrader_csv(out / "gradebook.db", lab, to)
         return to
-    hand = hand_grades(out / lab.id, lab, out / "gradebook.db")
-    names = _names(out / "gradebook.db")
+    courses = [open_course(root) for root in courses_of(results, lab.id)]
+    books = gradebooks(out / "gradebook.db", courses)
+    hand = hand_grades(out / lab.id, lab, books)
+    names = _names(books)
     rows = sorted(results, key=lambda result: result.student)
     writers = {"canvas": _canvas, "moodle": _moodle}
     write_text(to, writers[form](rows, lab, hand, names))
@@ -69,16 +80,16 @@ def _moodle(results: list[SubmissionResult], lab: Lab, hand, names: dict[str, st
     return buffer.getvalue()
 
 
-def _names(db_path: Path) -> dict[str, str]:
-    """Student id -> "Last, First" where nbgrader's gradebook has their names."""
-    from nbgrader.api import Gradebook
-
+def _names(books: list[Book]) -> dict[str, str]:
+    """Student id -> "Last, First" where a gradebook has their names (the nbgrader course's,
+    where the class was submitted to one)."""
     names = {}
-    with Gradebook(f"sqlite:///{db_path}", course_id="cnn-course") as gradebook:
-        for student in gradebook.students:
-            parts = [part for part in (student.last_name, student.first_name) if part]
-            if parts:
-                names[student.id] = ", ".join(parts)
+    for book in (book for book in books if book.exists()):
+        with book.open() as gradebook:
+            for student in gradebook.students:
+                parts = [part for part in (student.last_name, student.first_name) if part]
+                if parts:
+                    names[student.id] = ", ".join(parts)
     return names
 
 

@@ -1,10 +1,11 @@
 """Points given by hand (a lab's written answers): a plain file in OUT, or nbgrader's gradebook.
 
 A TA grades the questions the front matter marks ``manual: true`` either in formgrader (or
-nbgrader's API), on ``OUT/gradebook.db``, or in ``OUT/<lab>/hand_grades.csv`` (one row per
-student, one column per hand-graded question; the first run writes it with empty cells). Where
-both hold a value, the file's wins and is copied into the gradebook, so formgrader and
-``nbgrader export`` agree with grades.csv. A question no one graded yet is "to be graded by
+nbgrader's API), on the nbgrader course's gradebook or ``OUT/gradebook.db``, or in
+``OUT/<lab>/hand_grades.csv`` (one row per student, one column per hand-graded question; the
+first run writes it with empty cells). Where several hold a value, the file's wins, then the
+course's, and it is copied into every gradebook, so formgrader and ``nbgrader export`` agree
+with grades.csv. A question no one graded yet is "to be graded by
 hand": it adds nothing to the total, and the maximum counts its points.
 """
 
@@ -19,6 +20,7 @@ from cnn_course.errors import CourseError
 from cnn_course.labs import Lab, Question
 
 from ..safefiles import UnsafeFile, read_regular
+from .nbgrader_course import Book
 from .submissions import STUDENT_ID
 
 __all__ = [
@@ -93,16 +95,16 @@ def _points(cell: str, question: Question, where: str) -> float:
     return value
 
 
-def gradebook_hand_grades(db_path: Path, lab: Lab) -> HandGrades:
-    """The manual scores nbgrader's gradebook at ``db_path`` holds for the lab's hand-graded
+def gradebook_hand_grades(book: Book, lab: Lab) -> HandGrades:
+    """The manual scores the nbgrader gradebook ``book`` holds for the lab's hand-graded
     questions (entered in formgrader or through nbgrader's API)."""
     manual = manual_questions(lab)
-    if not manual or not db_path.is_file():
+    if not manual or not book.exists():
         return {}
-    from nbgrader.api import Gradebook, MissingEntry
+    from nbgrader.api import MissingEntry
 
     grades: HandGrades = {}
-    with Gradebook(f"sqlite:///{db_path}", course_id="cnn-course") as gradebook:
+    with book.open() as gradebook:
         try:
             submissions = gradebook.find_assignment(lab.id).submissions
         except MissingEntry:
@@ -119,11 +121,15 @@ def gradebook_hand_grades(db_path: Path, lab: Lab) -> HandGrades:
     return grades
 
 
-def hand_grades(folder: Path, lab: Lab, db_path: Path) -> HandGrades:
-    """The lab's points given by hand: the gradebook's, overridden by ``folder/hand_grades.csv``."""
+def hand_grades(folder: Path, lab: Lab, books: list[Book]) -> HandGrades:
+    """The lab's points given by hand: each gradebook's (a later one's over an earlier one's),
+    then ``folder/hand_grades.csv``'s over all."""
     if not manual_questions(lab):
         return {}
-    merged = gradebook_hand_grades(db_path, lab)
+    merged: HandGrades = {}
+    for book in books:
+        for student, given in gradebook_hand_grades(book, lab).items():
+            merged.setdefault(student, {}).update(given)
     for student, given in read_hand_file(folder / HAND_FILE, lab).items():
         merged.setdefault(student, {}).update(given)
     return merged

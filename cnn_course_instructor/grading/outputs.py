@@ -6,19 +6,33 @@ import csv
 import io
 import os
 import warnings
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 import jinja2
+import nbformat
 
 from cnn_course.labs import Lab
 
 from .hand import HAND_FILE, HandGrades, hand_grades, manual_questions
+from .nbgrader_course import (
+    Book,
+    NbgraderCourse,
+    autograded_notebook,
+    courses_of,
+    gradebooks,
+    open_course,
+    out_book,
+    solution_cells,
+    timestamp_text,
+)
 from .results import Status, SubmissionResult
 
 __all__ = [
     "duration",
     "feedback_html",
+    "fill_course",
     "fill_gradebook",
     "grades_csv",
     "totals",
@@ -189,45 +203,98 @@ def write_outputs(
     lab: Lab,
     gradebook: Path,
     deadline: datetime | None = None,
+    released: nbformat.NotebookNode | None = None,
+    progress: Callable[[str], None] = print,
 ) -> HandGrades:
-    """``folder/grades.csv``, ``folder/feedback/<student>.html`` and the gradebook entries, late
-    rows marked against ``deadline`` (UTC), with the points given by hand (``hand``: the
-    gradebook's and ``folder/hand_grades.csv``'s, which the first run writes empty), returned."""
-    hand = hand_grades(folder, lab, gradebook)
+    """``folder/grades.csv``, ``folder/feedback/<student>.html`` and the gradebook entries
+    (``gradebook``, and those of the nbgrader courses the results were submitted to, with their
+    autograded notebooks), late rows marked against ``deadline`` (UTC), with the points given by
+    hand (``hand``: the gradebooks' and ``folder/hand_grades.csv``'s, which the first run writes
+    empty), returned. ``released``: the lab's released notebook, which names its cells."""
+    courses = {root: open_course(root) for root in courses_of(results, lab.id)}
+    hand = hand_grades(folder, lab, gradebooks(gradebook, courses.values()))
     write_hand_template(folder / HAND_FILE, lab, [result.student for result in results])
     write_text(folder / "grades.csv", grades_csv(results, lab, deadline, hand))
     (folder / "feedback").mkdir(exist_ok=True)
     for result in results:
         page = feedback_html(result, lab, deadline, hand)
         write_text(folder / "feedback" / f"{result.student}.html", page)
-    fill_gradebook(gradebook, lab, results, deadline, hand)
+    cells = solution_cells(released) if released is not None else []
+    fill_gradebook(out_book(gradebook), lab, results, deadline, hand, cells)
+    for root, course in courses.items():
+        if released is None:
+            progress(
+                f"  {lab.id}: the nbgrader course {root} was not updated: the lab's released "
+                "notebook is missing (run `cnn-course build`)"
+            )
+            continue
+        mine = courses_of(results, lab.id)[root]
+        fill_course(course, folder / "executed", lab, mine, released, deadline, hand)
+        progress(f"  {lab.id}: {len(mine)} submission(s) autograded in the nbgrader course {root}")
     return hand
 
 
+def fill_course(
+    course: NbgraderCourse,
+    executed: Path,
+    lab: Lab,
+    results: list[SubmissionResult],
+    released: nbformat.NotebookNode,
+    deadline: datetime | None,
+    hand: HandGrades,
+) -> None:
+    """Each result's executed notebook where ``nbgrader autograde`` puts it, with the
+    submission's time, then the course's own gradebook: formgrader lists each as autograded
+    (its folder there, its time the submitted one), its scores and the TA's cells; the lab
+    listed among its assignments (the released notebook as its source, where it has none)."""
+    source = course.folder(course.source, ".", lab.id)
+    if not source.exists():
+        source.mkdir(parents=True)
+        write_text(source / f"{lab.id}.ipynb", nbformat.writes(released))
+    for result in results:
+        target = course.folder(course.autograded, result.student, lab.id)
+        source = executed / f"{result.student}.ipynb"
+        if not source.is_file():  # nothing ran (an invalid file): formgrader has nothing to show
+            continue
+        notebook = autograded_notebook(source.read_text(encoding="utf-8"), released, lab)
+        target.mkdir(parents=True, exist_ok=True)
+        write_text(target / f"{lab.id}.ipynb", nbformat.writes(notebook))
+        when = _submitted(result)
+        stamp = target / "timestamp.txt"
+        if when is not None:
+            write_text(stamp, timestamp_text(when))
+        else:
+            stamp.unlink(missing_ok=True)
+    kept = [r for r in results if (executed / f"{r.student}.ipynb").is_file()]
+    fill_gradebook(course.book, lab, kept, deadline, hand, solution_cells(released), own=False)
+
+
 def fill_gradebook(
-    db_path: Path,
+    book: Book,
     lab: Lab,
     results: list[SubmissionResult],
     deadline: datetime | None = None,
     hand: HandGrades | None = None,
+    cells: list[str] = (),
+    own: bool = True,
 ) -> None:
-    """Record every score in nbgrader's gradebook, so formgrader lists them, with each
-    submission's time and the lab's due date where known (nbgrader then tells late ones): the
-    hidden tests' scores as automatic ones (no manual grade needed), each hand-graded question
-    as a cell a TA grades (its points from ``hand`` where given)."""
+    """Record every score in the nbgrader gradebook ``book``, so formgrader lists them, with
+    each submission's time and the lab's due date where known (nbgrader then tells late ones):
+    the hidden tests' scores as automatic ones (no manual grade needed), each hand-graded
+    question as a cell a TA grades (its points from ``hand`` where given); ``cells``, the
+    released notebook's answer cells, get a comment each (the failed tests' messages on an
+    automatically graded one). A gradebook that is not ``own`` (a course's) keeps its students'
+    names and its due date; ``deadline`` only fills one it lacks."""
     hand = hand or {}
-    from nbgrader.api import Gradebook
     from sqlalchemy.exc import SAWarning
 
-    url = f"sqlite:///{db_path}"
-    _stamp_new_gradebook(url)
-    with warnings.catch_warnings(), Gradebook(url, course_id="cnn-course") as gradebook:
+    _stamp_new_gradebook(book.url)
+    with warnings.catch_warnings(), book.open() as gradebook:
         warnings.simplefilter("ignore", SAWarning)  # nbgrader's own autoflush noise
-        if deadline is not None:
-            gradebook.update_or_create_assignment(lab.id, duedate=deadline)
-        else:
-            gradebook.update_or_create_assignment(lab.id)
-        if lab.id not in [nb.name for nb in gradebook.find_assignment(lab.id).notebooks]:
+        assignment = gradebook.update_or_create_assignment(lab.id)
+        if deadline is not None and (own or assignment.duedate is None):
+            assignment.duedate = deadline
+        if lab.id not in [nb.name for nb in assignment.notebooks]:
             gradebook.add_notebook(lab.id, lab.id)
         for question in lab.graded.values():
             gradebook.update_or_create_grade_cell(
@@ -237,36 +304,49 @@ def fill_gradebook(
             gradebook.update_or_create_grade_cell(
                 question.id, lab.id, lab.id, max_score=question.points, cell_type="markdown"
             )
+        for name in cells:
+            gradebook.update_or_create_solution_cell(name, lab.id, lab.id)
+        gradebook.db.commit()
         for result in results:
             gradebook.update_or_create_student(result.student)
             submission = gradebook.update_or_create_submission(lab.id, result.student)
             submission.timestamp = _submitted(result)
             for question in lab.graded:
-                grade = gradebook.find_grade(question, lab.id, lab.id, result.student)
+                grade = _entry(gradebook, "grade", question, lab.id, result.student)
                 grade.auto_score = result.scores.get(question, 0.0)
                 grade.needs_manual_grade = False
             given = hand.get(result.student, {})
             for question in manual_questions(lab):
-                grade = _grade(gradebook, question, lab.id, result.student)
+                grade = _entry(gradebook, "grade", question, lab.id, result.student)
                 if question in given:
                     grade.manual_score = given[question]
                 grade.needs_manual_grade = grade.manual_score is None
+            for name in cells:
+                comment = _entry(gradebook, "comment", name, lab.id, result.student)
+                failed = [t.message for t in result.tests if t.question == name and not t.passed]
+                if name in lab.graded:
+                    comment.auto_comment = "\n".join(dict.fromkeys(failed)) or None
             gradebook.db.commit()
 
 
-def _grade(gradebook, question: str, lab: str, student: str):
-    """The student's grade of ``question``, made where the submission predates its cell (a
-    gradebook written before the lab's hand-graded questions were recorded)."""
-    from nbgrader.api import Grade, MissingEntry
+def _entry(gradebook, kind: str, cell_name: str, lab: str, student: str):
+    """The student's ``kind`` ("grade" or "comment") of a cell, made where the submission
+    predates the cell (a gradebook written before the cell was recorded)."""
+    from nbgrader.api import Comment, Grade, MissingEntry
 
+    find, cells, made = (
+        (gradebook.find_grade, gradebook.find_grade_cell, Grade)
+        if kind == "grade"
+        else (gradebook.find_comment, gradebook.find_solution_cell, Comment)
+    )
     try:
-        return gradebook.find_grade(question, lab, lab, student)
+        return find(cell_name, lab, lab, student)
     except MissingEntry:
-        cell = gradebook.find_grade_cell(question, lab, lab)
+        cell = cells(cell_name, lab, lab)
         notebook = gradebook.find_submission_notebook(lab, lab, student)
-        grade = Grade(cell=cell, notebook=notebook)
-        gradebook.db.add(grade)
-        return grade
+        entry = made(cell=cell, notebook=notebook)
+        gradebook.db.add(entry)
+        return entry
 
 
 def _stamp_new_gradebook(url: str) -> None:

@@ -19,6 +19,8 @@ from collections.abc import Callable, Collection
 from datetime import datetime
 from pathlib import Path
 
+import nbformat
+
 from cnn_course import data
 from cnn_course.errors import CourseError
 from cnn_course.labs import Lab
@@ -28,6 +30,7 @@ from ..safefiles import remove_tree
 from ..sandbox import sandbox_available
 from . import cluster, local, preflight
 from .job import CELL_TIMEOUT, GradingRun
+from .nbgrader_course import out_book, released_notebook
 from .outputs import duration, fill_gradebook, write_outputs, write_text
 from .report import write_class_report
 from .results import Graded, Status, SubmissionResult, read_results
@@ -152,7 +155,8 @@ def grade_class(
             results = [SubmissionResult.read(_result_path(out, i, s)) for s, i in assigned]
             for lab_id in sorted({result.lab for result in results} & set(labs)):
                 progress(f"writing {lab_id}'s grades.csv, feedback pages, gradebook and report")
-                write_lab_outputs(out, course.lab(lab_id), dues[lab_id], progress)
+                released = released_notebook(course.root, lab_id)
+                write_lab_outputs(out, course.lab(lab_id), dues[lab_id], progress, released)
             return results
     except BaseException:
         if created and _holds_nothing(out):
@@ -190,24 +194,35 @@ def _ground(
 
 
 def rewrite_lab_outputs(
-    out: Path, lab: Lab, progress: Callable[[str], None] = print
+    out: Path,
+    lab: Lab,
+    progress: Callable[[str], None] = print,
+    released: nbformat.NotebookNode | None = None,
 ) -> list[SubmissionResult]:
     """``write_lab_outputs`` after a run, with the due date that run left in OUT's gradebook
     (``cnn-course report`` and ``export``, after hand grading)."""
-    return write_lab_outputs(out, lab, nbgrader_duedate(out / "gradebook.db", lab.id), progress)
+    deadline = nbgrader_duedate(out / "gradebook.db", lab.id)
+    return write_lab_outputs(out, lab, deadline, progress, released)
 
 
 def write_lab_outputs(
-    out: Path, lab: Lab, deadline: datetime | None, progress: Callable[[str], None] = print
+    out: Path,
+    lab: Lab,
+    deadline: datetime | None,
+    progress: Callable[[str], None] = print,
+    released: nbformat.NotebookNode | None = None,
 ) -> list[SubmissionResult]:
-    """Rewrite the lab's grades.csv, feedback pages, gradebook entries and class report from
-    every result in ``out/<lab>/results`` (whichever run wrote it): the whole class, always.
-    The results written from."""
+    """Rewrite the lab's grades.csv, feedback pages, gradebook entries (OUT's, and those of the
+    nbgrader courses the notebooks came from, with their autograded notebooks: ``released`` is
+    the lab's released notebook) and class report from every result in ``out/<lab>/results``
+    (whichever run wrote it): the whole class, always. The results written from."""
     everyone, skipped = read_results(out / lab.id)
     for note in skipped:
         progress(f"  {lab.id}: skipped {note}")
     mine = [result for result in everyone if result.lab in ("", lab.id)]
-    hand = write_outputs(out / lab.id, mine, lab, out / "gradebook.db", deadline)
+    hand = write_outputs(
+        out / lab.id, mine, lab, out / "gradebook.db", deadline, released, progress
+    )
     write_class_report(out / lab.id, lab, hand)
     return mine
 
@@ -442,7 +457,7 @@ def _prepare_reports(gradebook: Path, labs: list) -> None:
         import matplotlib.figure  # noqa: F401  (the class report's histograms)
 
         for lab in labs:
-            fill_gradebook(gradebook, lab, [])
+            fill_gradebook(out_book(gradebook), lab, [])
 
 
 class _Exclusive:
