@@ -128,6 +128,7 @@ def _grade(args: argparse.Namespace) -> int:
         sandbox=not args.no_sandbox,
         cell_timeout=args.cell_timeout,
         scheduler=args.scheduler,
+        live=sys.stderr.isatty(),  # a progress bar on a terminal; plain lines in a log
     )
     statuses: dict[str, int] = {}
     for result in results:

@@ -94,6 +94,14 @@ def nbhosting_files(repo: Path) -> list[PublishedFile]:
     notebooks = _student_notebooks(repo)
     requirements = _dependencies(repo)
     files = [PublishedFile(notebook.path, notebook.built.read_bytes()) for notebook in notebooks]
+    # the same notebooks as .ipynb, for any other Jupyter (nbhosting's track lists the MyST ones)
+    files += [
+        PublishedFile(
+            str(Path(notebook.path).with_suffix(".ipynb")),
+            notebook.built.with_suffix(".ipynb").read_bytes(),
+        )
+        for notebook in notebooks
+    ]
     files += _module_files()
     files += [
         PublishedFile(".nbhosting/nbhosting.yaml", _render("nbhosting.yaml.j2", notebooks)),
@@ -132,9 +140,10 @@ def _student_notebooks(repo: Path) -> list[StudentNotebook]:
     notebooks = []
     for source in Course(repo).sources.values():
         built = repo / "notebooks" / "student" / f"{source.stem}.md"
-        if not built.is_file():
+        if not built.is_file() or not built.with_suffix(".ipynb").is_file():
             raise CourseError(
-                f"{built} is missing, the student notebook of {source}: run `cnn-course build` "
+                f"{built} or its .ipynb is missing, the student notebook of {source}: run "
+                "`cnn-course build` "
                 "first, then publish."
             )
         metadata = jupytext.read(built, fmt="md:myst").metadata

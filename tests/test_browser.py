@@ -151,6 +151,16 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def server_command(app: str, port: int, token: str, root: Path) -> list[str]:
+    """A Jupyter server app (``jupyterlab``, ``jupyter_server``) on 127.0.0.1:``port`` with a
+    token, serving ``root``."""
+    return [
+        *(sys.executable, "-m", app, "--no-browser", "--allow-root", "--ip=127.0.0.1"),
+        *(f"--port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}"),
+        f"--ServerApp.root_dir={root}",
+    ]
+
+
 def _stop(server: subprocess.Popen) -> None:
     """Stop the server's whole process group: SIGTERM (it shuts its kernels down), then KILL."""
     with contextlib.suppress(ProcessLookupError):
@@ -189,16 +199,7 @@ def lab(browser, real_root, real_cache, tmp_path_factory) -> Iterator[Lab]:
     env.pop("CNN_COURSE_WIDGETS", None)
     port, token = _free_port(), secrets.token_hex(16)
     command = [
-        sys.executable,
-        "-m",
-        "jupyterlab",
-        "--no-browser",
-        "--allow-root",
-        "--ip=127.0.0.1",
-        f"--port={port}",
-        "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}",
-        f"--ServerApp.root_dir={root}",
+        *server_command("jupyterlab", port, token, root),
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
     ]
     log_path = home / "server.log"

@@ -120,12 +120,14 @@ def test_tree_holds_the_notebooks_modules_and_nbhosting_files(published):
             ".nbhosting/nbhosting.yaml",
             "README.md",
             *(f"notebooks/{lab}.md" for lab in labs),
+            *(f"notebooks/{lab}.ipynb" for lab in labs),
             *(f"modules/cnn_course/{name}" for name in _installed_student_package()),
         ]
     )
     for lab in labs:
-        built = (REPO / f"notebooks/student/{lab}.md").read_bytes()
-        assert files[f"notebooks/{lab}.md"] == built
+        for suffix in (".md", ".ipynb"):
+            built = (REPO / f"notebooks/student/{lab}{suffix}").read_bytes()
+            assert files[f"notebooks/{lab}{suffix}"] == built
     manifest = publish.read_manifest(published)
     assert sorted(manifest) == sorted(set(files) - {publish.MANIFEST})
 
@@ -235,8 +237,8 @@ def test_dockerfile_installs_exactly_the_student_dependencies(published):
         for line in text.replace("\\\n", " ").split("\n")
         if line.startswith("RUN ")
     ]
-    assert [run[:3] for run in runs] == [["pip", "install", "--no-cache-dir"]] * 2
-    torch, others = (run[3:] for run in runs)
+    assert [run[:3] for run in runs[:2]] == [["pip", "install", "--no-cache-dir"]] * 2
+    torch, others = (run[3:] for run in runs[:2])
     assert torch[:2] == ["--index-url", publish.TORCH_CPU_INDEX]
     assert [_name(requirement) for requirement in torch[2:]] == ["torch", "torchvision"]
     assert sorted(torch[2:] + others) == sorted(project["dependencies"])
@@ -249,6 +251,27 @@ def test_dockerfile_installs_exactly_the_student_dependencies(published):
     config = yaml.safe_load((published / ".nbhosting/nbhosting.yaml").read_text())
     destination = config["static-mappings"][0]["destination"]
     assert f"CNN_COURSE_DATA=/home/jovyan/static/{destination}" in text
+
+
+@pytest.mark.parametrize("cuda", [None, "12.4"])
+def test_the_image_build_stops_on_a_cuda_torch_with_a_message(published, tmp_path, cuda):
+    """The Dockerfile's last install step, run against a torch that says it is a CPU build or a
+    CUDA one: does it pass the first and stop the build, saying what to do, on the second?"""
+    text = (published / ".nbhosting/Dockerfile").read_text()
+    runs = [line.removeprefix("RUN ") for line in text.split("\n") if line.startswith("RUN ")]
+    guard = shlex.split(runs[-1])
+    assert guard[:2] == ["python", "-c"]
+    fake = tmp_path / "torch"
+    (fake / "version").mkdir(parents=True)
+    (fake / "__init__.py").write_text("__version__ = '2.14.1'\nfrom . import version\n")
+    (fake / "version" / "__init__.py").write_text(f"cuda = {cuda!r}\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    done = subprocess.run([sys.executable, *guard[1:]], env=env, capture_output=True, text=True)
+    if cuda is None:
+        assert done.returncode == 0, done.stderr
+    else:
+        assert done.returncode != 0
+        assert "is a CUDA build" in done.stderr and publish.TORCH_CPU_INDEX in done.stderr
 
 
 def test_modules_import_from_the_tree_alone(published, tmp_path):
@@ -289,6 +312,23 @@ def test_modules_import_from_the_tree_alone(published, tmp_path):
 
 
 # --- leaks ----------------------------------------------------------------------------------
+
+
+def _searchable(content: bytes) -> str:
+    """A file's text; for a notebook, its cells' sources as text (not JSON-escaped, which can
+    look like a Python string literal of the same line), then the rest of its JSON."""
+    text = content.decode("utf-8", errors="replace")
+    try:
+        notebook = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(notebook, dict) or not isinstance(notebook.get("cells"), list):
+        return text
+    sources = []
+    for cell in notebook["cells"]:
+        source = cell.pop("source", "") if isinstance(cell, dict) else ""
+        sources.append("".join(source) if isinstance(source, list) else str(source))
+    return "\n".join(sources) + "\n" + json.dumps(notebook)
 
 
 def _lines(path: Path) -> set[str]:
@@ -380,7 +420,7 @@ def _leaks(tree: Path, secrets: dict[str, set[str]]) -> list[str]:
     for path in sorted(p for p in tree.rglob("*") if p.is_file()):
         relative = path.relative_to(tree).as_posix()
         content = path.read_bytes()
-        text = content.decode("utf-8", errors="replace")
+        text = _searchable(content)
         lines = _lines(path)
         if content in instructor_files:
             leaks.append(

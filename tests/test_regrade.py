@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -205,6 +206,23 @@ def test_late_rows_are_marked_in_the_table_the_feedback_and_the_gradebook(tmp_pa
         late = book.find_submission(LAB.id, "late")
         assert late.timestamp == datetime(2026, 12, 2, 2, 4) and late.total_seconds_late > 7000
         assert book.find_submission(LAB.id, "early").total_seconds_late == 0
+
+
+def test_progress_is_counted_by_status_with_a_time_left_and_a_live_bar_on_a_terminal(capsys):
+    """Each finished row's line ends with the counts so far and the time left; on a terminal a
+    progress bar counts too, with the lines written above it, never through it."""
+    plain = run._Tally(3)
+    assert plain.lines(print) is print  # in a log: plain lines only
+    assert re.fullmatch(r"\[1/3: 1 graded; ~.* left\]", plain.add(Status.GRADED))
+    live = run._Tally(3, live=True)
+    say = live.lines(print)
+    for status in (Status.GRADED, Status.TIMEOUT, Status.GRADED):
+        say(f"a row: {status} {live.add(status)}")
+    live.close()
+    shown = capsys.readouterr()
+    assert "a row: graded [1/3: 1 graded; ~" in shown.out
+    assert "[3/3: 2 graded, 1 timeout]" in shown.out  # the last one: nothing left
+    assert "3/3" in shown.err and "2 graded, 1 timeout" in shown.err  # the bar, on stderr
 
 
 def test_the_due_date_is_nbgrader_s_else_the_one_an_earlier_run_was_given(tmp_path):

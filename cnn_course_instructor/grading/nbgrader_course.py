@@ -170,8 +170,6 @@ def autograded_notebook(
     graded answer marked as a graded cell worth its question's points (formgrader shows its
     score beside it), an answer that is no question of the lab not graded, and its Markdown and
     HTML outputs sanitised."""
-    from nbconvert.preprocessors.sanitize import SanitizeHTML
-
     notebook = nbformat.reads(executed, as_version=4)
     known, seen = _nbgrader_cells(released), set()
     for cell in notebook.cells:
@@ -187,8 +185,30 @@ def autograded_notebook(
             kept["grade"] = False
             kept.pop("points", None)
         cell.metadata["nbgrader"] = kept
-    notebook, _ = SanitizeHTML().preprocess(notebook, {})
+    notebook, _ = _sanitizer().preprocess(notebook, {})
     return notebook
+
+
+# Markup a page may show (the checks' tables, headings, emphasis): no script, no event handler,
+# no style sheet, no link but http(s) and mail; anything else is shown as text.
+SAFE_TAGS = {
+    *("a", "abbr", "b", "blockquote", "br", "caption", "code", "col", "colgroup", "dd", "del"),
+    *("details", "div", "dl", "dt", "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "kbd"),
+    *("li", "ol", "p", "pre", "s", "samp", "small", "span", "strong", "sub", "summary", "sup"),
+    *("table", "tbody", "td", "tfoot", "th", "thead", "tr", "u", "ul"),
+}
+SAFE_ATTRIBUTES = {
+    "*": ["class", "style", "title", "align"],
+    "a": ["href", "title"],
+    "td": ["colspan", "rowspan"],
+    "th": ["colspan", "rowspan", "scope"],
+}
+
+
+def _sanitizer():
+    from nbconvert.preprocessors.sanitize import SanitizeHTML
+
+    return SanitizeHTML(tags=sorted(SAFE_TAGS), attributes=SAFE_ATTRIBUTES)
 
 
 def released_notebook(course_root: Path, lab: str) -> nbformat.NotebookNode | None:

@@ -75,6 +75,7 @@ def grade_class(
     students: Collection[str] | None = None,
     deadline: datetime | None = None,
     progress: Callable[[str], None] = print,
+    live: bool = False,
 ) -> list[SubmissionResult]:
     """Grade every submission into ``out/<lab>/``; resume where a previous run stopped.
 
@@ -150,7 +151,15 @@ def grade_class(
                         cell_timeout=cell_timeout,
                     )
                     _grade(
-                        run, course, todo, digests, out, jobs=jobs, client=client, progress=progress
+                        run,
+                        course,
+                        todo,
+                        digests,
+                        out,
+                        jobs=jobs,
+                        client=client,
+                        progress=progress,
+                        live=live,
                     )
             results = [SubmissionResult.read(_result_path(out, i, s)) for s, i in assigned]
             for lab_id in sorted({result.lab for result in results} & set(labs)):
@@ -299,75 +308,86 @@ def _grade(
     jobs: int,
     client,
     progress: Callable[[str], None],
+    live: bool = False,
 ) -> None:
     """Grade ``todo`` (submission, lab id), here or on the cluster, recording each result once
-    the preflight has passed."""
+    the preflight has passed; ``live``: with a progress bar on the terminal."""
     labs = list(course.labs)
     graded_labs = sorted({lab_id for _, lab_id in todo if lab_id in labs})
     gate = _Gate()
-    tally = _Tally(len(todo))
+    tally = _Tally(len(todo), live)
+    progress = tally.lines(progress)
+    try:
 
-    def record(submission: Submission, lab_id: str, graded: Graded) -> None:
-        """Keep one submission's result: the only place results and executed notebooks are
-        written, whichever machine graded it, once the preflight has passed; a regraded
-        student's files are replaced whole, but never by a grader error (the earlier result
-        stays, and the next run tries again)."""
-        gate.wait()
-        result = graded.result
-        path = _result_path(out, lab_id, submission)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if result.status.needs_rerun and _kept(path):
-            progress(
-                f"  {submission.student} ({lab_id}): {result.status} ({result.reason[:200]}); "
-                f"the earlier result is kept {tally.add(result.status)}"
+        def record(submission: Submission, lab_id: str, graded: Graded) -> None:
+            """Keep one submission's result: the only place results and executed notebooks are
+            written, whichever machine graded it, once the preflight has passed; a regraded
+            student's files are replaced whole, but never by a grader error (the earlier result
+            stays, and the next run tries again)."""
+            gate.wait()
+            result = graded.result
+            path = _result_path(out, lab_id, submission)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if result.status.needs_rerun and _kept(path):
+                progress(
+                    f"  {submission.student} ({lab_id}): {result.status} ({result.reason[:200]}); "
+                    f"the earlier result is kept {tally.add(result.status)}"
+                )
+                return
+            if graded.executed is not None:
+                (out / lab_id / "executed").mkdir(exist_ok=True)
+                executed = graded.executed.decode("utf-8", errors="replace")  # nbformat wrote it
+                write_text(out / lab_id / "executed" / f"{submission.student}.ipynb", executed)
+            result.student, result.lab, result.notebook = (
+                submission.student,
+                lab_id,
+                str(submission.path),
             )
-            return
-        if graded.executed is not None:
-            (out / lab_id / "executed").mkdir(exist_ok=True)
-            executed = graded.executed.decode("utf-8", errors="replace")  # nbformat wrote it
-            write_text(out / lab_id / "executed" / f"{submission.student}.ipynb", executed)
-        result.student, result.lab, result.notebook = (
-            submission.student,
-            lab_id,
-            str(submission.path),
-        )
-        result.digest = digests[submission]
-        when = submitted_at(submission)
-        result.submitted_at = when.isoformat() if when else ""
-        write_text(path, result.to_json())
-        progress(
-            f"  {submission.student} ({lab_id}): {result.status}, {result.total:g}/{result.max:g} "
-            f"({result.seconds:.0f} s) {tally.add(result.status)}"
-        )
+            result.digest = digests[submission]
+            when = submitted_at(submission)
+            result.submitted_at = when.isoformat() if when else ""
+            write_text(path, result.to_json())
+            progress(
+                f"  {submission.student} ({lab_id}): {result.status}, {result.total:g}/{result.max:g} "
+                f"({result.seconds:.0f} s) {tally.add(result.status)}"
+            )
 
-    if client is not None:
-        gate.run(lambda: todo and cluster.preflight_workers(client, course, graded_labs, run))
-        gate.wait()
-        early = _prepare_reports_early(out, course, graded_labs, gate)
-        cluster.grade_on_cluster(client, run, todo, labs, course, record)
+        if client is not None:
+            gate.run(lambda: todo and cluster.preflight_workers(client, course, graded_labs, run))
+            gate.wait()
+            early = _prepare_reports_early(out, course, graded_labs, gate)
+            cluster.grade_on_cluster(client, run, todo, labs, course, record)
+            early.join()
+            return
+        work = out / WORK
+        with local.judge_servers(run, set(graded_labs), work / "judge") as sockets:
+            run = run.with_judges(sockets)
+            # The preflight runs while the first workers load (gated): none runs its first cell,
+            # and no row is written, before it has passed.
+            gate.run(
+                lambda: todo and preflight.require(preflight.kernel_checks(run, graded_labs, work))
+            )
+            early = _prepare_reports_early(out, course, graded_labs, gate)
+            local.grade_here(run, todo, labs, jobs, work, record, progress, ready=gate.wait)
         early.join()
-        return
-    work = out / WORK
-    with local.judge_servers(run, set(graded_labs), work / "judge") as sockets:
-        run = run.with_judges(sockets)
-        # The preflight runs while the first workers load (gated): none runs its first cell,
-        # and no row is written, before it has passed.
-        gate.run(
-            lambda: todo and preflight.require(preflight.kernel_checks(run, graded_labs, work))
-        )
-        early = _prepare_reports_early(out, course, graded_labs, gate)
-        local.grade_here(run, todo, labs, jobs, work, record, progress, ready=gate.wait)
-    early.join()
+    finally:
+        tally.close()
 
 
 class _Tally:
     """How far a run is, for the instructor's eyes only (no grade reads a clock): the
-    submissions done of the run's, by status, and when the rest should be done at this pace."""
+    submissions done of the run's, by status, and when the rest should be done at this pace.
+    ``live``: a progress bar on the terminal (stderr) too, the lines printed above it."""
 
-    def __init__(self, total: int):
+    def __init__(self, total: int, live: bool = False):
         self.total, self.started = total, time.monotonic()
         self.statuses: dict[str, int] = {}
         self.lock = threading.Lock()
+        self.bar = None
+        if live and total:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="notebook", desc="grading", dynamic_ncols=True)
 
     def add(self, status: Status) -> str:
         """Count one more finished submission; the line's tail: "[3/40: 3 graded; ~12 min left]"."""
@@ -376,8 +396,22 @@ class _Tally:
             done = sum(self.statuses.values())
             counts = ", ".join(f"{n} {name}" for name, n in sorted(self.statuses.items()))
             left = (time.monotonic() - self.started) / done * (self.total - done)
+            if self.bar is not None:
+                self.bar.set_postfix_str(counts, refresh=False)
+                self.bar.update(1)
         eta = f"; ~{duration(left)} left" if done < self.total else ""
         return f"[{done}/{self.total}: {counts}{eta}]"
+
+    def lines(self, progress: Callable[[str], None]) -> Callable[[str], None]:
+        """``progress``, or, under a live bar, lines written above the bar."""
+        if self.bar is None:
+            return progress
+        bar = self.bar
+        return lambda text: bar.write(text)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 class _Gate:
