@@ -78,7 +78,13 @@ def conv2d_verdict(
             (True, (shape[0], x.shape[0], *shape[1:]), "sum over the input channels too: one "
              "output value adds the products over all C_in channels"),
         )  # fmt: skip
-        hint = next((text for applies, s, text in hints if applies and found == s), "")
+        fits = [text for applies, s, text in hints if applies and found == s]
+        hint = fits[0] if fits else ""
+        if fits[:2] == [hints[0][2], hints[1][2]]:  # a stride that never reaches the last row
+            hint = (
+                "the padding is missing, or on one side only: surround x with `padding` rows and "
+                "columns of zeros on every side first"
+            )
         return fault(f"expected shape {shape}, got {found}" + (f": {hint}" if hint else ""))
     if not value.is_floating_point():
         return fault(f"expected floating-point values, got dtype {value.dtype}")
@@ -100,8 +106,9 @@ def conv2d_verdict(
         ),
         (
             padded_after(2 * padding) if padding > 0 else None,
-            "x sits in the top left corner of the padded image: copy it to rows and columns "
-            "padding to padding + H (or W), so that `padding` zeros surround it on every side",
+            "x sits in the top left corner of the padded image, zeros on one side only: copy it "
+            "to rows and columns padding to padding + H (or W), so that `padding` zeros surround "
+            "it on every side",
         ),
     ):
         if candidate is not None and torch.allclose(value, candidate, rtol=1e-4, atol=1e-4):
