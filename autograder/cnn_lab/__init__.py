@@ -65,10 +65,13 @@ def grading_inputs(seed: int) -> dict:
     ties[:, 7] = ties.max(dim=1).values + 1.0
     ties[:, 2] = ties[:, 7]  # two equal maxima per row: either index is a right answer
     single = torch.randn(1, 10, generator=generator)
+    # class 0 neither the largest nor the smallest score: a softmax over dim=0 (all ones) picks 0
+    single[0, 0] = (single[0, 1:].max() + single[0, 1:].min()) / 2
     large = torch.randn(32, 10, generator=generator) * 1000  # a hand-written exp() overflows
     labels = torch.randint(0, 10, (50,), generator=generator)
     predict = labels.clone()
     wrong = torch.rand(50, generator=generator) < 0.4
+    wrong[0], wrong[1] = True, False  # a fraction strictly between 0 and 1 on every seed
     predict[wrong] = (
         labels[wrong] + torch.randint(1, 10, (int(wrong.sum()),), generator=generator)
     ) % 10
@@ -107,14 +110,20 @@ def _convolution_inputs(generator: torch.Generator) -> dict:
         weight = torch.randn(c_out, c_in, *kernel, generator=generator)
         bias = torch.randn(c_out, generator=generator)
         convolutions.append((x, weight, bias, stride, padding))
+    # Each case separates the right count from nearly right ones on every seed: rounding a
+    # half step to even (right here) or up (wrong), a third of a step left over (math.ceil
+    # alone goes up), padding counted once or not at all, the stride or the + 1 missing; no two
+    # nearly right counts give the same four values.
     sizes = [
         (draw(8, 40), 3, 1, 1),  # 'same' padding keeps the size
-        (2 * draw(4, 20), 2, 2, 0),  # pooling halves it
-        (2 * draw(5, 20), 3, 2, 0),  # an odd number of pixels left over: round down
-        (draw(12, 40), 5, 2, 2),  # padding as large as the stride: counting it once shows
+        (4 * draw(2, 10) + 3, 2, 2, 0),  # pooling an odd size: half a step over an even count
+        (4 * draw(2, 10) + 2, 3, 2, 0),  # half a step over an odd count: round() goes up
+        (3 * draw(3, 12) + 2, 5, 3, 2),  # a third of a step over, with padding 2
     ]
-    convs = [(3, draw(8, 64), 5), (draw(2, 16), draw(2, 16), 3)]
-    linears = [(draw(50, 800), draw(2, 100))]
+    # Drawn so that no two nearly right counts give the same number: 4 to 8 input channels for
+    # 10 to 16 filters, fewer outputs than inputs for the linear layer.
+    convs = [(3, draw(8, 64), 5), (draw(4, 8), draw(10, 16), 3)]
+    linears = [(draw(50, 800), draw(2, 40))]
     return {"convolutions": convolutions, "sizes": sizes, "convs": convs, "linears": linears}
 
 
@@ -198,16 +207,17 @@ for _index, (_name, *_) in enumerate(_CONVOLUTION_CASES):
 
 _SIZE_CASES = (
     "padding 1",
-    "pooling 2x2, stride 2",
-    "stride 2, rounding down",
-    "a 5x5 window, stride 2, padding 2",
+    "pooling 2x2, stride 2, an odd size",
+    "stride 2, half a step left over",
+    "a 5x5 window, stride 3, padding 2",
 )
 for _index, _name in enumerate(_SIZE_CASES):
 
     @tests.case("q2_output_size", points=0.5, name=_name)
     def _size(record: dict, context: Context, index: int = _index) -> Verdict:
-        output = need(record, OUTPUT_SIZE)[index]
-        return verdicts.output_size_verdict(output, *context.inputs["sizes"][index])
+        # all four values: a fault is named by the mistake that gives them all
+        outputs = need(record, OUTPUT_SIZE)
+        return verdicts.output_size_verdicts(outputs, context.inputs["sizes"])[index]
 
 
 for _index, _name in enumerate(("convolution with 3 input channels", "another convolution")):
@@ -228,8 +238,7 @@ def _linear_count(record: dict, context: Context) -> Verdict:
 
 @tests.case("q3_parameter_count", points=0.5, name="mnist_parameters: the whole MNIST model")
 def _mnist_count(record: dict, context: Context) -> Verdict:
-    layers = verdicts.parametrised_layers(MNIST_LAYERS)
-    return verdicts.parameter_count_verdict(need(record, MNIST_PARAMETERS), layers)
+    return verdicts.model_parameter_count_verdict(need(record, MNIST_PARAMETERS), MNIST_LAYERS)
 
 
 _register_architecture(

@@ -25,6 +25,11 @@ CONV2D_LOOPS = (
 )
 OUTPUT_SIZE = "    out = (size + 2 * padding - kernel_size) // stride + 1"
 CONV_COUNT = "    count = out_channels * (in_channels * kernel_size * kernel_size + 1)"
+LINEAR_COUNT = "    count = out_features * (in_features + 1)"
+CONV2D_PATCH = "patch = padded[:, i * stride : i * stride + k_h, j * stride : j * stride + k_w]"
+CONV2D_PADDED = "    padded[:, padding : padding + height, padding : padding + width] = x\n"
+CLASSES = "    y = torch.argmax(probabilities, dim=1)"
+ACCURACY = "accuracy = (predict == labels).float().mean().item()"
 MLP_WIDTH = "n_hidden_mlp = 91  # 784 * 91 + 91 + 91 * 10 + 10 = 72,355 parameters"
 MNIST_LINEAR = "    nn.Linear(n_h_2 * 14 * 14, nb_classes),\n)"
 MNIST_SECOND_RELU = '    nn.Conv2d(n_h_1, n_h_2, kernel_size=kernel_size, stride=1, padding="same"),\n    nn.ReLU(),\n'
@@ -357,5 +362,98 @@ SAMPLES = [
         # The optimiser test names the rate; the training test sends the student to the optimiser.
         lost={"q11_cifar_model": 0.25, "q12_cifar_training": 4.0},
         fault="expected the learning rate learning_rate = 0.001, got 1",
+    ),
+    # Issue 25: each nearly right function loses what it gets wrong on every seed, and its
+    # feedback names the mistake in the student's terms.
+    Sample(
+        "output_size_round",
+        ((OUTPUT_SIZE, "    out = round((size + 2 * padding - kernel_size) / stride) + 1"),),
+        # right where a half step rounds to an even count, wrong where it rounds up
+        lost={"q2_output_size": 0.5},
+        fault="round() goes to the nearest whole number, and from .5 to the even one",
+    ),
+    Sample(
+        "output_size_ceil",
+        (
+            (OUTPUT_SIZE, "    out = math.ceil((size + 2 * padding - kernel_size) / stride) + 1"),
+            ("def conv_output_size(", "import math\n\n\ndef conv_output_size("),
+        ),
+        lost={"q2_output_size": 1.5},  # every case with a fraction of a step left over
+        fault="rounded up, as math.ceil does",
+    ),
+    Sample(
+        "output_size_no_plus_one",
+        ((OUTPUT_SIZE, OUTPUT_SIZE.replace(" + 1", "")),),
+        # mnist_parameters, computed with it, counts the linear layer from 32 x 13 x 13 inputs
+        lost={"q2_output_size": 2.0, "q3_parameter_count": 0.5},
+        fault="count the window's first position too (the + 1)",
+    ),
+    Sample(
+        "right_size_spellings",
+        (
+            (
+                OUTPUT_SIZE,
+                "    out = int(np.floor((size - kernel_size + 2 * padding) / stride) + 1)",
+            ),
+            ("def conv_output_size(", "import numpy as np\n\n\ndef conv_output_size("),
+            (CONV_COUNT, "    count = in_channels * out_channels * kernel_size**2 + out_channels"),
+            (LINEAR_COUNT, "    count = in_features * out_features + out_features"),
+            (CLASSES, "    y = torch.max(probabilities, 1)[1]"),
+            (ACCURACY, "accuracy = torch.eq(predict, labels).double().mean().item()"),
+        ),
+    ),
+    Sample(
+        "parameters_without_pooling",
+        (
+            (
+                "pooled = conv_output_size(28, kernel_size=2, stride=2)",
+                "pooled = conv_output_size(28, kernel_size=3, stride=1, padding=1)",
+            ),
+        ),
+        lost={"q3_parameter_count": 0.5},
+        fault="the 2×2 pooling halves the height and the width (28 → 14)",
+    ),
+    Sample(
+        "conv_parameters_xor",
+        ((CONV_COUNT, "    count = out_channels * (in_channels * (kernel_size ^ 2) + 1)"),),
+        lost={"q3_parameter_count": 1.5},  # both convolutions, and the total
+        fault="kernel_size ^ 2 is a bitwise XOR",
+    ),
+    Sample(
+        "linear_bias_per_input",
+        ((LINEAR_COUNT, "    count = in_features * (out_features + 1)"),),
+        lost={"q3_parameter_count": 1.0},  # the linear layer, and the total
+        fault="not one per input",
+    ),
+    Sample(
+        "conv2d_window_moves_one",
+        ((CONV2D_PATCH, "patch = padded[:, i : i + k_h, j : j + k_w]"),),
+        lost={"q1_conv2d": 1.5},  # the two cases with stride 2
+        fault="the window moves 1 pixel at a time",
+    ),
+    Sample(
+        "conv2d_image_in_corner",
+        ((CONV2D_PADDED, "    padded[:, :height, :width] = x\n"),),
+        lost={"q1_conv2d": 1.5},  # the two cases with padding
+        fault="x sits in the top left corner of the padded image",
+    ),
+    Sample(
+        "classes_as_largest_values",
+        ((CLASSES, "    y = torch.max(probabilities, dim=1).values"),),
+        # The histories' accuracies (a float compared with the labels) cost no points.
+        lost={"q6_vector_to_class": 2.0},
+        fault="returned the largest probabilities themselves",
+    ),
+    Sample(
+        "accuracy_floor_division",
+        ((ACCURACY, "accuracy = (predict == labels).sum().item() // len(labels)"),),
+        lost={"q7_cnn_accuracy": 0.5},  # all right and none right come out whole
+        fault="integer division",
+    ),
+    Sample(
+        "accuracy_as_percentage",
+        ((ACCURACY, "accuracy = 100 * (predict == labels).float().mean().item()"),),
+        lost={"q7_cnn_accuracy": 1.0},  # none right is 0 either way
+        fault="a percentage: return a fraction",
     ),
 ]

@@ -183,9 +183,17 @@ def classes_verdict(output: dict, scores: torch.Tensor) -> Verdict:
             hint = " (argmax over dim=0 gives one value per class, not per image: use dim=1)"
         elif tuple(value.shape) == (count, 1):
             hint = " (keepdim=True leaves a column: drop it, or squeeze(1))"
+        elif tuple(value.shape) == tuple(scores.shape):
+            hint = f" ({_per_class(value)}: return the index of the largest, argmax over dim=1)"
         else:
             hint = ""
         return fault(f"expected shape ({count},), got {tuple(value.shape)}{hint}")
+    largest = _largest_values(value, scores)
+    if largest:
+        return fault(
+            f"returned the largest {largest} themselves, not where they are: the class is the "
+            "index of the largest, torch.argmax(x, dim=1) (or torch.max(x, dim=1).indices)"
+        )
     if value.is_floating_point() or value.dtype == torch.bool:
         return fault(
             f"expected integer classes, got dtype {value.dtype}; argmax returns integer indices"
@@ -196,17 +204,69 @@ def classes_verdict(output: dict, scores: torch.Tensor) -> Verdict:
     right = acceptable.gather(1, chosen.view(-1, 1)).view(-1) & (value.long() == chosen)
     if not bool(right.all()):
         row = int((~right).nonzero()[0])
+        hint = _wrong_classes_hint(value, scores)
         return fault(
             f"{int((~right).sum())} of {count} rows wrong; e.g. row {row}: got class "
             f"{int(value[row])}, the largest score is at {int(scores[row].argmax())}"
+            + (f" ({hint})" if hint else "")
         )
     return ok()
+
+
+def _per_class(value: torch.Tensor) -> str:
+    """What a tensor of one value per class for each row is: probabilities, or scores."""
+    rows = value.double()
+    if value.is_floating_point() and bool(
+        (rows >= 0).all() and torch.allclose(rows.sum(dim=1), torch.ones(len(rows)).double())
+    ):
+        return "returned the probabilities, one per class for each row"
+    return "returned one score per class for each row"
+
+
+def _largest_values(value: torch.Tensor, scores: torch.Tensor) -> str:
+    """ "scores" or "probabilities" where ``value`` holds each row's largest one, else ""."""
+    if not value.is_floating_point() or value.shape != scores.shape[:1]:
+        return ""
+    for name, table in (("scores", scores), ("probabilities", torch.softmax(scores.double(), 1))):
+        if torch.allclose(value.double(), table.double().max(dim=1).values, rtol=1e-4, atol=1e-6):
+            return name
+    return ""
+
+
+def _wrong_classes_hint(value: torch.Tensor, scores: torch.Tensor) -> str:
+    """Name the mistake that gives these classes: the smallest score, a softmax over the
+    images, an exp() that overflowed."""
+    with torch.no_grad():
+        exp = torch.exp(scores.float())
+        overflowed = exp / exp.sum(dim=1, keepdim=True)
+    mistakes = (
+        (scores.argmin(dim=1), "that is the smallest score (argmin): the class is the largest"),
+        (
+            torch.softmax(scores, dim=0).argmax(dim=1),
+            "a softmax over dim=0 mixes the images: the probabilities of one image run along "
+            "dim=1 (and the argmax of the raw scores gives the same classes)",
+        ),
+        (
+            overflowed.argmax(dim=1) if bool(overflowed.isnan().any()) else None,
+            "exp() of a large score overflows (exp(1000) is inf, and inf / inf is nan): use "
+            "torch.softmax, or take the argmax of the raw scores",
+        ),
+    )
+    for classes, hint in mistakes:
+        if classes is not None and torch.equal(value.long(), classes):
+            return hint
+    return ""
 
 
 def fraction_verdict(output: dict, predict: torch.Tensor, labels: torch.Tensor) -> Verdict:
     """Is ``output`` the fraction of ``predict`` equal to ``labels`` (both (N,))?"""
     value, message = output_value(output, "a number between 0 and 1")
     if value is None:
+        if "Got: Bool" in message:
+            message += (
+                " (predict == labels holds True and False: turn them into numbers, .float(), "
+                "before the mean)"
+            )
         return fault(message)
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
@@ -225,6 +285,11 @@ def fraction_verdict(output: dict, predict: torch.Tensor, labels: torch.Tensor) 
     if not math.isclose(value, expected, abs_tol=1e-6):
         if math.isclose(value, count):
             hint = f" (that is the count of right predictions, {count}: divide by N)"
+        elif value == count // len(labels):
+            hint = (
+                f" (integer division: {count} // {len(labels)} rounds the fraction down to "
+                f"{count // len(labels)}; divide with /)"
+            )
         elif math.isclose(value, 100 * expected, abs_tol=1e-4):
             hint = " (a percentage: return a fraction between 0 and 1)"
         elif math.isclose(value, 1 - expected, abs_tol=1e-6):
