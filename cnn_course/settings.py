@@ -61,3 +61,4 @@ class ProbeKind(str, Enum):
     HISTORY = "history"
     VALUE = "value"
     MODEL_CALLS = "model_calls"
+    TRAINING = "training"  # what an answer cell did while it ran (see grading/probe.py)

@@ -49,6 +49,7 @@ __all__ = [
     "model_calls",
     "need",
     "optimizer",
+    "training",
     "value",
 ]
 
@@ -67,6 +68,7 @@ class ProbeStep:
     optimizer: str = ""
     model: str = ""  # optimizer: the student's model; model_calls: the inputs' layer records
     repeat: bool = False  # model_calls: call twice on the same tensors (gradients that pile up)
+    question: str = ""  # training: the question whose answer cell the probe watches
 
     def plain(self) -> dict:
         """The step as plain data (the kernel's probe reads it with ``weights_only``)."""
@@ -78,6 +80,7 @@ class ProbeStep:
             "optimizer": self.optimizer,
             "model": self.model,
             "repeat": self.repeat,
+            "question": self.question,
         }
         return {
             "key": self.key,
@@ -122,6 +125,23 @@ def model_calls(name: str, *, model: str, inputs: str, repeat: bool = False) -> 
     return ProbeStep(name, ProbeKind.MODEL_CALLS, name, inputs=inputs, model=model, repeat=repeat)
 
 
+def training(
+    question: str, *, model: str, input_shape: tuple[int, ...], key: str = ""
+) -> ProbeStep:
+    """What the answer cell of ``question`` did while it ran, watched from the first cell on:
+    the images (C, H, W) = ``input_shape`` each optimiser step trained on (as fingerprints,
+    whatever loop fed them), the error it stopped with and the student's function that raised
+    it, and the layers of the student's network ``model`` right after it (judged there, so a
+    later cell cannot change them)."""
+    return ProbeStep(
+        key or f"{question}.training",
+        ProbeKind.TRAINING,
+        model,
+        input_shape=tuple(input_shape),
+        question=question,
+    )
+
+
 @dataclass(frozen=True)
 class LabContract:
     """A lab's grading content, as the grader uses it (see the module)."""
@@ -135,6 +155,10 @@ class LabContract:
     def plan(self) -> list[dict]:
         """The probe's plan as the kernel receives it."""
         return [step.plain() for step in self.probe]
+
+    def watched(self) -> tuple[str, ...]:
+        """The questions whose answer cells the probe watches while they run."""
+        return tuple(dict.fromkeys(s.question for s in self.probe if s.kind is ProbeKind.TRAINING))
 
     def check(self, lab: Lab, where: str) -> None:
         """Refuse, naming each problem, a contract that disagrees with the lab's front matter:
@@ -153,12 +177,18 @@ class LabContract:
             ProbeKind.HISTORY: ("name",),
             ProbeKind.OPTIMIZER: ("criterion", "optimizer", "model"),
             ProbeKind.MODEL_CALLS: ("name", "model", "inputs"),
+            ProbeKind.TRAINING: ("name", "input_shape", "question"),
         }
         for step in self.probe:
             missing = [name for name in needs[step.kind] if not getattr(step, name)]
             if missing:
                 problems.append(
                     f"probe step {step.key!r} ({step.kind.value}) needs {', '.join(missing)}"
+                )
+            if step.question and step.question not in lab.questions:
+                problems.append(
+                    f"probe step {step.key!r} watches {step.question!r}, which the lab does "
+                    "not declare"
                 )
         trained = {subset.dataset for subset in lab.subsets.values() if subset.split == "train"}
         missing = sorted(trained - set(lab.thresholds))

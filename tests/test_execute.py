@@ -92,3 +92,19 @@ def test_a_cell_within_its_cpu_budget_is_never_cut_by_the_machines_load(tmp_path
         assert execution.notebook.cells[0].outputs[0]["text"] == "computed\n"
     # The loaded run took longer in wall time than the budget: a wall-clock limit would have cut it.
     print(f"wall seconds idle {runs[0][1]:.1f}, loaded {runs[1][1]:.1f}")
+
+
+def test_the_grader_s_code_between_cells_runs_silently_in_the_student_s_namespace(tmp_path):
+    """Does code run between cells (the probe's watch) run in the kernel's namespace, see the
+    error the cell before it stopped with, and leave no output, count or trace in the notebook?"""
+    seen = "import sys\nseen.append(repr(getattr(sys, 'last_value', None)))\nprint('hidden')"
+    execution = run_notebook(
+        notebook("seen = []", "raise ValueError('mine')", "print(seen)"),
+        cwd=tmp_path,
+        allow_errors=True,
+        between_cells={1: seen, 2: seen},
+    )
+    cells = execution.notebook.cells
+    assert cells[2].outputs[0]["text"] == "['None', \"ValueError('mine')\"]\n"
+    assert [cell.execution_count for cell in cells] == [1, 2, 3]
+    assert "hidden" not in nbformat.writes(execution.notebook)

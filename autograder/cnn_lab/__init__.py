@@ -27,6 +27,7 @@ from cnn_course_instructor.contract import (
     model,
     need,
     optimizer,
+    training,
     value,
 )
 
@@ -53,6 +54,10 @@ CIFAR_OPTIM = optimizer(
     "cifar_optim", criterion="cifar_criterion", optimizer="cifar_optimizer", model="cifar_model"
 )
 CIFAR_HISTORY = history("cifar_history")
+# The training cells, watched while they run: what they trained on, where they stopped, and each
+# model right after its own cell (a later cell's bug cannot cost an earlier exercise).
+MNIST_TRAINING = training("q8_mnist_training", model="mnist_model", input_shape=(1, 28, 28))
+CIFAR_TRAINING = training("q12_cifar_training", model="cifar_model", input_shape=(3, 32, 32))
 
 tests = Registry()
 
@@ -166,9 +171,12 @@ def _register_loss_optimizer(question, key, model_name, schedule, points: float)
 # --- training outcomes ------------------------------------------------------------------------
 
 
-def _register_training(question, model_step, history_step, dataset, subset, schedule, spec, points):
-    """The trained model's accuracy on unseen images (the points), and its training history,
-    which is what the student's code says about itself: feedback, never points."""
+def _register_training(
+    question, model_step, training_step, history_step, dataset, subset, schedule, spec, points
+):
+    """The trained model's accuracy on unseen images (the points), as its own cell left it
+    (``training_step``), and its training history, which is what the student's code says about
+    itself: feedback, never points."""
 
     @tests.case(
         question,
@@ -183,6 +191,7 @@ def _register_training(question, model_step, history_step, dataset, subset, sche
             dataset,
             classes=spec[-1].output_shape[0],
             retraining=Retraining(subset, schedule, reference.train_model),
+            training_cell=training_step,
         )
 
     @tests.case(
@@ -274,6 +283,7 @@ def _returns_number(record: dict, context: Context) -> Verdict:
 _register_training(
     "q8_mnist_training",
     MNIST_MODEL,
+    MNIST_TRAINING,
     MNIST_HISTORY,
     "mnist",
     "mnist_train",
@@ -303,6 +313,7 @@ _register_loss_optimizer("q11_cifar_model", CIFAR_OPTIM, "cifar_model", "cifar",
 _register_training(
     "q12_cifar_training",
     CIFAR_MODEL,
+    CIFAR_TRAINING,
     CIFAR_HISTORY,
     "cifar10",
     "cifar_train",
@@ -324,10 +335,12 @@ CONTRACT = LabContract(
         VECTOR_TO_CLASS,
         CNN_ACCURACY,
         MNIST_HISTORY,
+        MNIST_TRAINING,
         MLP_MODEL,
         CIFAR_MODEL,
         CIFAR_OPTIM,
         CIFAR_HISTORY,
+        CIFAR_TRAINING,
     ),
     inputs=grading_inputs,
     # Facts of the grading that the lab's text quotes (`{{ grading.images }}`), so that what

@@ -307,7 +307,8 @@ SAMPLES = [
             ),
         ),
         lost={"q12_cifar_training": 4.0},
-        fault="training loop",
+        # The model refuses the images: the training cell stops at its first batch, and says so.
+        fault="to have 3 channels",
     ),
     Sample(
         "cifar_nine_outputs",
@@ -455,5 +456,49 @@ SAMPLES = [
         ((ACCURACY, "accuracy = 100 * (predict == labels).float().mean().item()"),),
         lost={"q7_cnn_accuracy": 1.0},  # none right is 0 either way
         fault="a percentage: return a fraction",
+    ),
+    Sample(
+        # Trains on the test images too: the grader's unseen images would not show it.
+        "cifar_trains_on_test_images",
+        (
+            (
+                "    for imgs, labels in monitor.batches(cifar_train_loader):\n",
+                "    everything = data.make_loader(\n"
+                "        torch.cat([X_train, X_test]), torch.cat([Y_train, Y_test]), batch_size\n"
+                "    )\n"
+                "    for imgs, labels in monitor.batches(everything):\n",
+            ),
+        ),
+        lost={"q12_cifar_training": 4.0},
+        fault="images of the cifar10 test split",
+    ),
+    Sample(
+        # The CIFAR-10 loop steps the MNIST optimiser, which moves mnist_model with its last
+        # gradients: the MNIST exercise is judged as its own cell left it, and keeps its points.
+        "cifar_steps_mnist_optimizer",
+        (("        cifar_optimizer.step()\n", "        optimizer.step()\n"),),
+        lost={"q12_cifar_training": 4.0},
+        fault="the optimiser it steps",
+    ),
+    Sample(
+        # vector_to_class returns the probabilities: cnn_accuracy, right itself, raises in both
+        # training loops, and each training exercise names it rather than its loop.
+        "vector_to_class_probabilities",
+        (("    y = torch.argmax(probabilities, dim=1)", "    y = probabilities"),),
+        lost={"q6_vector_to_class": 2.0, "q8_mnist_training": 3.0, "q12_cifar_training": 4.0},
+        fault="your cnn_accuracy raised RuntimeError",
+    ),
+    Sample(
+        # Right: the CIFAR-10 loop slices the training tensors itself, no loader.
+        "right_cifar_loop_by_slices",
+        (
+            (
+                "    for imgs, labels in monitor.batches(cifar_train_loader):\n",
+                "    order = torch.randperm(len(X_train))\n"
+                "    for start in range(0, len(X_train), batch_size):\n"
+                "        imgs = X_train[order[start : start + batch_size]]\n"
+                "        labels = Y_train[order[start : start + batch_size]]\n",
+            ),
+        ),
     ),
 ]

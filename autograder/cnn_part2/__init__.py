@@ -29,8 +29,10 @@ from cnn_course_instructor.contract import (
     model,
     model_calls,
     need,
+    training,
 )
 from cnn_course_instructor.grading.rebuild import rebuild
+from cnn_course_instructor.grading.verdicts import augmented_verdict, hooks_verdict
 
 from . import reference
 
@@ -45,6 +47,9 @@ EPSILONS = (0.03, 0.1)
 BETTER_MODEL = model("better_model", input_shape=(3, 32, 32))
 LOADED_MODEL = model("loaded_model", input_shape=(3, 32, 32))
 BETTER_HISTORY = history("better_history")
+# The training cell, watched while it runs: the images it trained on, where it stopped, and the
+# network right after it.
+BETTER_TRAINING = training("q3_better_training", model="better_model", input_shape=(3, 32, 32))
 AUGMENT = calls("augment", inputs="augment")
 SALIENCY, OCCLUSION, GRAD_CAM, TOP_ACTIVATIONS, FGSM = (
     model_calls(name, model="grader_model", inputs=name, repeat=name == "saliency_map")
@@ -157,7 +162,7 @@ def _variety(record: dict, context: Context) -> Verdict:
 
 @tests.case(
     "q3_better_training",
-    points=3.5,
+    points=3,
     name="trained model reaches {thresholds[cifar10]:.2f} accuracy on unseen images",
 )
 def _accuracy(record: dict, context: Context) -> Verdict:
@@ -169,6 +174,19 @@ def _accuracy(record: dict, context: Context) -> Verdict:
         classes=BETTER_LAYERS[-1].output_shape[0],
         retraining=Retraining("cifar_train", "better", reference.train_model),
         loop_hint="model.train(), zero_grad, forward, loss, backward, step, the augmented images",
+        training_cell=BETTER_TRAINING,
+    )
+
+
+@tests.case("q3_better_training", points=0.5, name="trains on augmented images")
+def _trained_augmented(record: dict, context: Context) -> Verdict:
+    return augmented_verdict(
+        record,
+        context,
+        BETTER_TRAINING,
+        "cifar_train",
+        "augment each batch before the forward pass "
+        "(imgs = torch.stack([augment(image) for image in imgs]))",
     )
 
 
@@ -257,20 +275,30 @@ def _grad_cam(record: dict, context: Context) -> Verdict:
     return _maps_verdict(record, context, GRAD_CAM, "the Grad-CAM map", mistakes, scale_free=True)
 
 
-@tests.case("q6_grad_cam", points=1, name="returns a detached tensor")
+@tests.case("q6_grad_cam", points=0.5, name="returns a detached tensor")
 def _grad_cam_detached(record: dict, context: Context) -> Verdict:
     return judging.detached_verdict(_calls(record, GRAD_CAM)[0])
+
+
+@tests.case("q6_grad_cam", points=0.5, name="removes the hooks it registers")
+def _grad_cam_hooks(record: dict, context: Context) -> Verdict:
+    return hooks_verdict(_calls(record, GRAD_CAM), "grad_cam")
 
 
 # --- exercise 7: what excites a filter --------------------------------------------------------------
 
 
-@tests.case("q7_top_activations", points=2, name="the same images and places as the grader's")
+@tests.case("q7_top_activations", points=1.5, name="the same images and places as the grader's")
 def _top(record: dict, context: Context) -> Verdict:
     model = _grader_model(context)
     (args,) = context.inputs["top_activations"]
     expected = reference.top_activations(model, *_resolved(model, args))
     return verdicts.positions_verdict(_calls(record, TOP_ACTIVATIONS)[0], expected)
+
+
+@tests.case("q7_top_activations", points=0.5, name="removes the hook it registers")
+def _top_hooks(record: dict, context: Context) -> Verdict:
+    return hooks_verdict(_calls(record, TOP_ACTIVATIONS), "top_activations")
 
 
 # --- exercise 8: FGSM ------------------------------------------------------------------------------
@@ -334,6 +362,7 @@ CONTRACT = LabContract(
         BETTER_MODEL,
         LOADED_MODEL,
         BETTER_HISTORY,
+        BETTER_TRAINING,
         AUGMENT,
         SALIENCY,
         OCCLUSION,

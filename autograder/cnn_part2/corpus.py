@@ -14,6 +14,7 @@ SALIENCY_BACKWARD = "    scores.gather(1, classes.view(-1, 1)).sum().backward()\
 SALIENCY_COPY = "    x = images.clone().requires_grad_()\n    scores = model(x)\n    scores.gather"
 OCCLUSION_SOFTMAX = "torch.softmax(model(torch.stack([image, *copies])), dim=1)[:, label]"
 GRADCAM_RETURN = "    return F.relu((weights * activations).sum(dim=1)).detach()"
+TRAIN_AUGMENT = "        imgs = torch.stack([augment(image) for image in imgs])\n"
 FGSM_RETURN = "    return (images + epsilon * x.grad.sign()).clamp(0, 1).detach()"
 OCCLUSION_BODY = """    _, height, width = image.shape
     tops = range(0, height - patch_size + 1, stride)
@@ -157,7 +158,7 @@ SAMPLES = [
     Sample(
         "grad_cam_not_detached",
         ((GRADCAM_RETURN, GRADCAM_RETURN.replace(".detach()", "")),),
-        lost={"q6_grad_cam": 1},
+        lost={"q6_grad_cam": 0.5},
         fault="requires grad",
     ),
     Sample(
@@ -174,7 +175,7 @@ SAMPLES = [
     Sample(
         "top_in_increasing_order",
         (("chosen = best.argsort(descending=True)[:k]", "chosen = best.argsort()[:k]"),),
-        lost={"q7_top_activations": 2},
+        lost={"q7_top_activations": 1.5},
         fault="expected the images",
     ),
     Sample(
@@ -205,5 +206,42 @@ SAMPLES = [
         ),
         lost={"q2_augmentation": 1},
         fault="flip at random",
+    ),
+    Sample(
+        # Hooks left on the network: the maps are right, and every later forward pass of the
+        # network runs the hook (the grader's fresh network per call would not show it).
+        "grad_cam_hook_left",
+        (("    scores = model(images)\n    handle.remove()\n", "    scores = model(images)\n"),),
+        lost={"q6_grad_cam": 0.5},
+        fault="left 1 forward hook on layer",
+    ),
+    Sample(
+        "top_activations_hook_left",
+        (("        model(images)\n    handle.remove()\n", "        model(images)\n"),),
+        lost={"q7_top_activations": 0.5},
+        fault="call handle.remove()",
+    ),
+    Sample(
+        # A loop that never calls the augmentation the exercise asks for: its accuracy may even
+        # be higher after the shortened run, so only what it trained on shows it.
+        "training_without_augment",
+        ((TRAIN_AUGMENT, ""),),
+        lost={"q3_better_training": 0.5},
+        fault="exactly as stored",
+    ),
+    Sample(
+        # Right: each epoch augments the whole training set first, then loops over its batches.
+        "right_augmented_dataset_loop",
+        (
+            (
+                "    for imgs, labels in monitor.batches(train_loader):\n",
+                "    augmented = torch.stack([augment(image) for image in cifar_train.images])\n"
+                "    epoch_loader = data.make_loader(\n"
+                "        augmented, cifar_train.labels, schedule.batch_size, seed=epoch\n"
+                "    )\n"
+                "    for imgs, labels in monitor.batches(epoch_loader):\n",
+            ),
+            (TRAIN_AUGMENT, ""),
+        ),
     ),
 ]

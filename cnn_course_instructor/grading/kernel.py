@@ -11,7 +11,7 @@ import os
 import signal
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,6 +123,7 @@ class _BoundedClient(NotebookClient):
     cell_limit: float | None = None  # CPU seconds a cell may use (None: nbclient's timeout only)
     total_limit: float | None = None  # own seconds all cells together may use
     before_cells: Callable[[], None] | None = None  # called once the kernel has started
+    between_cells: Mapping[int, str] = {}  # the grader's code run silently before cell i
     timed_out: list[TimedOut]
     strays: int = 0  # processes a cell left running when it was interrupted, ended by the grader
     memory_limit: int | None = None  # bytes the sandbox's processes may use together
@@ -208,12 +209,21 @@ class _BoundedClient(NotebookClient):
         if self.cell_limit is not None and cell.cell_type == "code":
             watch = asyncio.ensure_future(self._watch(cell_index, self.cell_limit))
         try:
+            if cell.cell_type == "code" and cell_index in self.between_cells:
+                await self._run_silently(self.between_cells[cell_index])
             return await super().async_execute_cell(
                 cell, cell_index, execution_count, store_history
             )
         finally:
             if watch is not None:
                 watch.cancel()
+
+    async def _run_silently(self, code: str) -> None:
+        """Run the grader's ``code`` in the kernel, in the student's namespace, leaving no
+        trace in the notebook (no output, no history, no execution count), on the budget of
+        the cell that follows."""
+        msg_id = self.kc.execute(code, silent=True, store_history=False, allow_stdin=False)
+        await self.async_wait_for_reply(msg_id)
 
     def _kernel_pid(self) -> int | None:
         process = getattr(getattr(self.km, "provisioner", None), "process", None)
@@ -417,6 +427,7 @@ def run_notebook(
     collect_limit: int = 64_000_000,
     before_cells: Callable[[], None] | None = None,
     total_limit: float | None = None,
+    between_cells: Mapping[int, str] | None = None,
 ) -> Execution:
     """Execute every code cell in order in a new kernel.
 
@@ -435,6 +446,8 @@ def run_notebook(
     read, as a regular file of ``collect_limit`` bytes at most, before the kernel ends.
     ``before_cells`` is called, in a thread, once the kernel has started (and imported the
     sandbox's ``preload``), before the first cell runs: what it raises ends the run.
+    ``between_cells`` maps a cell's index to code of the grader's, run silently in the kernel
+    just before that cell (no output, nothing in the notebook), on that cell's budgets.
     A kernel the grader could not start raises KernelStartFailed (its cause in words).
     """
     if not isinstance(notebook, NotebookNode):
@@ -478,6 +491,7 @@ def run_notebook(
     )
     client.timed_out = []
     client.before_cells = before_cells
+    client.between_cells = dict(between_cells or {})
     client.total_limit = total_limit
     if sandboxed is not None:
         client.memory_limit = sandboxed.limits.total_memory_mb * 1024 * 1024

@@ -201,6 +201,10 @@ class Context:
 
         return self._once(f"grading-{dataset}", make)
 
+    def test_set(self, dataset: str) -> data.ImageSet:
+        """The whole test split of ``dataset`` (no student trains on it)."""
+        return self._once(f"test-{dataset}", lambda: data.load(dataset, "test", root=self.root))
+
     def training_set(self, subset: str) -> data.ImageSet:
         """The lab's declared training subset, as the students' shortened run loads it."""
         declared = self.lab.subsets[subset]

@@ -49,6 +49,7 @@ __all__ = [
     "main",
     "probe_cell",
     "unix_address",
+    "watch_cells",
 ]
 
 # Seconds of their own time (wall time not spent waiting for a CPU: see execute.Progress) the
@@ -103,21 +104,68 @@ def grading_plan(content: LabContent, seed: int) -> bytes:
     return buffer.getvalue()
 
 
-def probe_cell(plan_path: str, output_path: str) -> str:
-    """The code of the cell the grader appends: the probe module, run apart from the student's
-    names (its text and the rebuild module's, which import only torch and the student runtime)."""
+PROBE_MODULE = "_cnn_course_probe"  # where the kernel keeps the probe between cells
+
+
+def _probe_module_code() -> str:
+    """Code that makes the probe module in the kernel, ``_cnn_course_probe``, once: the probe's
+    text and the rebuild module's (which import only torch and the student runtime), run apart
+    from the student's names and kept in ``sys.modules``."""
     here = Path(__file__).resolve().parent
     source = (here / "probe.py").read_text(encoding="utf-8")
     builder = (here / "rebuild.py").read_text(encoding="utf-8")
     # through the builtins module: a student's own `exec`, `compile` or `globals` is not called
     return (
         "import builtins as _cnn_course_builtins\n"
-        "_cnn_course_probe = {'__name__': 'cnn_course_probe'}\n"
-        f"_cnn_course_builtins.exec(_cnn_course_builtins.compile({builder!r}, 'cnn_course_rebuild', 'exec'), _cnn_course_probe)\n"
-        f"_cnn_course_builtins.exec(_cnn_course_builtins.compile({source!r}, 'cnn_course_probe', 'exec'), _cnn_course_probe)\n"
-        f"_cnn_course_probe['record'](_cnn_course_builtins.globals(), {str(plan_path)!r}, {str(output_path)!r})\n"
+        f"_cnn_course_probe = _cnn_course_builtins.__import__('sys').modules.get({PROBE_MODULE!r})\n"
+        "if _cnn_course_probe is None:\n"
+        f"    _cnn_course_probe = _cnn_course_builtins.__import__('types').ModuleType({PROBE_MODULE!r})\n"
+        f"    _cnn_course_builtins.exec(_cnn_course_builtins.compile({builder!r}, 'cnn_course_rebuild', 'exec'), _cnn_course_probe.__dict__)\n"
+        f"    _cnn_course_builtins.exec(_cnn_course_builtins.compile({source!r}, 'cnn_course_probe', 'exec'), _cnn_course_probe.__dict__)\n"
+        f"    _cnn_course_builtins.__import__('sys').modules[{PROBE_MODULE!r}] = _cnn_course_probe\n"
+    )
+
+
+def probe_cell(plan_path: str, output_path: str) -> str:
+    """The code of the cell the grader appends: the probe module (the one made before the
+    first cell, which watched the cells, or made now) records the plan's steps."""
+    return (
+        _probe_module_code()
+        + f"_cnn_course_builtins.__import__('sys').modules.pop({PROBE_MODULE!r}, None)\n"
+        f"_cnn_course_probe.record(_cnn_course_builtins.globals(), {str(plan_path)!r}, {str(output_path)!r})\n"
         "del _cnn_course_probe, _cnn_course_builtins\n"
     )
+
+
+def watch_cells(notebook: nbformat.NotebookNode, plan_path: str) -> dict[int, str]:
+    """The grader's code run silently before each code cell (``kernel.run_notebook``'s
+    ``between_cells``): before the first, the probe module starts watching what the plan asks
+    (``probe.watch``); before each, it is told which question the cell answers (its nbgrader
+    id), so that a watched answer cell is followed from its start to the next cell's."""
+    codes = {}
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type != "code":
+            continue
+        meta = cell.get("metadata", {}).get("nbgrader")
+        grade_id = meta.get("grade_id") if isinstance(meta, dict) else None
+        grade_id = grade_id if isinstance(grade_id, str) else None
+        code = (
+            "import builtins as _cnn_course_builtins\n"
+            f"_cnn_course_probe = _cnn_course_builtins.__import__('sys').modules.get({PROBE_MODULE!r})\n"
+            "if _cnn_course_probe is not None:\n"
+            f"    _cnn_course_probe.cell(_cnn_course_builtins.globals(), {grade_id!r})\n"
+        )
+        if not codes:
+            code = _probe_module_code() + f"_cnn_course_probe.watch({str(plan_path)!r})\n" + code
+        codes[index] = (
+            "try:\n"
+            + "".join(f"    {line}\n" for line in code.splitlines())
+            # nothing of the grader's may raise here: a student's later cell would seem to
+            + "except BaseException:\n    pass\n"
+            "finally:\n    _cnn_course_probe = _cnn_course_builtins = None\n"
+            "    del _cnn_course_probe, _cnn_course_builtins\n"
+        )
+    return codes
 
 
 class Cancelled(Exception):
@@ -256,6 +304,7 @@ def grade_notebook(job: Job) -> SubmissionResult:
         scratch.mkdir(exist_ok=True)
         plan, record, cwd = str(plan_path), str(scratch / "record.pt"), scratch
         env.update({settings.DATA_ENV: job.run.data_root, settings.CACHE_ENV: _cache_dir()})
+    between = watch_cells(notebook, plan)
     notebook.cells.append(nbformat.v4.new_code_cell(probe_cell(plan, record)))
     with judges:
         for attempt in range(1, START_TRIES + 1):
@@ -271,6 +320,7 @@ def grade_notebook(job: Job) -> SubmissionResult:
                     collect_limit=RECORD_LIMIT,
                     before_cells=kernel_started,
                     total_limit=NOTEBOOK_BUDGET,
+                    between_cells=between,
                 )
                 break
             except KernelStartFailed as failure:
