@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from fractions import Fraction
@@ -120,9 +121,10 @@ def conv2d_verdict(
     )
 
 
+@functools.lru_cache(maxsize=4096)
 def _positions(size: int, kernel: int, stride: int, padding: int) -> int | None:
     """How many positions a window finds along one axis, as torch's convolution measures it
-    (None where the window does not fit at all)."""
+    (None where the window does not fit at all); kept, as a verdict asks for the same few."""
     if size + 2 * padding < kernel:
         return None
     line = torch.zeros(1, 1, 1, size)
