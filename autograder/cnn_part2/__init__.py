@@ -41,6 +41,8 @@ __all__ = ["CONTRACT"]
 GRADCAM_LAYERS = (6, 2)  # layers of the grader's network: the last ReLU (16x16), the first (32x32)
 TOP_LAYER, TOP_K = 6, 5
 EPSILONS = (0.03, 0.1)
+# Dimensions a Grad-CAM may wrongly average the gradient over (right: (2, 3), the places).
+CAM_WRONG_DIMS = ((1,), (0, 2, 3), (1, 2, 3), (2,), (3,), ())
 
 # What the probe records from the student's kernel: the steps the tests below read. Each
 # function that looks inside a network is called on the grader's own network ("grader_model").
@@ -72,6 +74,10 @@ def grading_inputs(seed: int) -> dict:
     classes = torch.randint(0, 10, (48,), generator=generator)
     one = images[:1]
     grader_model = reference.grader_model_records(seed)
+    network = rebuild(grader_model).eval()
+    classes[8:13] = _lively_cam_classes(network, images[8:13])
+    for group in (slice(0, 6), slice(6, 8), slice(8, 14), slice(14, 22)):
+        _not_all_predicted(network, images[group], classes[group])
     return {
         "grader_model": grader_model,
         "augment": [(images[index % 8],) for index in range(24)],
@@ -79,28 +85,57 @@ def grading_inputs(seed: int) -> dict:
         "occlusion_map": [(images[6], int(classes[6])), (images[7], int(classes[7]))],
         "grad_cam": [({"layer": layer}, images[8:14], classes[8:14]) for layer in GRADCAM_LAYERS],
         "top_activations": [
-            ({"layer": TOP_LAYER}, images, _lively_channel(grader_model, images), TOP_K)
+            ({"layer": TOP_LAYER}, images, _lively_channel(network, images), TOP_K)
         ],
         "fgsm": [(_saturated(images[14:22]), classes[14:22], epsilon) for epsilon in EPSILONS],
     }
 
 
-def _lively_channel(records: dict, images: torch.Tensor) -> int:
+def _lively_channel(model, images: torch.Tensor) -> int:
     """The channel at ``TOP_LAYER`` whose ``TOP_K`` most excited images stand furthest apart
     (from each other and from the next): a channel a draw left dead (all zeros after its ReLU)
-    would let any order, and any images, pass or fail by the tie-breaking of a sort."""
-    model = rebuild(records).eval()
+    would let any order, and any images, pass or fail by the tie-breaking of a sort. A channel
+    whose top places all lie on the diagonal (row = column) is passed over: swapped rows and
+    columns would go unseen."""
     with torch.no_grad():
         maps = model[: TOP_LAYER + 1](images)
-    best = maps.flatten(2).max(dim=2).values  # (images, channels)
-    top = best.topk(TOP_K + 1, dim=0).values  # in decreasing order, per channel
-    return int((top[:-1] - top[1:]).min(dim=0).values.argmax())
+    best, where = maps.flatten(2).max(dim=2)  # (images, channels)
+    top, chosen = best.topk(TOP_K + 1, dim=0)  # in decreasing order, per channel
+    width = maps.shape[-1]
+    places = where.gather(0, chosen[:TOP_K])
+    diagonal = (places // width == places % width).all(dim=0)
+    gaps = (top[:-1] - top[1:]).min(dim=0).values
+    return int(gaps.masked_fill(diagonal, -1.0).argmax())
 
 
 def _saturated(images: torch.Tensor) -> torch.Tensor:
     """The images with more contrast, about a quarter of their pixels at exactly 0 or 1 (as in
     photos): an attack that forgets to clamp leaves [0, 1] on many of them, whatever the draw."""
     return ((images - 0.5) * 1.6 + 0.5).clamp(0, 1)
+
+
+def _lively_cam_classes(model, images: torch.Tensor) -> torch.Tensor:
+    """For each image, the class whose weighted sums at both ``GRADCAM_LAYERS`` are closest to
+    half positive, half negative: a draw whose maps are all zero after the ReLU (seen once in
+    30) would let mistakes pass, or be taken for one another; all positive, a missing ReLU."""
+    positive = torch.zeros(10, len(images))
+    for label in range(10):
+        wanted = torch.full((len(images),), label)
+        fractions = [
+            (reference.grad_cam(model, model[layer], images, wanted) > 0).flatten(1).float().mean(1)
+            for layer in GRADCAM_LAYERS
+        ]
+        positive[label] = torch.minimum(*[torch.minimum(f, 1 - f) for f in fractions])
+    return positive.argmax(dim=0)
+
+
+def _not_all_predicted(model, images: torch.Tensor, classes: torch.Tensor) -> None:
+    """Change, in place, the last of ``classes`` when every one is the class the network
+    predicts for its image: a function that uses the predictions must give another result."""
+    with torch.no_grad():
+        predicted = model(images).argmax(dim=1)
+    if torch.equal(predicted, classes):
+        classes[-1] = (predicted[-1] + 1) % 10
 
 
 def _grader_model(context: Context):
@@ -207,9 +242,6 @@ def _loaded(record: dict, context: Context) -> Verdict:
 
 # --- exercises 4 to 6: maps ------------------------------------------------------------------
 
-_EVAL_MODE = "the map differs from the one in evaluation mode: call model.eval() first (batch normalisation then uses its running statistics)"
-_SCORE = "the map follows the gradient of the loss: take the gradient of the class score itself (scores[i, classes[i]]), not of a loss"
-
 
 def _resolved(model, args: tuple) -> list:
     """The recorded arguments with ``{"layer": i}`` standing for the network's layer ``i``."""
@@ -218,30 +250,46 @@ def _resolved(model, args: tuple) -> list:
 
 def _maps_verdict(record, context, step, what, mistakes, scale_free=False) -> Verdict:
     """Every call of ``step`` against the reference's result; a wrong one is matched with the
-    results of ``mistakes`` (message, keywords of the reference reproducing it) to name it."""
+    results of ``mistakes`` (message, keywords of the reference reproducing it) to name it:
+    the first mistake that explains every wrong call (two mistakes may give the same result on
+    one call's inputs, rarely on all), else what the first wrong call's verdict says."""
     model = _grader_model(context)
     function = getattr(reference, step.name)
+    wrong = []  # (entry, expected, variants, verdict) of each wrong call
     for entry, args in zip(_calls(record, step), context.inputs[step.inputs], strict=True):
         real = _resolved(model, args)
         variants = [(message, partial(function, model, *real, **how)) for message, how in mistakes]
-        verdict = verdicts.map_verdict(
-            entry, function(model, *real), what, variants, scale_free=scale_free
-        )
+        expected = function(model, *real)
+        verdict = verdicts.map_verdict(entry, expected, what, variants, scale_free=scale_free)
         if not verdict.passed:
-            return verdict
-    return Verdict(True)
+            wrong.append((entry, expected, variants, verdict))
+    if not wrong:
+        return Verdict(True)
+    first = wrong[0][3]
+    if len(wrong) == 1 or first.message not in {message for message, _ in mistakes}:
+        return first
+    for index, (message, _) in enumerate(mistakes):
+        if all(
+            verdicts.map_verdict(
+                entry, expected, what, [variants[index]], scale_free=scale_free
+            ).message
+            == message
+            for entry, expected, variants, _ in wrong
+        ):
+            return Verdict(False, message)
+    return first
 
 
 @tests.case("q4_saliency", points=2, name="same maps as the grader's on its network and images")
 def _saliency(record: dict, context: Context) -> Verdict:
     mistakes = [
-        (_SCORE, {"loss": True}),
-        (_EVAL_MODE, {"training": True}),
-        ("take the absolute value of the gradient before the largest over the channels",
-         {"reduce": "raw"}),
-        ("take the largest absolute gradient over the channels (amax over dim=1), not their mean",
-         {"reduce": "mean"}),
-    ]  # fmt: skip
+        (verdicts.SCORE_NOT_LOSS, {"loss": True}),
+        (verdicts.PROBABILITY, {"probability": True}),
+        (verdicts.PREDICTED_CLASS, {"predicted": True}),
+        (verdicts.EVAL_MODE, {"training": True}),
+        (verdicts.SALIENCY_NO_ABS, {"reduce": "raw"}),
+        (verdicts.SALIENCY_MEAN, {"reduce": "mean"}),
+    ]
     return _maps_verdict(record, context, SALIENCY, "the saliency map", mistakes)
 
 
@@ -253,9 +301,15 @@ def _saliency_repeat(record: dict, context: Context) -> Verdict:
 @tests.case("q5_occlusion", points=2, name="same maps as the grader's on its network and images")
 def _occlusion(record: dict, context: Context) -> Verdict:
     mistakes = [
-        ("the map holds drops of the class score: turn the scores into probabilities "
-         "(torch.softmax(..., dim=1)) first", {"scores": True}),
-        (_EVAL_MODE, {"training": True}),
+        (verdicts.OCCLUSION_SIGN, {"sign": -1.0}),
+        (verdicts.OCCLUSION_SCORES, {"scores": True}),
+        (verdicts.PREDICTED_CLASS.replace("classes[i]", "label"), {"predicted": True}),
+        (verdicts.EVAL_MODE, {"training": True}),
+        *[(verdicts.occlusion_patch_message(patch), {"patch_value": value}) for patch, value in (
+            ("0 (black)", 0.0), ("1 (white)", 1.0), ("the image's mean", "mean"),
+            ("each channel's mean", "channel_mean"))],
+        (verdicts.OCCLUSION_LAST_PLACE, {"last": 0}),
+        (verdicts.OCCLUSION_STRIDE, {"stride": 8}),
     ]  # fmt: skip
     return _maps_verdict(record, context, OCCLUSION, "the occlusion map", mistakes)
 
@@ -271,7 +325,15 @@ def _occlusion_unchanged(record: dict, context: Context) -> Verdict:
 
 @tests.case("q6_grad_cam", points=2, name="same maps as the grader's (up to scale) at two layers")
 def _grad_cam(record: dict, context: Context) -> Verdict:
-    mistakes = [(_SCORE, {"loss": True}), (_EVAL_MODE, {"training": True})]
+    mistakes = [
+        (verdicts.SCORE_NOT_LOSS, {"loss": True}),
+        (verdicts.PROBABILITY, {"probability": True}),
+        (verdicts.PREDICTED_CLASS, {"predicted": True}),
+        (verdicts.EVAL_MODE, {"training": True}),
+        (verdicts.CAM_NO_RELU, {"relu": False}),
+        (verdicts.CAM_NORMALISED_FIRST, {"normalise_first": True}),
+        *[(verdicts.cam_dims_message(dims), {"dims": dims}) for dims in CAM_WRONG_DIMS],
+    ]
     return _maps_verdict(record, context, GRAD_CAM, "the Grad-CAM map", mistakes, scale_free=True)
 
 
@@ -292,8 +354,13 @@ def _grad_cam_hooks(record: dict, context: Context) -> Verdict:
 def _top(record: dict, context: Context) -> Verdict:
     model = _grader_model(context)
     (args,) = context.inputs["top_activations"]
-    expected = reference.top_activations(model, *_resolved(model, args))
-    return verdicts.positions_verdict(_calls(record, TOP_ACTIVATIONS)[0], expected)
+    real = _resolved(model, args)
+    expected = reference.top_activations(model, *real)
+    variants = [
+        (verdicts.EVAL_MODE, partial(reference.top_activations, model, *real, training=True)),
+        (verdicts.SWAPPED_PLACES, partial(reference.top_activations, model, *real, swapped=True)),
+    ]
+    return verdicts.positions_verdict(_calls(record, TOP_ACTIVATIONS)[0], expected, variants)
 
 
 @tests.case("q7_top_activations", points=0.5, name="removes the hook it registers")
@@ -326,8 +393,9 @@ def _fgsm(record: dict, context: Context) -> Verdict:
              dict(sign=-1.0)),
             ("pixels leave [0, 1]: clamp the adversarial images (torch.clamp(x, 0, 1))",
              dict(clamp=False)),
-            ("the images differ from those in evaluation mode: call model.eval() first",
-             dict(training=True)),
+            (verdicts.EVAL_MODE, dict(training=True)),
+            (verdicts.FGSM_PREDICTED, dict(predicted=True)),
+            (verdicts.FGSM_NO_SIGN, dict(raw=True)),
         ]  # fmt: skip
         for message, mistake in variants:
             if _fgsm_close(entry, reference.fgsm(model, images, labels, epsilon, **mistake)):

@@ -37,6 +37,23 @@ GRADCAM_TAIL = """    scores = model(images)
     weights = gradients.mean(dim=(2, 3), keepdim=True)
 """
 
+TOP_HOOK = (
+    "    model.eval()\n    caught = {}\n    handle = layer.register_forward_hook(lambda module, "
+    "inputs, output: caught.update(A=output))\n    with torch.no_grad():\n        model(images)"
+)
+OCCLUSION_RANGES = (
+    "    tops = range(0, height - patch_size + 1, stride)\n"
+    "    lefts = range(0, width - patch_size + 1, stride)\n"
+)
+GRADCAM_WEIGHTS = "    weights = gradients.mean(dim=(2, 3), keepdim=True)\n"
+OCCLUSION_DROPS = "    return (probabilities[0] - probabilities[1:]).view(len(tops), len(lefts))"
+
+
+def _mistake(name: str, edits, question: str, points: float, fault: str) -> Sample:
+    """A sample with one typical mistake: ``edits`` of the solution, the points it loses."""
+    return Sample(name, tuple(edits), lost={question: points}, fault=fault)
+
+
 SAMPLES = [
     Sample("solution", fast=True),
     Sample("untouched_stub", lost=ALL, fault="NotImplementedError", fast=True, base="student"),
@@ -243,5 +260,184 @@ SAMPLES = [
             ),
             (TRAIN_AUGMENT, ""),
         ),
+    ),
+    Sample(
+        # Grad-CAM up to scale: summed (not averaged) gradients, each map divided by its largest
+        # value after the ReLU; the saliency through torch.autograd.grad and max(1)[0].
+        "right_scaled_grad_cam",
+        (
+            (GRADCAM_WEIGHTS, "    weights = gradients.sum(dim=(2, 3), keepdim=True)\n"),
+            (
+                GRADCAM_RETURN,
+                "    cam = F.relu((weights * activations).sum(dim=1))\n"
+                "    return (cam / cam.amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)).detach()",
+            ),
+            (
+                SALIENCY_BACKWARD + ".abs().amax(dim=1)",
+                "    score = scores.gather(1, classes.view(-1, 1)).sum()\n"
+                "    (gradient,) = torch.autograd.grad(score, x)\n"
+                "    return gradient.abs().max(1)[0]",
+            ),
+        ),
+    ),
+    # The typical mistakes of issue 25, each named in the lab's words.
+    _mistake(
+        "saliency_of_the_predicted_class",
+        [
+            (
+                "scores.gather(1, classes.view(-1, 1)).sum().backward()",
+                "scores.gather(1, scores.argmax(dim=1, keepdim=True)).sum().backward()",
+            )
+        ],
+        "q4_saliency",
+        2,
+        "the class the network predicts",
+    ),
+    _mistake(
+        "saliency_of_the_probability",
+        [
+            (
+                "scores.gather(1, classes.view(-1, 1)).sum().backward()",
+                "torch.softmax(scores, dim=1).gather(1, classes.view(-1, 1)).sum().backward()",
+            )
+        ],
+        "q4_saliency",
+        2,
+        "softmax probability",
+    ),
+    _mistake(
+        "saliency_without_abs",
+        [("    return x.grad.abs().amax(dim=1)", "    return x.grad.amax(dim=1)")],
+        "q4_saliency",
+        2,
+        "absolute value",
+    ),
+    _mistake(
+        "occlusion_sign_reversed",
+        [
+            (
+                OCCLUSION_DROPS,
+                OCCLUSION_DROPS.replace(
+                    "probabilities[0] - probabilities[1:]", "probabilities[1:] - probabilities[0]"
+                ),
+            )
+        ],
+        "q5_occlusion",
+        2,
+        "opposite sign",
+    ),
+    _mistake(
+        "occlusion_black_patch",
+        [("left : left + patch_size] = 0.5", "left : left + patch_size] = 0")],
+        "q5_occlusion",
+        2,
+        "0 (black)",
+    ),
+    _mistake(
+        "occlusion_mean_patch",
+        [("left : left + patch_size] = 0.5", "left : left + patch_size] = image.mean()")],
+        "q5_occlusion",
+        2,
+        "the image's mean",
+    ),
+    _mistake(
+        "occlusion_last_place_missing",
+        [(OCCLUSION_RANGES, OCCLUSION_RANGES.replace(" + 1,", ","))],
+        "q5_occlusion",
+        2,
+        "last place",
+    ),
+    _mistake(
+        "occlusion_stride_of_the_patch",
+        [(OCCLUSION_RANGES, OCCLUSION_RANGES.replace("1, stride)", "1, patch_size)"))],
+        "q5_occlusion",
+        2,
+        "move by patch_size",
+    ),
+    _mistake(
+        "grad_cam_without_relu",
+        [(GRADCAM_RETURN, "    return (weights * activations).sum(dim=1).detach()")],
+        "q6_grad_cam",
+        2,
+        "negative values",
+    ),
+    _mistake(
+        "grad_cam_normalised_before_relu",
+        [
+            (
+                GRADCAM_RETURN,
+                "    cam = (weights * activations).sum(dim=1)\n"
+                "    low = cam.amin(dim=(1, 2), keepdim=True)\n"
+                "    high = cam.amax(dim=(1, 2), keepdim=True)\n"
+                "    return F.relu((cam - low) / (high - low)).detach()",
+            )
+        ],
+        "q6_grad_cam",
+        2,
+        "before the ReLU",
+    ),
+    _mistake(
+        "grad_cam_mean_over_the_channels",
+        [(GRADCAM_WEIGHTS, "    weights = gradients.mean(dim=1, keepdim=True)\n")],
+        "q6_grad_cam",
+        2,
+        "over dim=1",
+    ),
+    _mistake(
+        "grad_cam_gradient_as_weight",
+        [(GRADCAM_WEIGHTS, "    weights = gradients\n")],
+        "q6_grad_cam",
+        2,
+        "the gradient itself",
+    ),
+    _mistake(
+        "grad_cam_of_the_predicted_class",
+        [
+            (
+                "    score = scores.gather(1, classes.view(-1, 1)).sum()\n",
+                "    score = scores.max(dim=1).values.sum()\n",
+            )
+        ],
+        "q6_grad_cam",
+        2,
+        "the class the network predicts",
+    ),
+    _mistake(
+        "top_without_eval",
+        [(TOP_HOOK, TOP_HOOK.replace("    model.eval()\n", ""))],
+        "q7_top_activations",
+        1.5,  # the positions test (its hooks test passes)
+        "model.eval()",
+    ),
+    _mistake(
+        "top_row_and_column_swapped",
+        [
+            (
+                "[chosen, where[chosen] // width, where[chosen] % width]",
+                "[chosen, where[chosen] % width, where[chosen] // width]",
+            )
+        ],
+        "q7_top_activations",
+        1.5,  # the positions test (its hooks test passes)
+        "swapped",
+    ),
+    _mistake(
+        "fgsm_of_the_predictions",
+        [
+            (
+                "    loss = F.cross_entropy(model(x), labels)\n",
+                "    scores = model(x)\n    loss = F.cross_entropy(scores, scores.argmax(dim=1))\n",
+            )
+        ],
+        "q8_fgsm",
+        2,
+        "own predictions",
+    ),
+    _mistake(
+        "fgsm_without_sign",
+        [(FGSM_RETURN, FGSM_RETURN.replace("x.grad.sign()", "x.grad"))],
+        "q8_fgsm",
+        2,
+        "its sign",
     ),
 ]

@@ -116,6 +116,19 @@ def grader_model_records(seed: int) -> dict:
 # --- the maps -------------------------------------------------------------------------------------
 
 
+def _target(
+    scores: torch.Tensor, classes: torch.Tensor, *, loss: bool, probability: bool, predicted: bool
+) -> torch.Tensor:
+    """What is differentiated: the sum of the class scores ``scores (N, classes)``, or a
+    mistake's (the loss, the probabilities, the predicted classes' scores)."""
+    if predicted:
+        classes = scores.detach().argmax(dim=1)
+    if loss:
+        return F.cross_entropy(scores, classes)
+    values = torch.softmax(scores, dim=1) if probability else scores
+    return values.gather(1, classes.view(-1, 1)).sum()
+
+
 @contextlib.contextmanager
 def _mode(model: nn.Module, training: bool):
     """``model`` in training or evaluation mode; running statistics a training-mode pass
@@ -149,16 +162,19 @@ def saliency_map(
     *,
     training: bool = False,
     loss: bool = False,
+    probability: bool = False,
+    predicted: bool = False,
     reduce: str = "max",
 ) -> torch.Tensor:
-    """``(N, H, W)``: the largest absolute gradient over the channels of the class score."""
+    """``(N, H, W)``: the largest absolute gradient over the channels of the class score.
+
+    Mistakes: ``loss`` (of the cross-entropy), ``probability`` (of the softmax), ``predicted``
+    (the class the network predicts, not the one asked), ``reduce`` "raw" (no absolute value)
+    or "mean" (over the channels)."""
     x = images.clone().requires_grad_(True)
     with _mode(model, training):
         scores = model(x)
-        if loss:
-            target = F.cross_entropy(scores, classes)
-        else:
-            target = scores.gather(1, classes.view(-1, 1)).sum()
+        target = _target(scores, classes, loss=loss, probability=probability, predicted=predicted)
         (gradient,) = torch.autograd.grad(target, x)
     if reduce == "raw":
         return gradient.amax(dim=1)
@@ -176,20 +192,37 @@ def occlusion_map(
     *,
     training: bool = False,
     scores: bool = False,
+    sign: float = 1.0,
+    patch_value: float | str = GREY,
+    predicted: bool = False,
+    last: int = 1,
 ) -> torch.Tensor:
-    """``(n, n)``: how much the probability of ``label`` drops when a grey patch hides each place."""
+    """``(n, n)``: how much the probability of ``label`` drops when a grey patch hides each place.
+
+    Mistakes: ``scores`` (drops of the raw score), ``sign`` -1 (covered minus original),
+    ``patch_value`` another number, "mean" (the image's) or "channel_mean" (each channel's),
+    ``predicted`` (the predicted class, not ``label``), ``last`` 0 (the last place where a
+    patch fits left out: ``range(0, height - patch_size, stride)``)."""
     _, height, width = image.shape
-    rows = range(0, height - patch_size + 1, stride)
-    cols = range(0, width - patch_size + 1, stride)
+    rows = range(0, height - patch_size + last, stride)
+    cols = range(0, width - patch_size + last, stride)
+    if patch_value == "mean":
+        fill = image.mean()
+    elif patch_value == "channel_mean":
+        fill = image.mean(dim=(1, 2)).view(-1, 1, 1)
+    else:
+        fill = torch.tensor(float(patch_value))
     hidden = image.repeat(len(rows) * len(cols), 1, 1, 1)
     for index, (top, left) in enumerate((r, c) for r in rows for c in cols):
-        hidden[index, :, top : top + patch_size, left : left + patch_size] = GREY
+        hidden[index, :, top : top + patch_size, left : left + patch_size] = fill
     with _mode(model, training), torch.no_grad():
         batch = torch.cat([image.unsqueeze(0), hidden])
         outputs = model(batch)
+        if predicted:
+            label = int(outputs[0].argmax())
         values = outputs if scores else torch.softmax(outputs, dim=1)
         values = values[:, label]
-    return (values[0] - values[1:]).view(len(rows), len(cols))
+    return sign * (values[0] - values[1:]).view(len(rows), len(cols))
 
 
 def grad_cam(
@@ -200,9 +233,18 @@ def grad_cam(
     *,
     training: bool = False,
     loss: bool = False,
+    probability: bool = False,
+    predicted: bool = False,
+    dims: tuple[int, ...] = (2, 3),
     relu: bool = True,
+    normalise_first: bool = False,
 ) -> torch.Tensor:
-    """``(N, h, w)``: Grad-CAM at ``layer``: its channels weighted by their mean gradient, ReLU."""
+    """``(N, h, w)``: Grad-CAM at ``layer``: its channels weighted by their mean gradient, ReLU.
+
+    Mistakes: ``loss``, ``probability``, ``predicted`` (as for the saliency), ``dims`` the
+    gradient averaged over other dimensions than the map's places (() for none), ``relu``
+    False, ``normalise_first`` (each map brought to [0, 1] with its minimum and maximum before
+    the ReLU, which then removes nothing)."""
     found = {}
     handle = layer.register_forward_hook(lambda module, args, output: found.update(a=output))
     try:
@@ -211,25 +253,36 @@ def grad_cam(
     finally:
         handle.remove()
     activations = found["a"]
-    if loss:
-        target = F.cross_entropy(scores, classes)
-    else:
-        target = scores.gather(1, classes.view(-1, 1)).sum()
+    target = _target(scores, classes, loss=loss, probability=probability, predicted=predicted)
     (gradients,) = torch.autograd.grad(target, activations)
-    weights = gradients.mean(dim=(2, 3), keepdim=True)
+    weights = gradients.mean(dim=dims, keepdim=True) if dims else gradients
     cam = (weights * activations).sum(dim=1)
+    if normalise_first:
+        low = cam.flatten(1).amin(dim=1).view(-1, 1, 1)
+        high = cam.flatten(1).amax(dim=1).view(-1, 1, 1)
+        cam = (cam - low) / (high - low).clamp_min(1e-12)
     return (F.relu(cam) if relu else cam).detach()
 
 
 def top_activations(
-    model: nn.Module, layer: nn.Module, images: torch.Tensor, channel: int, k: int
+    model: nn.Module,
+    layer: nn.Module,
+    images: torch.Tensor,
+    channel: int,
+    k: int,
+    *,
+    training: bool = False,
+    swapped: bool = False,
 ) -> torch.Tensor:
     """``(k, 3)``: (image, row, column) of the ``k`` images whose largest activation of
-    ``channel`` at ``layer`` is highest, in decreasing order, each at the place of its maximum."""
+    ``channel`` at ``layer`` is highest, in decreasing order, each at the place of its maximum.
+
+    Mistakes: ``training`` (batch normalisation on the batch's statistics), ``swapped`` (row
+    and column exchanged)."""
     found = {}
     handle = layer.register_forward_hook(lambda module, args, output: found.update(a=output))
     try:
-        with _mode(model, False), torch.no_grad():
+        with _mode(model, training), torch.no_grad():
             model(images)
     finally:
         handle.remove()
@@ -237,7 +290,8 @@ def top_activations(
     best, where = maps.flatten(1).max(dim=1)
     chosen = best.argsort(descending=True)[:k]
     width = maps.shape[-1]
-    return torch.stack([chosen, where[chosen] // width, where[chosen] % width], dim=1)
+    rows, cols = where[chosen] // width, where[chosen] % width
+    return torch.stack([chosen, *((cols, rows) if swapped else (rows, cols))], dim=1)
 
 
 def fgsm(
@@ -249,11 +303,19 @@ def fgsm(
     training: bool = False,
     sign: float = 1.0,
     clamp: bool = True,
+    predicted: bool = False,
+    raw: bool = False,
 ) -> torch.Tensor:
-    """``(N, C, H, W)``: one step of size ``epsilon`` along the sign of the loss's gradient."""
+    """``(N, C, H, W)``: one step of size ``epsilon`` along the sign of the loss's gradient.
+
+    Mistakes: ``sign`` -1, ``clamp`` False, ``training``, ``predicted`` (the loss of the
+    network's own predictions, not of ``labels``), ``raw`` (the gradient, not its sign)."""
     x = images.clone().requires_grad_(True)
     with _mode(model, training):
-        loss = F.cross_entropy(model(x), labels)
+        scores = model(x)
+        if predicted:
+            labels = scores.detach().argmax(dim=1)
+        loss = F.cross_entropy(scores, labels)
     (gradient,) = torch.autograd.grad(loss, x)
-    adversarial = images + sign * epsilon * gradient.sign()
+    adversarial = images + sign * epsilon * (gradient if raw else gradient.sign())
     return (adversarial.clamp(0.0, 1.0) if clamp else adversarial).detach()

@@ -149,9 +149,15 @@ def q4_saliency(saliency_map) -> CheckReport:
     )
     # The score of class c is sum(weight[c] * x): its gradient is weight[c] wherever x is.
     expected = weight[classes].abs().amax(dim=1)
+    predicted = torch.einsum("nchw,kchw->nk", images, weight).argmax(dim=1)
+    variants = [
+        (verdicts.SALIENCY_NO_ABS, weight[classes].amax(dim=1)),
+        (verdicts.SALIENCY_MEAN, weight[classes].abs().mean(dim=1)),
+        (verdicts.PREDICTED_CLASS, weight[predicted].abs().amax(dim=1)),
+    ]
     report.verdict(
         "linear network: the largest |weight| of the class over the channels",
-        verdicts.map_verdict(entry, expected, "the saliency map"),
+        verdicts.map_verdict(entry, expected, "the saliency map", variants),
     )
     report.verdict(
         "a second call on the same images gives the same map",
@@ -172,15 +178,33 @@ def q5_occlusion(occlusion_map) -> CheckReport:
     image[:, :8, :8] = 0.0  # a black corner: a grey patch there raises the score
     entry = judging.model_call_record(occlusion_map, _linear_network(weight), [image, 3])
     value, verdict = judging.tensor_output(entry, (7, 7), "the occlusion map")
+    if value is None:  # a map of patches one place short, or moved by patch_size, is named
+        shape = getattr(_output_value(entry), "shape", None)
+        hint = {(6, 6): verdicts.OCCLUSION_LAST_PLACE, (4, 4): verdicts.OCCLUSION_STRIDE}
+        verdict = judging.Verdict(False, hint.get(tuple(shape or ()), verdict.message))
     if not report.verdict("a map of 7 x 7 places (patches of 8, stride 4)", verdict):
         return report
     corner = torch.zeros(7, 7, dtype=torch.bool)
     corner[:2, :2] = True  # the only patches that overlap the corner
+    if bool((value.abs() < 1e-6).all()):
+        message = (
+            "the map is zero everywhere, even where the patch covers the black corner the "
+            "network looks at: is the patch black (0)? set every pixel of the square to 0.5"
+        )
+    else:
+        message = (
+            "the map should be non-zero at the 4 top-left places only, whose patches overlap "
+            f"the corner; got non-zero places {(value.abs() > 1e-6).nonzero().tolist()[:6]}"
+        )
     report.add(
         "zero where the patch misses the only pixels the network looks at",
         bool((value[~corner].abs() < 1e-6).all()) and bool((value[corner].abs() > 1e-6).all()),
-        "the map should be non-zero at the 4 top-left places only, whose patches overlap the "
-        f"corner; got non-zero places {(value.abs() > 1e-6).nonzero().tolist()[:6]}",
+        message,
+    )
+    report.add(
+        "negative over the black corner, where a grey patch raises the class's probability",
+        bool((value[corner] <= 0).all()),
+        verdicts.OCCLUSION_SIGN,
     )
     report.verdict(
         "the image passed in is left unchanged",
@@ -190,21 +214,46 @@ def q5_occlusion(occlusion_map) -> CheckReport:
     return report
 
 
+def _cam_network(weight: torch.Tensor) -> nn.Sequential:
+    """A network whose layer 1 (a ReLU after a 1x1 convolution that copies the image) outputs
+    the image itself, then linear scores ``weight (10, 3, 32, 32)``: Grad-CAM at layer 1 is
+    known, ReLU(sum over the colours k of mean(weight[c, k]) * image[k])."""
+    model = nn.Sequential(
+        nn.Conv2d(3, 3, 1, bias=False), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 32 * 32, 10, bias=False)
+    )  # fmt: skip
+    with torch.no_grad():
+        model[0].weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+        model[3].weight.copy_(weight.reshape(10, -1))
+    return model
+
+
 def q6_grad_cam(grad_cam) -> CheckReport:
-    """Check ``grad_cam`` for its shape, its sign, its graph and the model's mode."""
+    """Check ``grad_cam`` where the layer's output is the image and the scores are linear (its
+    map is known), and for its graph and the model's mode on a small network."""
     report = CheckReport("q6_grad_cam")
     if not is_function(report, grad_cam, "grad_cam"):
         return report
-    model = _small_network()
-    images, classes = _example_images(3), torch.tensor([1, 4, 9])
-    entry = judging.model_call_record(grad_cam, model, [model[2], images, classes])
+    # Class 1 counts red for and green against (on average over the image), class 4 the
+    # reverse: where green outweighs red, class 1's weighted sum is negative, and the reverse.
+    weight = 0.02 * torch.randn(10, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    weight[1, 0] += 0.05
+    weight[1, 1] -= 0.05
+    weight[4, 0] -= 0.04
+    weight[4, 1] += 0.06
+    weight[4, 2] += 0.01
+    model = _cam_network(weight)
+    images, classes = _example_images(3), torch.tensor([1, 4, 1])
+    entry = judging.model_call_record(grad_cam, model, [model[1], images, classes])
     value, verdict = judging.tensor_output(entry, (3, 32, 32), "the Grad-CAM map")
     if not report.verdict("one map per image at the layer's size (N, 32, 32)", verdict):
         return report
-    report.add(
-        "no negative values (a ReLU)",
-        bool((value >= 0).all()),
-        "the map has negative values: keep only the positive part (torch.relu)",
+    report.add("no negative values (a ReLU)", bool((value >= 0).all()), verdicts.CAM_NO_RELU)
+    # The gradient of the score of class c with respect to the layer's output is weight[c].
+    gradients = weight[classes]  # (N, 3, 32, 32)
+    expected, variants = _cam_and_mistakes(gradients, images)
+    report.verdict(
+        "known map, up to scale: ReLU(sum over the channels of their mean gradient * output)",
+        verdicts.map_verdict(entry, expected, "the Grad-CAM map", variants, scale_free=True),
     )
     report.verdict("returns a detached tensor", judging.detached_verdict(entry))
 
@@ -213,6 +262,25 @@ def q6_grad_cam(grad_cam) -> CheckReport:
 
     _mode_free(report, layer_call, _small_network, [images, classes], "the Grad-CAM map")
     return report
+
+
+def _cam_and_mistakes(gradients: torch.Tensor, outputs: torch.Tensor):
+    """Grad-CAM of a layer's ``outputs (N, K, h, w)`` given their ``gradients``, and what
+    typical mistakes give instead (each with its message)."""
+
+    def weighted(dims):
+        weights = gradients.mean(dim=dims, keepdim=True) if dims else gradients
+        return (weights * outputs).sum(dim=1)
+
+    raw = weighted((2, 3))
+    low = raw.flatten(1).amin(dim=1).view(-1, 1, 1)
+    high = raw.flatten(1).amax(dim=1).view(-1, 1, 1)
+    variants = [
+        (verdicts.CAM_NO_RELU, raw),
+        (verdicts.CAM_NORMALISED_FIRST, (raw - low) / (high - low)),
+        *[(verdicts.cam_dims_message(dims), F.relu(weighted(dims))) for dims in ((1,), ())],
+    ]
+    return F.relu(raw), variants
 
 
 def q7_top_activations(top_activations) -> CheckReport:
