@@ -273,21 +273,10 @@ STEPS = {step["name"]: step for step in CONTENT.probe_plan if step["kind"] == "m
 
 def _model_call_entries(function, name: str, inputs: dict) -> list[dict]:
     """What the probe records of ``function`` on the grader's network (rebuilt afresh for each
-    call, in training mode) and its inputs, as the probe cell records it in a kernel."""
-    from cnn_course_instructor.grading.rebuild import rebuild
+    call, in training mode) and its inputs: the probe's own code, without a kernel."""
+    from cnn_course_instructor.grading import probe
 
-    entries = []
-    for args in inputs[STEPS[name]["inputs"]]:
-        model = rebuild(inputs[STEPS[name]["model"]])
-        real = [
-            model[a["layer"]] if isinstance(a, dict)
-            else a.clone() if isinstance(a, torch.Tensor) else a
-            for a in args
-        ]  # fmt: skip
-        entries.append(
-            judging.model_call_record(function, model, real, STEPS[name].get("repeat", False))
-        )
-    return entries
+    return probe._model_calls(function, STEPS[name], inputs)
 
 
 def _judged(question: str, name: str, function, inputs: dict) -> list:
@@ -306,7 +295,11 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("seed", range(30))
+# the first draws in `make test`, all 30 in the stress tier (CI)
+DRAWS = [pytest.param(seed, marks=[pytest.mark.stress] if seed >= 4 else []) for seed in range(30)]
+
+
+@pytest.mark.parametrize("seed", DRAWS)
 def test_each_mistake_fails_and_is_named_whatever_the_draw(seed, one_torch_thread):
     """For each of 30 runs' draws, does every typical mistake of every function fail a hidden
     test, named by its own message (the first failing test's), and by no other mistake's?"""
@@ -320,7 +313,7 @@ def test_each_mistake_fails_and_is_named_whatever_the_draw(seed, one_torch_threa
             assert other not in failed[0].message, (seed, name, how, failed[0].message)
 
 
-@pytest.mark.parametrize("seed", range(0, 30, 6))
+@pytest.mark.parametrize("seed", [DRAWS[0], DRAWS[6], DRAWS[12], DRAWS[18], DRAWS[24]])
 @pytest.mark.parametrize("sample", RIGHT_SAMPLES)
 def test_right_forms_keep_full_marks_whatever_the_draw(sample, seed, one_torch_thread):
     """Do the solution's and each right sample's functions (other spellings, other
