@@ -237,11 +237,12 @@ def show_probabilities(
     *,
     ncols: int = 2,
     title: str | None = None,
+    captions: Sequence[str] | None = None,
 ) -> Figure:
     """Each of ``images (N, C, H, W)`` beside a bar chart of its ``probabilities (N, K)``.
 
     The true class's bar is green. When the most probable class is another one, its bar and
-    the image's title are red.
+    the image's title are red. ``captions`` (one per image, e.g. "image 17") head the titles.
     """
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         found = tuple(images.shape) if hasattr(images, "shape") else type(images).__name__
@@ -255,6 +256,8 @@ def show_probabilities(
             f"show_probabilities expects probabilities shaped (N, K) = ({count}, {classes}): "
             f"one row per image, one column per class name; got {shape}."
         )
+    if captions is not None and len(captions) != count:
+        raise CourseError(f"show_probabilities got {count} images and {len(captions)} captions.")
     array = torch.as_tensor(probabilities).detach().cpu().float().numpy()
     ncols = max(1, min(ncols, count))
     nrows = math.ceil(count / ncols)
@@ -271,8 +274,9 @@ def show_probabilities(
         true, predicted = int(labels[index]), int(array[index].argmax())
         wrong = predicted != true
         image_axis.imshow(to_displayable(images[index]), cmap="gray", vmin=0.0, vmax=1.0)
+        caption = f"{captions[index]}\n" if captions is not None else ""
         image_axis.set_title(
-            f"true: {class_names[true]}\npredicted: {class_names[predicted]} "
+            f"{caption}true: {class_names[true]}\npredicted: {class_names[predicted]} "
             f"({array[index, predicted]:.0%})",
             fontsize=9,
             color="tab:red" if wrong else "black",

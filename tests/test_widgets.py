@@ -268,21 +268,43 @@ def test_monitor_refuses_what_it_cannot_record():
 
 
 def test_image_browser_static_shows_images_with_their_probabilities(model, images, labels):
-    """Does the static browser draw the first images beside their predicted probabilities?"""
+    """Does the static browser draw the first images (top row) above the first mistakes
+    (bottom row), beside their predicted probabilities, under a title true of both?"""
     figure = widgets.image_browser(model, images, labels, NAMES, count=4)
     assert isinstance(figure, plots.LabFigure)
-    assert figure.get_suptitle() == "The first 4 of 12 images (2 mistakes in all)"
+    assert figure.get_suptitle() == (
+        "Top: the first 2 of 12 images. Bottom: the first 2 of their 2 mistakes"
+    )
     shown = [axis for axis in figure.axes if axis.get_images()]
     bars = [axis for axis in figure.axes if axis.patches]
     assert len(shown) == len(bars) == 4
     probabilities = torch.softmax(predict(model, images), dim=1)
-    for index, (picture, chart) in enumerate(zip(shown, bars, strict=True)):
+    for index, picture, chart in zip((0, 1, 2, 7), shown, bars, strict=True):
         assert np.allclose(bar_lengths(chart), probabilities[index].numpy())
         assert [label.get_text() for label in chart.get_yticklabels()] == list(NAMES)
-        assert picture.get_title().startswith(f"true: {NAMES[int(labels[index])]}")
-    assert same_colour(shown[2].title.get_color(), "tab:red")
-    assert same_colour(shown[0].title.get_color(), "black")
+        assert picture.get_title().startswith(f"image {index}\ntrue: {NAMES[int(labels[index])]}")
+    assert [same_colour(picture.title.get_color(), "tab:red") for picture in shown] == [
+        False, False, True, True,
+    ]  # fmt: skip
     figure_png(figure)
+
+
+def test_image_browser_static_title_speaks_of_mistakes_only_when_it_draws_them(
+    model, images, labels
+):
+    """When the first images are all right, does the fallback still draw the mistakes its title
+    counts, and, when there are none, say so instead of counting them?"""
+    figure = widgets.image_browser(model, images, labels, NAMES, count=6)
+    drawn = [axis.get_title() for axis in figure.axes if axis.get_images()]
+    assert [title.split("\n")[0] for title in drawn] == ["image 0", "image 1", "image 2"] + [
+        "image 2", "image 7",
+    ]  # fmt: skip
+    assert "2 mistakes" in figure.get_suptitle()
+    right = predicted(model, images)
+    clean = widgets.image_browser(model, images, right, NAMES, count=3)
+    assert clean.get_suptitle() == "The first 3 of 12 images (no mistakes)"
+    with pytest.raises(CourseError, match="count must be a positive integer"):
+        widgets.image_browser(model, images, labels, NAMES, count=0, static=True)
 
 
 def same_colour(first, second) -> bool:
