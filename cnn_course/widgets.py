@@ -307,7 +307,7 @@ def image_browser(
     A slider and buttons step through the images; a toggle keeps only the mistakes. Without
     a widget frontend, or with ``static=True``, a figure is returned instead: the first
     ``count`` mistakes with ``mistakes_only``; otherwise the first images (top row) above the
-    first mistakes (bottom row), ``count`` in all.
+    first mistakes after them (bottom row), ``count`` in all, none drawn twice.
     """
     check_images(images, labels, class_names, "image_browser")
     if grading_mode():
@@ -329,6 +329,11 @@ def image_browser(
     )
 
 
+def _counted(count: int, noun: str) -> str:
+    """``1 mistake``, ``87 mistakes``, ``1,000 images``."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
 def _static_choice(
     total: int, mistakes: torch.Tensor, count: int, mistakes_only: bool
 ) -> tuple[torch.Tensor, int, str]:
@@ -339,16 +344,18 @@ def _static_choice(
         if len(mistakes) == 0:
             raise CourseError(f"No mistakes among the {total} images: nothing to show.")
         chosen = mistakes[:count]
-        return chosen, 3, f"The first {len(chosen)} of {len(mistakes):,} mistakes"
+        return chosen, 3, f"The first {len(chosen)} of {_counted(len(mistakes), 'mistake')}"
+    in_all = f"{_counted(len(mistakes), 'mistake')} in all" if len(mistakes) else "no mistakes"
     if len(mistakes) == 0 or count < 2:
         chosen = torch.arange(min(count, total))
-        found = "no mistakes" if len(mistakes) == 0 else f"{len(mistakes):,} mistakes in all"
-        return chosen, 3, f"The first {len(chosen)} of {total:,} images ({found})"
+        return chosen, 3, f"The first {len(chosen)} of {_counted(total, 'image')} ({in_all})"
     first = torch.arange(min((count + 1) // 2, total))  # the top row
-    wrong = mistakes[: count - len(first)]  # the bottom row
+    wrong = mistakes[mistakes >= len(first)][: count - len(first)]  # the bottom row: no repeats
+    if len(wrong) == 0:  # every mistake is in the top row already
+        return first, 3, f"The first {len(first)} of {_counted(total, 'image')} ({in_all})"
     title = (
-        f"Top: the first {len(first)} of {total:,} images. "
-        f"Bottom: the first {len(wrong)} of their {len(mistakes):,} mistakes"
+        f"Top: the first {len(first)} of {_counted(total, 'image')}. Bottom: the first "
+        f"{_counted(len(wrong), 'mistake')} after them ({in_all})"
     )
     return torch.cat([first, wrong]), max(len(first), len(wrong)), title
 

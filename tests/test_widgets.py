@@ -273,7 +273,7 @@ def test_image_browser_static_shows_images_with_their_probabilities(model, image
     figure = widgets.image_browser(model, images, labels, NAMES, count=4)
     assert isinstance(figure, plots.LabFigure)
     assert figure.get_suptitle() == (
-        "Top: the first 2 of 12 images. Bottom: the first 2 of their 2 mistakes"
+        "Top: the first 2 of 12 images. Bottom: the first 2 mistakes after them (2 mistakes in all)"
     )
     shown = [axis for axis in figure.axes if axis.get_images()]
     bars = [axis for axis in figure.axes if axis.patches]
@@ -292,14 +292,16 @@ def test_image_browser_static_shows_images_with_their_probabilities(model, image
 def test_image_browser_static_title_speaks_of_mistakes_only_when_it_draws_them(
     model, images, labels
 ):
-    """When the first images are all right, does the fallback still draw the mistakes its title
-    counts, and, when there are none, say so instead of counting them?"""
+    """Does the fallback draw the mistakes its title counts, never one twice (a mistake among
+    the first images is not drawn again below), and, when there are none, say so?"""
     figure = widgets.image_browser(model, images, labels, NAMES, count=6)
-    drawn = [axis.get_title() for axis in figure.axes if axis.get_images()]
-    assert [title.split("\n")[0] for title in drawn] == ["image 0", "image 1", "image 2"] + [
-        "image 2", "image 7",
-    ]  # fmt: skip
-    assert "2 mistakes" in figure.get_suptitle()
+    drawn = [axis.get_title().split("\n")[0] for axis in figure.axes if axis.get_images()]
+    assert drawn == ["image 0", "image 1", "image 2", "image 7"]
+    assert figure.get_suptitle().endswith("the first 1 mistake after them (2 mistakes in all)")
+    early = labels.clone()
+    early[7] = predicted(model, images)[7]  # the one mistake left is in the top row
+    figure = widgets.image_browser(model, images, early, NAMES, count=6)
+    assert figure.get_suptitle() == "The first 3 of 12 images (1 mistake in all)"
     right = predicted(model, images)
     clean = widgets.image_browser(model, images, right, NAMES, count=3)
     assert clean.get_suptitle() == "The first 3 of 12 images (no mistakes)"
