@@ -157,7 +157,8 @@ def show_filters(
 
     PyTorch stores a convolution's weights as ``(out_channels, in_channels, kH, kW)``. Filters
     with 3 input channels are drawn in colour (each rescaled to [0, 1]); otherwise, or when
-    ``channel`` is given, that one input channel is drawn in grey on a shared colour scale.
+    ``channel`` is given, that one input channel is drawn in grey on a shared colour scale
+    (grey is zero), with a colour bar.
     Weights ``(out_channels, kH, kW)``, one channel already selected, are drawn in grey.
     """
     if isinstance(weights, torch.nn.Conv2d):
@@ -180,9 +181,12 @@ def show_filters(
             raise CourseError(f"channel must be in 0..{in_channels - 1}; got {channel}.")
     ncols = max(1, min(ncols, count))
     nrows = math.ceil(count / ncols)
-    figure = new_figure(figsize=(max(1.2 * ncols, 4.0), 1.2 * nrows + 0.5), layout="constrained")
-    axes = figure.subplots(nrows, ncols, squeeze=False).ravel()
+    width = max(1.2 * ncols, 4.0) + (0.0 if colour else 1.0)  # and room for the colour bar
+    figure = new_figure(figsize=(width, 1.2 * nrows + 0.5), layout="constrained")
+    grid = figure.subplots(nrows, ncols, squeeze=False)
+    axes = grid.ravel()
     limit = float(np.abs(array).max()) or 1.0
+    painted = None
     for index, axis in enumerate(axes):
         axis.axis("off")
         if index >= count:
@@ -192,8 +196,10 @@ def show_filters(
             low, high = tile.min(), tile.max()
             axis.imshow((tile - low) / (high - low if high > low else 1.0))
         else:
-            axis.imshow(array[index, channel], cmap="gray", vmin=-limit, vmax=limit)
+            painted = axis.imshow(array[index, channel], cmap="gray", vmin=-limit, vmax=limit)
         axis.set_title(str(index), fontsize=7)
+    if painted is not None:  # one shared scale: say what grey means
+        figure.colorbar(painted, ax=grid, shrink=0.8, aspect=25, label="weight")
     what = "RGB" if colour else "one channel" if selected else f"input channel {channel}"
     figure.suptitle(f"{count} filters of {array.shape[2]}x{array.shape[3]} ({what})")
     return figure
@@ -237,11 +243,12 @@ def show_probabilities(
     *,
     ncols: int = 2,
     title: str | None = None,
+    captions: Sequence[str] | None = None,
 ) -> Figure:
     """Each of ``images (N, C, H, W)`` beside a bar chart of its ``probabilities (N, K)``.
 
     The true class's bar is green. When the most probable class is another one, its bar and
-    the image's title are red.
+    the image's title are red. ``captions`` (one per image, e.g. "image 17") head the titles.
     """
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         found = tuple(images.shape) if hasattr(images, "shape") else type(images).__name__
@@ -255,6 +262,8 @@ def show_probabilities(
             f"show_probabilities expects probabilities shaped (N, K) = ({count}, {classes}): "
             f"one row per image, one column per class name; got {shape}."
         )
+    if captions is not None and len(captions) != count:
+        raise CourseError(f"show_probabilities got {count} images and {len(captions)} captions.")
     array = torch.as_tensor(probabilities).detach().cpu().float().numpy()
     ncols = max(1, min(ncols, count))
     nrows = math.ceil(count / ncols)
@@ -271,8 +280,9 @@ def show_probabilities(
         true, predicted = int(labels[index]), int(array[index].argmax())
         wrong = predicted != true
         image_axis.imshow(to_displayable(images[index]), cmap="gray", vmin=0.0, vmax=1.0)
+        caption = f"{captions[index]}\n" if captions is not None else ""
         image_axis.set_title(
-            f"true: {class_names[true]}\npredicted: {class_names[predicted]} "
+            f"{caption}true: {class_names[true]}\npredicted: {class_names[predicted]} "
             f"({array[index, predicted]:.0%})",
             fontsize=9,
             color="tab:red" if wrong else "black",

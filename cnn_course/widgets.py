@@ -305,8 +305,9 @@ def image_browser(
     """Browse ``images (N, C, H, W)`` with ``labels (N,)`` and the model's probabilities.
 
     A slider and buttons step through the images; a toggle keeps only the mistakes. Without
-    a widget frontend, or with ``static=True``, a figure of the first ``count`` images (or
-    mistakes) is returned instead.
+    a widget frontend, or with ``static=True``, a figure is returned instead: the first
+    ``count`` mistakes with ``mistakes_only``; otherwise the first images (top row) above the
+    first mistakes after them (bottom row), ``count`` in all, none drawn twice.
     """
     check_images(images, labels, class_names, "image_browser")
     if grading_mode():
@@ -316,17 +317,47 @@ def image_browser(
         return ImageBrowser(images, labels, probabilities, class_names, mistakes_only=mistakes_only)
     labels = torch.as_tensor(labels)
     mistakes = torch.nonzero(probabilities.argmax(dim=1) != labels).flatten()
-    chosen = mistakes[:count] if mistakes_only else torch.arange(min(count, len(images)))
-    if len(chosen) == 0:
-        raise CourseError(f"No mistakes among the {len(images)} images: nothing to show.")
-    what = (
-        f"The first {len(chosen)} of {len(mistakes):,} mistakes"
-        if mistakes_only
-        else f"The first {len(chosen)} of {len(images):,} images ({len(mistakes):,} mistakes in all)"
-    )
+    chosen, ncols, what = _static_choice(len(images), mistakes, count, mistakes_only)
     return plots.show_probabilities(
-        images[chosen], labels[chosen], probabilities[chosen], class_names, ncols=3, title=what
+        images[chosen],
+        labels[chosen],
+        probabilities[chosen],
+        class_names,
+        ncols=ncols,
+        title=what,
+        captions=[f"image {int(index)}" for index in chosen],
     )
+
+
+def _counted(count: int, noun: str) -> str:
+    """``1 mistake``, ``87 mistakes``, ``1,000 images``."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def _static_choice(
+    total: int, mistakes: torch.Tensor, count: int, mistakes_only: bool
+) -> tuple[torch.Tensor, int, str]:
+    """Which images the static browser draws, in how many columns, and a title true of them."""
+    if count < 1:
+        raise CourseError(f"count must be a positive integer; got {count!r}.")
+    if mistakes_only:
+        if len(mistakes) == 0:
+            raise CourseError(f"No mistakes among the {total} images: nothing to show.")
+        chosen = mistakes[:count]
+        return chosen, 3, f"The first {len(chosen)} of {_counted(len(mistakes), 'mistake')}"
+    in_all = f"{_counted(len(mistakes), 'mistake')} in all" if len(mistakes) else "no mistakes"
+    if len(mistakes) == 0 or count < 2:
+        chosen = torch.arange(min(count, total))
+        return chosen, 3, f"The first {len(chosen)} of {_counted(total, 'image')} ({in_all})"
+    first = torch.arange(min((count + 1) // 2, total))  # the top row
+    wrong = mistakes[mistakes >= len(first)][: count - len(first)]  # the bottom row: no repeats
+    if len(wrong) == 0:  # every mistake is in the top row already
+        return first, 3, f"The first {len(first)} of {_counted(total, 'image')} ({in_all})"
+    title = (
+        f"Top: the first {len(first)} of {_counted(total, 'image')}. Bottom: the first "
+        f"{_counted(len(wrong), 'mistake')} after them ({in_all})"
+    )
+    return torch.cat([first, wrong]), max(len(first), len(wrong)), title
 
 
 class ConfusionExplorer(WidgetView):

@@ -166,6 +166,24 @@ def test_every_lab_of_the_course_numbers_its_questions_as_its_exercises():
         assert all(prefix == f"q{number}" for prefix, number in numbered), (source, numbered)
 
 
+def test_every_exercise_heading_of_the_course_gives_its_points():
+    """Does each exercise's heading, in every lab's student notebook, give its points, as the
+    introductions promise (part 2's once did not)?"""
+    for source in sorted((REPO / "source").glob("*.md")):
+        lab = build.read_lab(source)
+        student = nbformat.read(REPO / "notebooks" / "student" / f"{source.stem}.ipynb", 4)
+        headings = [
+            line
+            for cell in student.cells
+            if cell.cell_type == "markdown"
+            for line in cell.source.splitlines()
+            if line.startswith("#") and "Exercise" in line
+        ]
+        for question in lab.questions.values():
+            expected = f"{question.label} (points: {question.points:g}"
+            assert any(expected in heading for heading in headings), (source.name, expected)
+
+
 # --- step 4 and 5: nbgrader and the written forms -------------------------------------------
 
 

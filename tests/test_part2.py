@@ -449,9 +449,9 @@ def test_part_2_figures_and_static_widgets_draw_with_the_solution_functions():
         model, images, labels, names, namespace["saliency_map"], namespace["occlusion_map"],
         namespace["grad_cam"], layer=model[9], static=True,
     )  # fmt: skip
-    assert len(figure.axes) == 4 and "maps for" in figure._suptitle.get_text()
+    assert len(figure.axes) == 5 and "maps for" in figure._suptitle.get_text()  # and a colour bar
     figure = explorers.fgsm_explorer(model, images, labels, names, namespace["fgsm"], static=True)
-    assert "predictions changed" in figure._suptitle.get_text() and len(figure.axes) == 12
+    assert "growing epsilon" in figure._suptitle.get_text() and len(figure.axes) == 5 * 4
     places = namespace["top_activations"](model, model[9], images, 0, 3)
     assert len(figures.show_patches(model, model[9], images, places).axes) == 6
     assert figures.show_curve(

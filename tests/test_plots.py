@@ -50,6 +50,11 @@ def titles(figure: Figure) -> list[str]:
     return [axis.get_title() for axis in image_axes(figure)]
 
 
+def colour_bars(figure: Figure) -> list:
+    """The colour bars of a figure (each lives in an axis of its own)."""
+    return [axis._colorbar for axis in figure.axes if getattr(axis, "_colorbar", None)]
+
+
 # --- to_displayable -------------------------------------------------------------------------
 
 
@@ -165,6 +170,7 @@ def test_show_filters_rgb_draws_one_colour_tile_per_filter(tmp_path):
     figure = plots.show_filters(conv)
     shown = image_axes(figure)
     assert len(shown) == 32 and len(figure.axes) == 32  # 4 rows of 8
+    assert colour_bars(figure) == []  # each tile has its own scale: no colour bar can say it
     weight = conv.weight.detach()
     for index, axis in enumerate(shown):
         tile = drawn(axis)
@@ -193,6 +199,8 @@ def test_show_filters_grey_draws_weight_i_0_exactly(tmp_path):
         image = axis.get_images()[0]
         assert image.get_cmap().name == "gray" and image.get_clim() == (-limit, limit)
     assert figure.get_suptitle() == "8 filters of 3x3 (input channel 0)"
+    (bar,) = colour_bars(figure)  # the one shared scale, said once
+    assert bar.mappable.get_clim() == (-limit, limit) and bar.ax.get_ylabel() == "weight"
     assert_renders(figure, tmp_path)
 
 
@@ -202,7 +210,7 @@ def test_show_filters_channel_indexes_input_not_output():
     weight = torch.randn(16, 3, 5, 5)
     figure = plots.show_filters(weight, channel=2, ncols=4)
     shown = image_axes(figure)
-    assert len(shown) == 16 and len(figure.axes) == 16
+    assert len(shown) == 16 and len(figure.axes) == 17  # and the colour bar
     for index, axis in enumerate(shown):
         assert np.array_equal(drawn(axis), weight[index, 2].numpy())
     assert figure.get_suptitle() == "16 filters of 5x5 (input channel 2)"
@@ -382,6 +390,7 @@ def test_show_filters_draws_one_selected_channel(tmp_path):
     axes = image_axes(figure)
     assert len(axes) == 6 and np.array_equal(drawn(axes[4]), weights[4].numpy())
     assert "one channel" in figure.get_suptitle()
+    assert len(colour_bars(figure)) == 1
 
 
 # --- headless -------------------------------------------------------------------------------

@@ -268,21 +268,45 @@ def test_monitor_refuses_what_it_cannot_record():
 
 
 def test_image_browser_static_shows_images_with_their_probabilities(model, images, labels):
-    """Does the static browser draw the first images beside their predicted probabilities?"""
+    """Does the static browser draw the first images (top row) above the first mistakes
+    (bottom row), beside their predicted probabilities, under a title true of both?"""
     figure = widgets.image_browser(model, images, labels, NAMES, count=4)
     assert isinstance(figure, plots.LabFigure)
-    assert figure.get_suptitle() == "The first 4 of 12 images (2 mistakes in all)"
+    assert figure.get_suptitle() == (
+        "Top: the first 2 of 12 images. Bottom: the first 2 mistakes after them (2 mistakes in all)"
+    )
     shown = [axis for axis in figure.axes if axis.get_images()]
     bars = [axis for axis in figure.axes if axis.patches]
     assert len(shown) == len(bars) == 4
     probabilities = torch.softmax(predict(model, images), dim=1)
-    for index, (picture, chart) in enumerate(zip(shown, bars, strict=True)):
+    for index, picture, chart in zip((0, 1, 2, 7), shown, bars, strict=True):
         assert np.allclose(bar_lengths(chart), probabilities[index].numpy())
         assert [label.get_text() for label in chart.get_yticklabels()] == list(NAMES)
-        assert picture.get_title().startswith(f"true: {NAMES[int(labels[index])]}")
-    assert same_colour(shown[2].title.get_color(), "tab:red")
-    assert same_colour(shown[0].title.get_color(), "black")
+        assert picture.get_title().startswith(f"image {index}\ntrue: {NAMES[int(labels[index])]}")
+    assert [same_colour(picture.title.get_color(), "tab:red") for picture in shown] == [
+        False, False, True, True,
+    ]  # fmt: skip
     figure_png(figure)
+
+
+def test_image_browser_static_title_speaks_of_mistakes_only_when_it_draws_them(
+    model, images, labels
+):
+    """Does the fallback draw the mistakes its title counts, never one twice (a mistake among
+    the first images is not drawn again below), and, when there are none, say so?"""
+    figure = widgets.image_browser(model, images, labels, NAMES, count=6)
+    drawn = [axis.get_title().split("\n")[0] for axis in figure.axes if axis.get_images()]
+    assert drawn == ["image 0", "image 1", "image 2", "image 7"]
+    assert figure.get_suptitle().endswith("the first 1 mistake after them (2 mistakes in all)")
+    early = labels.clone()
+    early[7] = predicted(model, images)[7]  # the one mistake left is in the top row
+    figure = widgets.image_browser(model, images, early, NAMES, count=6)
+    assert figure.get_suptitle() == "The first 3 of 12 images (1 mistake in all)"
+    right = predicted(model, images)
+    clean = widgets.image_browser(model, images, right, NAMES, count=3)
+    assert clean.get_suptitle() == "The first 3 of 12 images (no mistakes)"
+    with pytest.raises(CourseError, match="count must be a positive integer"):
+        widgets.image_browser(model, images, labels, NAMES, count=0, static=True)
 
 
 def same_colour(first, second) -> bool:
@@ -472,6 +496,85 @@ def test_feature_map_viewer_follows_layer_and_image(model, images):
     assert viewer.filters.layout.display == "none"
     pixels(viewer.maps.value)
     assert WIDGET_VIEW in viewer._repr_mimebundle_()
+
+
+# --- part 2's explorers -----------------------------------------------------------------------
+
+
+def colour_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(4 * 4 * 4, len(NAMES)),
+    ).eval()  # fmt: skip
+
+
+def fgsm(model, images, labels, epsilon):
+    x = images.clone().requires_grad_()
+    torch.nn.functional.cross_entropy(model(x), labels).backward()
+    return (images + epsilon * x.grad.sign()).clamp(0, 1).detach()
+
+
+def test_fgsm_explorer_static_draws_several_epsilons_not_the_previous_figure():
+    """Without widgets, does the FGSM explorer draw one row per epsilon (0, half, the chosen
+    one, twice it, the largest), each image as fgsm made it, rather than the figure of the
+    chosen epsilon alone that the lab's previous cell already drew?"""
+    from cnn_course.labs.cnn_part2 import explorers, figures
+
+    model, labels = colour_model(), torch.tensor([0, 1, 2])
+    images = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    figure = explorers.fgsm_explorer(model, images, labels, NAMES, fgsm, static=True)
+    tiles = [axis for axis in figure.axes if axis.get_images()]
+    assert len(tiles) == 5 * 3
+    rows = [tiles[3 * row].get_ylabel().split("\n")[0] for row in range(5)]
+    assert rows == ["epsilon 0", "epsilon 0.005", "epsilon 0.01", "epsilon 0.02", "epsilon 0.05"]
+    largest = fgsm(model, images, labels, 0.05)
+    for index in range(3):
+        expected = largest[index].permute(1, 2, 0).numpy()
+        assert np.allclose(np.ma.getdata(tiles[12 + index].get_images()[0].get_array()), expected)
+    before = predict(model, largest).argmax(dim=1)
+    for index, axis in enumerate(tiles[12:]):
+        assert axis.get_title() == NAMES[int(before[index])]
+    previous = figures.show_adversarial(
+        images, fgsm(model, images, labels, 0.01), labels, before, before, NAMES
+    )
+    assert figure_png(figure).shape != figure_png(previous).shape
+    assert figure.get_suptitle() != previous.get_suptitle()
+
+
+def test_map_figures_have_a_colour_bar_and_say_each_map_s_range():
+    """Do the maps of part 2 (and the map explorer's fallback) come with a colour bar, and does
+    each map's title give the lowest and highest values it was rescaled from?"""
+    from cnn_course.labs.cnn_part2 import explorers, figures
+
+    images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    saliency = torch.stack([torch.full((8, 8), 0.5), torch.arange(64.0).view(8, 8) / 100])
+    saliency[0, 0, 0] = 0.25
+    figure = figures.show_maps(images, {"saliency": saliency, "Grad-CAM": torch.rand(2, 2, 2)})
+    bars = [axis for axis in figure.axes if getattr(axis, "_colorbar", None)]
+    assert len(bars) == 1
+    assert [tick.get_text() for tick in bars[0].get_xticklabels()] == ["lowest", "highest"]
+    titles = [axis.get_title() for axis in figure.axes if axis.get_images()]
+    assert titles[1] == "saliency\n0.25 to 0.5" and titles[4] == "saliency\n0 to 0.63"
+    figure_png(figure)
+
+    model = colour_model()
+
+    def saliency_map(model, images, classes):
+        return images.mean(dim=1)
+
+    def occlusion_map(model, image, label, patch_size=8, stride=4):
+        return image[0, ::4, ::4]
+
+    def grad_cam(model, layer, images, classes):
+        return images[:, 0, ::2, ::2]
+
+    labels = torch.tensor([0, 1])
+    explorer = explorers.explain_maps(
+        model, images, labels, NAMES, saliency_map, occlusion_map, grad_cam, layer=model[1],
+        static=True,
+    )  # fmt: skip
+    assert sum(bool(getattr(axis, "_colorbar", None)) for axis in explorer.axes) == 1
 
 
 def test_grading_mode_skips_what_no_test_reads(monkeypatch):

@@ -126,6 +126,26 @@ def _fgsm_figure(model, images, labels, class_names, fgsm, epsilon: float) -> Fi
     return figures.show_adversarial(images, fooled, labels, before, after, class_names, title=title)
 
 
+def _sweep_epsilons(epsilon: float, largest: float) -> list[float]:
+    """The epsilons the static fallback draws: none, half, the chosen one, twice it, the largest."""
+    wanted = (0.0, epsilon / 2, epsilon, 2 * epsilon, largest)
+    return sorted({round(value, 6) for value in wanted if 0 <= value <= largest})
+
+
+def _fgsm_sweep_figure(model, images, labels, class_names, fgsm, epsilons) -> Figure:
+    attacks = []
+    for epsilon in epsilons:
+        attacked = images if epsilon == 0 else fgsm(model, images, labels, epsilon)
+        attacks.append((epsilon, attacked, predict(model, attacked).argmax(dim=1)))
+    return figures.show_epsilons(
+        images,
+        labels,
+        attacks,
+        class_names,
+        title="FGSM with growing epsilon (what the slider would show): wrong predictions in red",
+    )
+
+
 class FgsmExplorer(WidgetView):
     """A slider for FGSM's epsilon, with the images and what the network makes of them."""
 
@@ -169,7 +189,8 @@ def fgsm_explorer(
     """FGSM images of ``images (N, C, H, W)`` for an ``epsilon`` chosen with a slider.
 
     ``fgsm(model, images, labels, epsilon)`` is yours (part 2). Without a widget frontend, or
-    with ``static=True``, the figure for ``epsilon`` is returned.
+    with ``static=True``, a figure shows the images attacked with several epsilons, one row
+    each: 0, half of ``epsilon``, ``epsilon``, twice it, and ``largest``.
     """
     check_images(images, labels, class_names, "fgsm_explorer")
     if not callable(fgsm):
@@ -179,5 +200,6 @@ def fgsm_explorer(
     if grading_mode():
         return Skipped("fgsm_explorer")
     if static_wanted(static):
-        return _fgsm_figure(model, images, labels, class_names, fgsm, epsilon)
+        epsilons = _sweep_epsilons(epsilon, largest)
+        return _fgsm_sweep_figure(model, images, labels, class_names, fgsm, epsilons)
     return FgsmExplorer(model, images, labels, class_names, fgsm, epsilon=epsilon, largest=largest)

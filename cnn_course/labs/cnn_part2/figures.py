@@ -20,6 +20,7 @@ __all__ = [
     "receptive_field",
     "show_adversarial",
     "show_curve",
+    "show_epsilons",
     "show_maps",
     "show_patches",
 ]
@@ -50,7 +51,9 @@ def show_maps(
 
     ``maps`` names tensors ``(N, h, w)`` (a saliency, occlusion or Grad-CAM map); each is
     resized to the image and rescaled from its lowest (dark) to its highest value (bright), and
-    drawn over the image in grey with ``overlay``. ``titles`` labels each row's image.
+    drawn over the image in grey with ``overlay``. Each map's title gives its lowest and highest
+    values, and a colour bar below the maps says what the colours mean. ``titles`` labels each
+    row's image.
     """
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or len(images) == 0:
         found = tuple(images.shape) if hasattr(images, "shape") else type(images).__name__
@@ -64,8 +67,14 @@ def show_maps(
                 f"got {found}."
             )
     shown = {name: _upsampled(values, size) for name, values in maps.items()}
+    ranges = {
+        name: values.detach().cpu().float().flatten(1).aminmax(dim=1)
+        for name, values in maps.items()
+    }
     ncols = 1 + len(shown)
-    figure = new_figure(figsize=(2.0 * ncols, 2.1 * count + 0.4), layout="constrained")
+    bar = 0.8 if shown else 0.0  # room for the colour bar below the maps
+    height = 2.25 * count + 0.4 + bar
+    figure = new_figure(figsize=(2.0 * ncols, height), layout="constrained")
     axes = figure.subplots(count, ncols, squeeze=False)
     for row in range(count):
         picture = to_displayable(images[row])
@@ -76,12 +85,29 @@ def show_maps(
             if overlay:
                 grey = picture if picture.ndim == 2 else picture.mean(axis=2)
                 axis.imshow(grey, cmap="gray", vmin=0.0, vmax=1.0)
-                axis.imshow(values[row], cmap="inferno", alpha=0.6, vmin=0.0, vmax=1.0)
-            else:
-                axis.imshow(values[row], cmap="inferno", vmin=0.0, vmax=1.0)
-            axis.set_title(name, fontsize=9)
+            axis.imshow(
+                values[row], cmap="inferno", alpha=0.6 if overlay else None, vmin=0.0, vmax=1.0
+            )
+            low, high = (float(limit[row]) for limit in ranges[name])
+            axis.set_title(f"{name}\n{low:.2g} to {high:.2g}", fontsize=8)
         for axis in axes[row]:
             axis.axis("off")
+    if shown:  # the colours themselves, not blended with an image
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+
+        colour_bar = figure.colorbar(
+            ScalarMappable(Normalize(0.0, 1.0), cmap="inferno"),
+            ax=axes[:, 1:],
+            location="bottom",
+            fraction=0.15 / height,  # of the maps' height: a bar 0.15 inches high
+            shrink=0.8,
+            aspect=30,
+            pad=0.1 / height,
+            ticks=[0.0, 1.0],
+        )
+        colour_bar.ax.set_xticklabels(["lowest", "highest"], fontsize=8)
+        colour_bar.set_label("each map's own range", fontsize=8)
     if title:
         figure.suptitle(title)
     return figure
@@ -127,6 +153,56 @@ def show_adversarial(
         for axis in axes[:, index]:
             axis.axis("off")
     figure.suptitle(title or "Original (top), adversarial (middle), the change magnified (bottom)")
+    return figure
+
+
+@skipped_while_grading
+def show_epsilons(
+    images: torch.Tensor,
+    labels: Sequence[int] | torch.Tensor,
+    attacks: Sequence[tuple[float, torch.Tensor, Sequence[int] | torch.Tensor]],
+    class_names: Sequence[str],
+    *,
+    title: str | None = None,
+) -> Figure:
+    """The same ``images (N, C, H, W)`` attacked with growing epsilons, one row per epsilon.
+
+    ``attacks`` holds ``(epsilon, adversarial images (N, C, H, W), predictions (N,))``, one per
+    row (epsilon 0: the originals). Each image is titled with the predicted class, in red when
+    it is not the true one (named under the bottom row); each row says how many are wrong.
+    """
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or len(images) == 0:
+        found = tuple(images.shape) if hasattr(images, "shape") else type(images).__name__
+        raise CourseError(f"show_epsilons expects images shaped (N, C, H, W); got {found}.")
+    if not attacks:
+        raise CourseError("show_epsilons needs at least one (epsilon, images, predictions).")
+    count = len(images)
+    for epsilon, adversarials, predicted in attacks:
+        if tuple(adversarials.shape) != tuple(images.shape) or len(predicted) != count:
+            raise CourseError(
+                f"show_epsilons: the attack with epsilon {epsilon:g} gave images "
+                f"{tuple(adversarials.shape)} and {len(predicted)} predictions; expected "
+                f"{tuple(images.shape)} and {count}."
+            )
+    rows = len(attacks)
+    figure = new_figure(figsize=(1.5 * count + 1.2, 1.75 * rows + 0.5), layout="constrained")
+    axes = figure.subplots(rows, count, squeeze=False)
+    for row, (epsilon, adversarials, predicted) in enumerate(attacks):
+        wrong = 0
+        for index in range(count):
+            axis = axes[row, index]
+            axis.imshow(to_displayable(adversarials[index]), cmap="gray", vmin=0.0, vmax=1.0)
+            guess, true = int(predicted[index]), int(labels[index])
+            wrong += guess != true
+            axis.set_title(
+                class_names[guess], fontsize=9, color="black" if guess == true else "tab:red"
+            )
+            axis.set_xticks([])
+            axis.set_yticks([])
+        axes[row, 0].set_ylabel(f"epsilon {epsilon:g}\n{wrong} of {count} wrong", fontsize=9)
+    for index in range(count):
+        axes[-1, index].set_xlabel(f"true: {class_names[int(labels[index])]}", fontsize=9)
+    figure.suptitle(title or "Growing epsilon, one row each (wrong predictions in red)")
     return figure
 
 
