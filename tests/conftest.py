@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import json
 import os
 import pickle
 import queue
@@ -63,6 +64,23 @@ def real_root() -> Path:
     if os.environ.get("CNN_COURSE_REQUIRE_DATA"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+def searchable_text(content: bytes) -> str:
+    """A file's text; for a notebook, its cells' sources as text (not JSON-escaped, which can
+    look like a Python string literal of the same line), then the rest of its JSON."""
+    text = content.decode("utf-8", errors="replace")
+    try:
+        notebook = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(notebook, dict) or not isinstance(notebook.get("cells"), list):
+        return text
+    sources = []
+    for cell in notebook["cells"]:
+        source = cell.pop("source", "") if isinstance(cell, dict) else ""
+        sources.append("".join(source) if isinstance(source, list) else str(source))
+    return "\n".join(sources) + "\n" + json.dumps(notebook)
 
 
 def grade_command(submissions: Path, out: Path, *options: str) -> list[str]:

@@ -17,7 +17,7 @@ import jupytext
 import nbformat
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, searchable_text
 
 import cnn_course
 from cnn_course.errors import CourseError
@@ -314,23 +314,6 @@ def test_modules_import_from_the_tree_alone(published, tmp_path):
 # --- leaks ----------------------------------------------------------------------------------
 
 
-def _searchable(content: bytes) -> str:
-    """A file's text; for a notebook, its cells' sources as text (not JSON-escaped, which can
-    look like a Python string literal of the same line), then the rest of its JSON."""
-    text = content.decode("utf-8", errors="replace")
-    try:
-        notebook = json.loads(text)
-    except ValueError:
-        return text
-    if not isinstance(notebook, dict) or not isinstance(notebook.get("cells"), list):
-        return text
-    sources = []
-    for cell in notebook["cells"]:
-        source = cell.pop("source", "") if isinstance(cell, dict) else ""
-        sources.append("".join(source) if isinstance(source, list) else str(source))
-    return "\n".join(sources) + "\n" + json.dumps(notebook)
-
-
 def _lines(path: Path) -> set[str]:
     """A file's stripped lines; for a notebook (JSON with cells), its cells' lines too."""
     text = path.read_bytes().decode("utf-8", errors="replace")
@@ -420,7 +403,7 @@ def _leaks(tree: Path, secrets: dict[str, set[str]]) -> list[str]:
     for path in sorted(p for p in tree.rglob("*") if p.is_file()):
         relative = path.relative_to(tree).as_posix()
         content = path.read_bytes()
-        text = _searchable(content)
+        text = searchable_text(content)
         lines = _lines(path)
         if content in instructor_files:
             leaks.append(

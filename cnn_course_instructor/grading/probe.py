@@ -31,6 +31,7 @@ last batch of images (N, C, H, W) a network in training mode took with gradients
 images a step trained on. Nothing is kept but counts and fingerprints.
 """
 
+import io
 import sys
 
 import torch
@@ -264,4 +265,9 @@ def record(namespace, plan_path, output_path):
             found[step["key"]] = _step(namespace, step, spec["inputs"])
         except BaseException as exc:  # noqa: B036 - a student's object may raise anything
             found[step["key"]] = judging.failure(exc)
-    torch.save(found, output_path)
+    # whole or not at all: a save that fails half way (a student broke a module it imports)
+    # leaves no record, which the grader reports as such, rather than a truncated one
+    buffer = io.BytesIO()
+    torch.save(found, buffer)
+    with open(output_path, "wb") as file:
+        file.write(buffer.getvalue())
