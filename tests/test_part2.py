@@ -396,6 +396,14 @@ def test_top_activations_order_and_images_are_told_apart_whatever_the_draw(seed)
     assert not verdicts.positions_verdict({"output": judging.plain(right.flip(0))}, right).passed
 
 
+def test_load_state_dict_s_report_kept_as_the_model_is_told_so():
+    """``loaded = model.load_state_dict(...)`` keeps the report of missing and unexpected keys,
+    not a network: is that what the record says, rather than a bare type error?"""
+    report = nn.Linear(2, 2).load_state_dict(nn.Linear(2, 2).state_dict())
+    with pytest.raises(TypeError, match="what load_state_dict returns .* keep that model"):
+        judging.layer_records(report, (2,))
+
+
 def test_loaded_model_is_judged_by_its_learnt_weights_not_its_running_statistics():
     """Is a model loaded from the state dict accepted even when the trained one later ran in
     training mode (its running statistics moved), and a fresh one refused, naming the layer?"""

@@ -440,4 +440,19 @@ SAMPLES = [
         2,
         "its sign",
     ),
+    _mistake(
+        # load_state_dict's report (missing and unexpected keys) kept as if it were the model
+        "loaded_model_is_the_load_report",
+        [
+            (
+                "loaded_model = make_better_model()\n"
+                'loaded_model.load_state_dict(torch.load("better_model.pt", weights_only=True))\n',
+                'loaded_model = make_better_model().load_state_dict(torch.load("better_model.pt", '
+                "weights_only=True))\n",
+            )
+        ],
+        "q3_better_training",
+        0.5,
+        "what load_state_dict returns",
+    ),
 ]

@@ -501,6 +501,12 @@ def layer_records(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
     saved and read back with ``torch.load(..., weights_only=True)`` without running any code.
     """
     if not isinstance(model, nn.Module):
+        if hasattr(model, "missing_keys") and hasattr(model, "unexpected_keys"):
+            raise TypeError(
+                "expected a torch.nn.Module, got what load_state_dict returns (the missing and "
+                "unexpected keys it found), not a network: load_state_dict fills the model it "
+                "is called on; keep that model (model.load_state_dict(state), then use model)"
+            )
         raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
     steps, error = _trace(model, input_shape)
     layers = [
