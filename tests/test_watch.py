@@ -217,3 +217,31 @@ def test_the_probe_lists_hooks_left_on_a_model():
         "1 backward hook on the network",
         "1 forward hook on layer 1 (ReLU)",
     ]
+
+
+def test_the_grader_s_code_runs_only_around_the_watched_answer_cells():
+    """With the questions the plan watches, does the grader's code go before the first code
+    cell, each watched answer cell and the cell after it, and nowhere else?"""
+
+    def cell(grade_id: str | None):
+        made = nbformat.v4.new_code_cell("x = 1")
+        if grade_id:
+            made.metadata["nbgrader"] = {"grade_id": grade_id}
+        return made
+
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_markdown_cell("intro"),
+        cell("setup"),
+        cell("q1_model"),
+        cell(None),
+        cell("q2_training"),
+        nbformat.v4.new_markdown_cell("after"),
+        cell("q3_training"),
+        cell("plot"),
+        cell("last"),
+    ]
+    codes = watch_cells(notebook, "plan.pt", {"q2_training", "q3_training"})
+    assert sorted(codes) == [1, 4, 6, 7]  # first, q2, q3 (also after q2), after q3
+    assert "watch(" in codes[1] and all("watch(" not in codes[i] for i in (4, 6, 7))
+    assert sorted(watch_cells(notebook, "plan.pt")) == [1, 2, 3, 4, 6, 7, 8]  # unknown: every one

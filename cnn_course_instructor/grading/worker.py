@@ -19,13 +19,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 
 from cnn_course import settings
+from cnn_course.settings import ProbeKind
 
 from .. import TOOLS, sandbox
 from ..course import LabContent
@@ -137,18 +138,27 @@ def probe_cell(plan_path: str, output_path: str) -> str:
     )
 
 
-def watch_cells(notebook: nbformat.NotebookNode, plan_path: str) -> dict[int, str]:
-    """The grader's code run silently before each code cell (``kernel.run_notebook``'s
+def watch_cells(
+    notebook: nbformat.NotebookNode, plan_path: str, watched: Collection[str] | None = None
+) -> dict[int, str]:
+    """The grader's code run silently before code cells (``kernel.run_notebook``'s
     ``between_cells``): before the first, the probe module starts watching what the plan asks
-    (``probe.watch``); before each, it is told which question the cell answers (its nbgrader
-    id), so that a watched answer cell is followed from its start to the next cell's."""
+    (``probe.watch``); before a cell, it is told which question the cell answers (its nbgrader
+    id), so that a watched answer cell is followed from its start to the next cell's. With
+    ``watched`` (the questions the plan watches), only the first cell, those cells and the
+    cells right after them get the grader's code: each is one more message to the kernel."""
     codes = {}
+    previous: str | None = None  # the id of the code cell before
     for index, cell in enumerate(notebook.cells):
         if cell.cell_type != "code":
             continue
         meta = cell.get("metadata", {}).get("nbgrader")
         grade_id = meta.get("grade_id") if isinstance(meta, dict) else None
         grade_id = grade_id if isinstance(grade_id, str) else None
+        needed = watched is None or not codes or grade_id in watched or previous in watched
+        previous = grade_id
+        if not needed:
+            continue
         code = (
             "import builtins as _cnn_course_builtins\n"
             f"_cnn_course_probe = _cnn_course_builtins.__import__('sys').modules.get({PROBE_MODULE!r})\n"
@@ -304,7 +314,11 @@ def grade_notebook(job: Job) -> SubmissionResult:
         scratch.mkdir(exist_ok=True)
         plan, record, cwd = str(plan_path), str(scratch / "record.pt"), scratch
         env.update({settings.DATA_ENV: job.run.data_root, settings.CACHE_ENV: _cache_dir()})
-    between = watch_cells(notebook, plan)
+    content = course.content(job.lab)
+    watched = {
+        step["question"] for step in content.probe_plan if step["kind"] == ProbeKind.TRAINING
+    }
+    between = watch_cells(notebook, plan, watched)
     notebook.cells.append(nbformat.v4.new_code_cell(probe_cell(plan, record)))
     with judges:
         for attempt in range(1, START_TRIES + 1):
