@@ -1,6 +1,7 @@
 """A class submitted to a real nbgrader course: our grades land where nbgrader's own tools read
 them (formgrader's lists, Manual Grading, generate_feedback, export), checked with nbgrader's
-API on real results and a real course folder, no kernel (seconds). The same after a real
+API on real results and a real course folder, no kernel (seconds; the first test in make test,
+the others in the stress tier). The same after a real
 `cnn-course grade`, and formgrader's pages in a browser: test_browser.py."""
 
 from __future__ import annotations
@@ -155,6 +156,7 @@ def test_formgrader_lists_every_submission_autograded_with_its_score_time_and_na
     assert cells[MANUAL]["points"] == LAB.questions[MANUAL].points
 
 
+@pytest.mark.stress  # seconds each; make test keeps the first
 def test_a_ta_s_grade_in_the_course_reaches_every_output_and_nbgrader_s_own_feedback(tmp_path):
     """A TA grades Ann's written answer in the course's gradebook (as formgrader does): is it in
     grades.csv, her page, the Canvas export (with her name from the course) and the feedback
@@ -181,6 +183,7 @@ def test_a_ta_s_grade_in_the_course_reaches_every_output_and_nbgrader_s_own_feed
     assert nbgrader.get_autograded_students(LAB.id) == {"ann", "bob"}
 
 
+@pytest.mark.stress  # seconds each; make test keeps the first
 def test_a_regrade_of_a_resubmission_is_autograded_again_with_the_new_time(tmp_path):
     """Bob resubmits (a new timestamp.txt): before the regrade formgrader must see him as not
     autograded (nbgrader's rule), after it autograded with the new time."""
@@ -200,6 +203,7 @@ def test_a_regrade_of_a_resubmission_is_autograded_again_with_the_new_time(tmp_p
     assert datetime.fromisoformat(submission["timestamp"]) == parse_utc(later)
 
 
+@pytest.mark.stress  # seconds each; make test keeps the first
 def test_the_course_s_due_date_is_kept_and_a_broken_config_is_one_message(tmp_path):
     """The instructor's due date in the course's gradebook stays whatever --deadline says (it
     only fills a missing one); a config that does not run stops with what to fix."""
