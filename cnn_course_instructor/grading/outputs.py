@@ -211,7 +211,8 @@ def write_outputs(
     autograded notebooks), late rows marked against ``deadline`` (UTC), with the points given by
     hand (``hand``: the gradebooks' and ``folder/hand_grades.csv``'s, which the first run writes
     empty), returned. ``released``: the lab's released notebook, which names its cells."""
-    courses = {root: open_course(root) for root in courses_of(results, lab.id)}
+    submitted = courses_of(results, lab.id)  # course folder -> its results
+    courses = {root: open_course(root) for root in submitted}
     hand = hand_grades(folder, lab, gradebooks(gradebook, courses.values()))
     write_hand_template(folder / HAND_FILE, lab, [result.student for result in results])
     write_text(folder / "grades.csv", grades_csv(results, lab, deadline, hand))
@@ -228,7 +229,7 @@ def write_outputs(
                 "notebook is missing (run `cnn-course build`)"
             )
             continue
-        mine = courses_of(results, lab.id)[root]
+        mine = submitted[root]
         fill_course(course, folder / "executed", lab, mine, released, deadline, hand)
         progress(f"  {lab.id}: {len(mine)} submission(s) autograded in the nbgrader course {root}")
     return hand
@@ -247,15 +248,17 @@ def fill_course(
     submission's time, then the course's own gradebook: formgrader lists each as autograded
     (its folder there, its time the submitted one), its scores and the TA's cells; the lab
     listed among its assignments (the released notebook as its source, where it has none)."""
-    source = course.folder(course.source, ".", lab.id)
-    if not source.exists():
-        source.mkdir(parents=True)
-        write_text(source / f"{lab.id}.ipynb", nbformat.writes(released))
+    listed = course.folder(course.source, ".", lab.id)
+    if not listed.exists():
+        listed.mkdir(parents=True)
+        write_text(listed / f"{lab.id}.ipynb", nbformat.writes(released))
+    kept = []
     for result in results:
         target = course.folder(course.autograded, result.student, lab.id)
         source = executed / f"{result.student}.ipynb"
         if not source.is_file():  # nothing ran (an invalid file): formgrader has nothing to show
             continue
+        kept.append(result)
         notebook = autograded_notebook(source.read_text(encoding="utf-8"), released, lab)
         target.mkdir(parents=True, exist_ok=True)
         write_text(target / f"{lab.id}.ipynb", nbformat.writes(notebook))
@@ -265,7 +268,6 @@ def fill_course(
             write_text(stamp, timestamp_text(when))
         else:
             stamp.unlink(missing_ok=True)
-    kept = [r for r in results if (executed / f"{r.student}.ipynb").is_file()]
     fill_gradebook(course.book, lab, kept, deadline, hand, solution_cells(released), own=False)
 
 
